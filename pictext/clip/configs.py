@@ -31,7 +31,9 @@ CLIP_CONFIGS: dict[str, CLIPConfig] = {
     "ViT-L/14-336": _vit(768, 336, 24, 1024, 14, _text(768)),
     # Tiny configs: seconds on a CPU, for tests and for training on small data.
     "tiny-vit": _vit(64, 32, 2, 64, 8, TextConfig(context_length=16, vocab_size=512, width=64, heads=1, layers=2)),
-    "tiny-rn": _rn(64, 64, (1, 1, 1, 1), 16, TextConfig(context_length=16, vocab_size=512, width=64, heads=1, layers=2)),
+    "tiny-rn": _rn(
+        64, 64, (1, 1, 1, 1), 16, TextConfig(context_length=16, vocab_size=512, width=64, heads=1, layers=2)
+    ),
 }
 
 

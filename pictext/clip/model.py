@@ -74,7 +74,11 @@ class VisionTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = nn.LayerNorm(width)
         self.transformer = Transformer(
-            width=width, layers=cfg.layers, heads=width // cfg.head_width, mlp_ratio=cfg.mlp_ratio, activation=activation
+            width=width,
+            layers=cfg.layers,
+            heads=width // cfg.head_width,
+            mlp_ratio=cfg.mlp_ratio,
+            activation=activation,
         )
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, embed_dim))
@@ -106,7 +110,11 @@ class Bottleneck(nn.Module):
         if stride > 1 or inplanes != out:
             self.downsample = nn.Sequential(
                 OrderedDict(
-                    [("-1", nn.AvgPool2d(stride)), ("0", nn.Conv2d(inplanes, out, 1, bias=False)), ("1", nn.BatchNorm2d(out))]
+                    [
+                        ("-1", nn.AvgPool2d(stride)),
+                        ("0", nn.Conv2d(inplanes, out, 1, bias=False)),
+                        ("1", nn.BatchNorm2d(out)),
+                    ]
                 )
             )
 

@@ -42,7 +42,11 @@ class ResidualAttentionBlock(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(
             OrderedDict(
-                [("c_fc", nn.Linear(width, hidden)), ("gelu", activation_layer(activation)), ("c_proj", nn.Linear(hidden, width))]
+                [
+                    ("c_fc", nn.Linear(width, hidden)),
+                    ("gelu", activation_layer(activation)),
+                    ("c_proj", nn.Linear(hidden, width)),
+                ]
             )
         )
 

@@ -1,0 +1,104 @@
+"""The native checkpoint: one `.safetensors` file whose metadata says how to use it.
+
+Metadata keys (all strings, as safetensors requires):
+  pictext.format   "pictext"          pictext.version  format version, "1"
+  pictext.kind     model family: "clip", ...
+  pictext.config   JSON of the family's config dataclass
+  plus family keys, e.g. pictext.preprocess and pictext.tokenizer for CLIP.
+Writes are atomic: a temporary file in the same folder, fsync, then rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT, VERSION = "pictext", "1"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call write(tmp_path), fsync, then rename onto `path`: a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]) -> Path:
+    """Write tensors and JSON-able `meta` (config, preprocessing, ...) as one self-describing file."""
+    metadata = {"pictext.format": FORMAT, "pictext.version": VERSION, "pictext.kind": kind}
+    metadata.update({f"pictext.{k}": json.dumps(v) for k, v in meta.items()})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The raw safetensors metadata, or CheckpointError if `path` is not a readable safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else f"{path} is not a file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = path.stat().st_size
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n <= 0 or n > min(size - 8, 100_000_000):
+            raise CheckpointError(f"{path} is not a safetensors file (or is truncated): its header is unreadable")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path} is not a safetensors file: header is not JSON ({e})") from e
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if ends and 8 + n + max(ends) > size:
+        raise CheckpointError(f"{path} is truncated: {size} bytes, the header promises {8 + n + max(ends)}")
+    return header.get("__metadata__") or {}
+
+
+def load(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and decoded metadata of a native checkpoint of family `kind`; clear errors for anything else."""
+    raw = read_metadata(path)
+    if raw.get("pictext.format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file without pictext metadata; import foreign checkpoints with "
+            "`pictext convert` or pictext.load(path, activation=...)"
+        )
+    if raw.get("pictext.version") != VERSION:
+        raise CheckpointError(f"{path} has format version {raw.get('pictext.version')}; this pictext reads {VERSION}")
+    if raw.get("pictext.kind") != kind:
+        raise CheckpointError(f"{path} is a pictext {raw.get('pictext.kind')!r} checkpoint, not a {kind!r} model")
+    meta = {
+        k.removeprefix("pictext."): json.loads(v)
+        for k, v in raw.items()
+        if k.startswith("pictext.") and k not in ("pictext.format", "pictext.version", "pictext.kind")
+    }
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as e:
+        raise CheckpointError(f"{path} could not be read: {e}") from e
+    return tensors, meta
+
+
+def is_native(path: str | os.PathLike) -> bool:
+    try:
+        return read_metadata(path).get("pictext.format") == FORMAT
+    except CheckpointError:
+        return False

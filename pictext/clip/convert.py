@@ -1,0 +1,276 @@
+"""Import and export CLIP weights: OpenAI, OpenCLIP and Hugging Face layouts.
+
+OpenAI and OpenCLIP already use our parameter names; Hugging Face splits the
+attention projections and renames everything. The architecture is inferred from
+tensor shapes where the file carries no config, as OpenAI's `build_model` does.
+The activation cannot be inferred from tensors, so it is never guessed: OpenAI
+archives are QuickGELU, Hugging Face configs name theirs, and for a bare
+OpenCLIP state dict the caller must say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from pictext.checkpoint import CheckpointError, atomic_write
+from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
+from pictext.images.transforms import OPENAI_MEAN, OPENAI_STD, Preprocess
+from pictext.torchscript import is_torchscript, read_torchscript_tensors
+
+_IGNORED_KEYS = ("attn_mask", "input_resolution", "context_length", "vocab_size", "text_model.embeddings.position_ids")
+
+
+def read_foreign(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
+    """(state dict, Hugging Face config or None, source) from a file or a Hugging Face folder.
+
+    source is "torchscript", "huggingface" or "state_dict". Nothing is unpickled beyond tensors.
+    """
+    path = Path(path)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"{path} is a folder without config.json, so not a Hugging Face model folder")
+        weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path} has no model.safetensors or pytorch_model.bin")
+        sd, _, _ = read_foreign(weights)
+        return sd, json.loads(config_file.read_text()), "huggingface"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path)), None, "state_dict"
+        except SafetensorError as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+    if is_torchscript(path):
+        try:
+            return read_torchscript_tensors(path), None, "torchscript"
+        except (pickle.UnpicklingError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise CheckpointError(f"{path}: unreadable TorchScript archive ({e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # the safe unpickler: tensors and containers only
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"{path} is not a checkpoint pictext can read (truncated or another format): {e}") from e
+    return _unwrap(obj, path), None, "state_dict"
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Find the state dict in an OpenCLIP training checkpoint: nested `state_dict`, `module.` prefixes."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def infer_config(sd: dict[str, torch.Tensor], activation: str) -> CLIPConfig:
+    """Architecture from tensor shapes (OpenAI / OpenCLIP layout). Heads are width // 64, as in all CLIPs."""
+    if "visual.proj" in sd:
+        width = sd["visual.conv1.weight"].shape[0]
+        patch = sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        layers: int | tuple[int, ...] = _count_blocks(sd, "visual.transformer.resblocks.")
+        mlp = sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width
+        vision = VisionConfig(image_size=patch * grid, layers=layers, width=width, patch_size=patch, mlp_ratio=mlp)
+    elif "visual.attnpool.positional_embedding" in sd:
+        layers = tuple(_count_blocks(sd, f"visual.layer{i}.") for i in range(1, 5))
+        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        width = sd["visual.layer1.0.conv1.weight"].shape[0]
+        vision = VisionConfig(image_size=grid * 32, layers=layers, width=width, patch_size=None)
+    else:
+        raise CheckpointError("not a CLIP state dict: no visual.proj (ViT) or visual.attnpool (ResNet) tensors")
+    width = sd["ln_final.weight"].shape[0]
+    vocab = sd["token_embedding.weight"].shape[0]
+    text = TextConfig(
+        context_length=sd["positional_embedding"].shape[0],
+        vocab_size=vocab,
+        width=width,
+        heads=width // 64,
+        layers=_count_blocks(sd, "transformer.resblocks."),
+        mlp_ratio=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
+        eot_token_id=vocab - 1,  # OpenAI pools at argmax(token id); EOT is the largest id
+    )
+    return CLIPConfig(embed_dim=sd["text_projection"].shape[1], vision=vision, text=text, activation=activation)
+
+
+def _count_blocks(sd: dict[str, torch.Tensor], prefix: str) -> int:
+    return len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
+
+
+def clip_from_state_dict(sd: dict[str, torch.Tensor], activation: str) -> CLIP:
+    """A float32 CLIP from an OpenAI/OpenCLIP-layout state dict; unexpected or missing tensors raise."""
+    sd = {k: v for k, v in sd.items() if k not in _IGNORED_KEYS}
+    model = CLIP(infer_config(sd, activation))
+    _load_exact(model, {k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    return model.eval()
+
+
+def _load_exact(model: CLIP, sd: dict[str, torch.Tensor]) -> None:
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"state dict does not fit CLIP: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    wrong = [k for k in own if own[k].shape != sd[k].shape]
+    if wrong:
+        raise CheckpointError(
+            f"shape mismatch for {wrong[:3]}: e.g. {wrong[0]} is {tuple(sd[wrong[0]].shape)}, "
+            f"the inferred architecture wants {tuple(own[wrong[0]].shape)}"
+        )
+    model.load_state_dict(sd)
+
+
+_HF_ACT = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
+
+
+def clip_from_hf(sd: dict[str, torch.Tensor], config: dict[str, Any]) -> CLIP:
+    """A CLIP from a Hugging Face `CLIPModel` state dict and its config.json."""
+    t, v = config.get("text_config", {}), config.get("vision_config", {})
+    acts = {t.get("hidden_act", "quick_gelu"), v.get("hidden_act", "quick_gelu")}
+    if len(acts) != 1 or not acts <= set(_HF_ACT):
+        raise CheckpointError(f"unsupported Hugging Face activations {sorted(acts)}; pictext supports quick_gelu, gelu")
+    ours = {k.removeprefix("clip."): val for k, val in sd.items()}  # some exports nest under "clip."
+    out: dict[str, torch.Tensor] = {}
+    for tower, prefix, dst in (
+        ("text_model", "text_model.encoder.layers.", "transformer.resblocks."),
+        ("vision_model", "vision_model.encoder.layers.", "visual.transformer.resblocks."),
+    ):
+        for i in range(_count_blocks(ours, prefix)):
+            src = f"{prefix}{i}."
+            for p in ("weight", "bias"):
+                out[f"{dst}{i}.attn.in_proj_{p}"] = torch.cat([ours[f"{src}self_attn.{n}_proj.{p}"] for n in "qkv"])
+                out[f"{dst}{i}.attn.out_proj.{p}"] = ours[f"{src}self_attn.out_proj.{p}"]
+                out[f"{dst}{i}.ln_1.{p}"] = ours[f"{src}layer_norm1.{p}"]
+                out[f"{dst}{i}.ln_2.{p}"] = ours[f"{src}layer_norm2.{p}"]
+                out[f"{dst}{i}.mlp.c_fc.{p}"] = ours[f"{src}mlp.fc1.{p}"]
+                out[f"{dst}{i}.mlp.c_proj.{p}"] = ours[f"{src}mlp.fc2.{p}"]
+    for ours_name, hf_name in _HF_RENAMES:
+        out[ours_name] = ours[hf_name]
+    out["visual.proj"] = ours["visual_projection.weight"].T
+    out["text_projection"] = ours["text_projection.weight"].T
+    eos = t.get("eos_token_id", 49407)
+    vocab = out["token_embedding.weight"].shape[0]
+    hidden_t, hidden_v = out["ln_final.weight"].shape[0], out["visual.ln_post.weight"].shape[0]
+    cfg = CLIPConfig(
+        embed_dim=out["text_projection"].shape[1],
+        vision=VisionConfig(
+            image_size=v.get("image_size", 224),
+            layers=_count_blocks(ours, "vision_model.encoder.layers."),
+            width=hidden_v,
+            patch_size=out["visual.conv1.weight"].shape[-1],
+            head_width=hidden_v // v.get("num_attention_heads", hidden_v // 64),
+            mlp_ratio=out["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / hidden_v,
+        ),
+        text=TextConfig(
+            context_length=out["positional_embedding"].shape[0],
+            vocab_size=vocab,
+            width=hidden_t,
+            heads=t.get("num_attention_heads", hidden_t // 64),
+            layers=_count_blocks(ours, "text_model.encoder.layers."),
+            mlp_ratio=out["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / hidden_t,
+            eot_token_id=vocab - 1 if eos == 2 else eos,  # eos 2 marks old configs that pool at argmax
+        ),
+        activation=acts.pop(),
+    )
+    model = CLIP(cfg)
+    _load_exact(model, {k: val.float() for k, val in out.items()})
+    return model.eval()
+
+
+_HF_RENAMES = [
+    ("token_embedding.weight", "text_model.embeddings.token_embedding.weight"),
+    ("positional_embedding", "text_model.embeddings.position_embedding.weight"),
+    ("ln_final.weight", "text_model.final_layer_norm.weight"),
+    ("ln_final.bias", "text_model.final_layer_norm.bias"),
+    ("visual.class_embedding", "vision_model.embeddings.class_embedding"),
+    ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight"),
+    ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight"),
+    ("visual.ln_pre.weight", "vision_model.pre_layrnorm.weight"),
+    ("visual.ln_pre.bias", "vision_model.pre_layrnorm.bias"),
+    ("visual.ln_post.weight", "vision_model.post_layernorm.weight"),
+    ("visual.ln_post.bias", "vision_model.post_layernorm.bias"),
+    ("logit_scale", "logit_scale"),
+]
+
+
+def hf_preprocess(folder: Path, image_size: int) -> Preprocess:
+    file = folder / "preprocessor_config.json"
+    if not file.is_file():
+        return Preprocess(image_size=image_size)
+    p = json.loads(file.read_text())
+    return Preprocess(
+        image_size=image_size, mean=tuple(p.get("image_mean", OPENAI_MEAN)), std=tuple(p.get("image_std", OPENAI_STD))
+    )
+
+
+def export_hf(model: CLIP, folder: str | os.PathLike) -> Path:
+    """Write a folder that `transformers.CLIPModel.from_pretrained` loads (ViT image towers only)."""
+    cfg = model.config
+    if cfg.vision.is_resnet:
+        raise ValueError("Hugging Face CLIPModel has no ResNet image tower; export ResNet models to OpenCLIP instead")
+    sd = model.state_dict()
+    out: dict[str, torch.Tensor] = {hf: sd[ours] for ours, hf in _HF_RENAMES}
+    out["visual_projection.weight"] = sd["visual.proj"].T
+    out["text_projection.weight"] = sd["text_projection"].T
+    for prefix, src in (
+        ("text_model.encoder.layers.", "transformer.resblocks."),
+        ("vision_model.encoder.layers.", "visual.transformer.resblocks."),
+    ):
+        for i in range(_count_blocks(sd, src)):
+            s, d = f"{src}{i}.", f"{prefix}{i}."
+            for p in ("weight", "bias"):
+                for name, chunk in zip("qkv", sd[f"{s}attn.in_proj_{p}"].chunk(3)):
+                    out[f"{d}self_attn.{name}_proj.{p}"] = chunk
+                out[f"{d}self_attn.out_proj.{p}"] = sd[f"{s}attn.out_proj.{p}"]
+                out[f"{d}layer_norm1.{p}"], out[f"{d}layer_norm2.{p}"] = sd[f"{s}ln_1.{p}"], sd[f"{s}ln_2.{p}"]
+                out[f"{d}mlp.fc1.{p}"], out[f"{d}mlp.fc2.{p}"] = sd[f"{s}mlp.c_fc.{p}"], sd[f"{s}mlp.c_proj.{p}"]
+    t, v = cfg.text, cfg.vision
+    config = {
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": cfg.embed_dim,
+        "logit_scale_init_value": float(sd["logit_scale"]),
+        "text_config": {
+            "hidden_size": t.width,
+            "intermediate_size": int(t.width * t.mlp_ratio),
+            "num_attention_heads": t.heads,
+            "num_hidden_layers": t.layers,
+            "max_position_embeddings": t.context_length,
+            "vocab_size": t.vocab_size,
+            "hidden_act": cfg.activation,
+            "eos_token_id": t.eot_token_id,
+            "bos_token_id": t.eot_token_id - 1,
+            "pad_token_id": 1,
+            "projection_dim": cfg.embed_dim,
+        },
+        "vision_config": {
+            "hidden_size": v.width,
+            "intermediate_size": int(v.width * v.mlp_ratio),
+            "num_attention_heads": v.width // v.head_width,
+            "num_hidden_layers": v.layers,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "hidden_act": cfg.activation,
+            "projection_dim": cfg.embed_dim,
+        },
+    }
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: t.contiguous() for k, t in out.items()}
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    return folder
+
+
+def export_open_clip(model: CLIP, path: str | os.PathLike) -> Path:
+    """Write an OpenCLIP/OpenAI-layout `.safetensors` state dict (open_clip's `pretrained=` accepts it)."""
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(sd, tmp))

@@ -1,0 +1,1 @@
+"""Datasets: the synthetic shapes world (more sources arrive with the training issue)."""

@@ -1,0 +1,237 @@
+"""Text to token ids, the way CLIP models expect them: SOT, BPE tokens, EOT, zero padding.
+
+`ClipBPETokenizer` reproduces OpenAI's byte-level BPE (github.com/openai/CLIP,
+simple_tokenizer.py) id for id. It is written here rather than taken from
+open_clip because importing open_clip pulls in torchvision and timm; we only
+need its vocabulary file, which we find on disk and never ship or download.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import html
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import ftfy
+import regex
+import torch
+
+CLIP_VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
+SOT, EOT = "<start_of_text>", "<end_of_text>"
+
+
+class VocabularyNotFoundError(FileNotFoundError):
+    pass
+
+
+class TextTooLongError(ValueError):
+    pass
+
+
+class Tokenizer(Protocol):
+    context_length: int
+    vocab_size: int
+    sot_token_id: int
+    eot_token_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def to_metadata(self) -> dict[str, Any]: ...
+
+    def __call__(
+        self, texts: str | Sequence[str], context_length: int | None = None, truncate: bool = True
+    ) -> torch.Tensor: ...
+
+
+def pack(tokenizer: Tokenizer, texts: str | Sequence[str], context_length: int | None, truncate: bool) -> torch.Tensor:
+    """(N, context_length) ids: SOT, tokens, EOT, zeros. Overlong text is cut with EOT kept last, or raises."""
+    if isinstance(texts, str):
+        texts = [texts]
+    length = context_length or tokenizer.context_length
+    out = torch.zeros(len(texts), length, dtype=torch.long)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
+        ids = [tokenizer.sot_token_id, *tokenizer.encode(text), tokenizer.eot_token_id]
+        if len(ids) > length:
+            if not truncate:
+                raise TextTooLongError(
+                    f"text {i} ({text[:40]!r}...) is {len(ids)} tokens, over the context length {length}; "
+                    "shorten it or pass truncate=True (keeps the first tokens and ends with EOT)"
+                )
+            ids = ids[: length - 1] + [tokenizer.eot_token_id]
+        out[i, : len(ids)] = torch.tensor(ids)
+    return out
+
+
+@functools.lru_cache
+def _bytes_to_unicode() -> dict[int, str]:
+    """Reversible byte -> printable unicode map, so BPE never sees whitespace or control bytes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, codes)}
+
+
+def _clean(text: str) -> str:
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return regex.sub(r"\s+", " ", text).strip().lower()
+
+
+class ClipBPETokenizer:
+    """OpenAI CLIP's tokenizer: ftfy + HTML unescape, lower case, byte-level BPE with 49,152 merges."""
+
+    kind = "clip-bpe"
+
+    def __init__(self, vocab_path: str | os.PathLike | None = None, context_length: int = 77) -> None:
+        self.vocab_path = find_clip_vocab(vocab_path)
+        lines = gzip.open(self.vocab_path).read().decode("utf-8").split("\n")
+        merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+        byte_chars = list(_bytes_to_unicode().values())
+        vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT, EOT]
+        self.encoder = {token: i for i, token in enumerate(vocab)}
+        self.decoder = {i: token for token, i in self.encoder.items()}
+        self.bpe_ranks = {merge: i for i, merge in enumerate(merges)}
+        self.byte_encoder = _bytes_to_unicode()
+        self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        self.pattern = regex.compile(
+            rf"{SOT}|{EOT}|'s|'t|'re|'ve|'m|'ll|'d|[\p{{L}}]+|[\p{{N}}]|[^\s\p{{L}}\p{{N}}]+", regex.IGNORECASE
+        )
+        self.cache: dict[str, str] = {SOT: SOT, EOT: EOT}
+        self.context_length = context_length
+        self.vocab_size = len(vocab)
+        self.sot_token_id, self.eot_token_id = self.encoder[SOT], self.encoder[EOT]
+
+    def bpe(self, token: str) -> str:
+        """Merge the characters of one pre-token, lowest-ranked pair first; returns space-joined symbols."""
+        if token in self.cache:
+            return self.cache[token]
+        word = [*token[:-1], token[-1] + "</w>"]
+        while len(word) > 1:
+            pairs = {(a, b) for a, b in zip(word, word[1:])}
+            best = min(pairs, key=lambda p: self.bpe_ranks.get(p, float("inf")))
+            if best not in self.bpe_ranks:
+                break
+            merged, i = [], 0
+            while i < len(word):
+                if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                    merged.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = merged
+        self.cache[token] = result = " ".join(word)
+        return result
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for piece in self.pattern.findall(_clean(text)):
+            piece = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
+            ids.extend(self.encoder[symbol] for symbol in self.bpe(piece).split(" "))
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        text = "".join(self.decoder[int(i)] for i in ids)
+        return bytearray(self.byte_decoder[c] for c in text).decode("utf-8", errors="replace").replace("</w>", " ")
+
+    def __call__(
+        self, texts: str | Sequence[str], context_length: int | None = None, truncate: bool = True
+    ) -> torch.Tensor:
+        return pack(self, texts, context_length, truncate)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"kind": self.kind, "context_length": self.context_length}
+
+
+class HFTokenizer:
+    """A BPE trained with the `tokenizers` package; its whole definition travels inside the checkpoint."""
+
+    kind = "hf-tokenizers"
+
+    def __init__(self, definition: str, context_length: int) -> None:
+        from tokenizers import Tokenizer as _Tokenizer
+
+        self.definition = definition
+        self.backend = _Tokenizer.from_str(definition)
+        self.context_length = context_length
+        self.vocab_size = self.backend.get_vocab_size()
+        self.sot_token_id = self.backend.token_to_id(SOT)
+        self.eot_token_id = self.backend.token_to_id(EOT)
+        if self.sot_token_id is None or self.eot_token_id is None:
+            raise ValueError(f"tokenizer definition lacks the special tokens {SOT} and {EOT}")
+
+    def encode(self, text: str) -> list[int]:
+        return self.backend.encode(_clean(text), add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode([int(i) for i in ids])
+
+    def __call__(
+        self, texts: str | Sequence[str], context_length: int | None = None, truncate: bool = True
+    ) -> torch.Tensor:
+        return pack(self, texts, context_length, truncate)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"kind": self.kind, "context_length": self.context_length, "definition": self.definition}
+
+
+def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int, context_length: int) -> HFTokenizer:
+    """Train a small byte-level BPE on `texts` (for models trained from scratch on their own captions)."""
+    from tokenizers import Tokenizer as _Tokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    backend = _Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", SOT, EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator((_clean(t) for t in texts), trainer=trainer)
+    return HFTokenizer(backend.to_str(), context_length)
+
+
+def tokenizer_from_metadata(meta: dict[str, Any], checkpoint_path: str | os.PathLike | None = None) -> Tokenizer:
+    kind = meta.get("kind")
+    if kind == ClipBPETokenizer.kind:
+        beside = Path(checkpoint_path).parent / CLIP_VOCAB_NAME if checkpoint_path else None
+        vocab = beside if beside is not None and beside.is_file() else None
+        return ClipBPETokenizer(vocab, context_length=int(meta.get("context_length", 77)))
+    if kind == HFTokenizer.kind:
+        return HFTokenizer(meta["definition"], int(meta["context_length"]))
+    raise ValueError(f"unknown tokenizer kind {kind!r} in checkpoint metadata: {json.dumps(meta)[:200]}")
+
+
+def find_clip_vocab(path: str | os.PathLike | None = None) -> Path:
+    """CLIP's BPE vocabulary: the given path, $PICTEXT_HOME, or an installed open_clip / clip package."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise VocabularyNotFoundError(f"CLIP vocabulary {p} does not exist")
+        return p
+    candidates = [Path(os.environ.get("PICTEXT_HOME", Path.home() / ".cache" / "pictext")) / CLIP_VOCAB_NAME]
+    for package in ("open_clip", "clip"):
+        spec = importlib.util.find_spec(package)  # locates the package without importing it
+        if spec is not None and spec.origin:
+            candidates.append(Path(spec.origin).parent / CLIP_VOCAB_NAME)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise VocabularyNotFoundError(
+        f"CLIP's BPE vocabulary {CLIP_VOCAB_NAME} was not found (looked in: {', '.join(map(str, candidates))}). "
+        "Install it with `pip install open-clip-torch`, or copy the file from github.com/openai/CLIP "
+        "to one of those places, or pass its path."
+    )

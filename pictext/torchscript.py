@@ -1,0 +1,95 @@
+"""Read tensors out of TorchScript archives (OpenAI's `.pt` CLIP files) as data.
+
+`torch.jit.load` runs the archive's code and `pickle` can call any global, so a
+hostile file could execute anything. This reader unpickles `data.pkl` with an
+allow-list: tensors are rebuilt from the zip's raw storages, script modules
+become plain attribute bags, every other global is refused. No code runs.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
+
+
+class _ScriptObject:
+    """Stands in for a `__torch__.*` class: keeps the pickled state, has no behaviour."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, *_: Any) -> torch.Tensor:
+    return torch.as_strided(storage, size, stride, offset)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str) -> None:
+        super().__init__(io.BytesIO(data))
+        self.archive, self.prefix = archive, prefix
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("__torch__"):
+            return _ScriptObject
+        if (module, name) in (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor")):
+            return _rebuild_tensor
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return name
+        if (module, name) == ("collections", "OrderedDict"):
+            return dict
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only tensors and module state are read")
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        kind, dtype_name, key, _location, _numel = pid
+        if kind != "storage" or dtype_name not in _STORAGE_DTYPES:
+            raise pickle.UnpicklingError(f"unsupported storage record {pid!r}")
+        raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+        return torch.frombuffer(raw, dtype=_STORAGE_DTYPES[dtype_name]) if raw else torch.empty(0)
+
+
+def is_torchscript(path: str | Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/__torch__/" in n for n in z.namelist()[:2000])
+
+
+def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All parameters and buffers of a TorchScript module archive, by dotted name."""
+    with zipfile.ZipFile(path) as z:
+        pkl = next((n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")), None)
+        if pkl is None:
+            raise ValueError(f"{path}: no data.pkl in this zip, so it is not a TorchScript archive")
+        root = _SafeUnpickler(z.read(pkl), z, pkl[: -len("data.pkl")]).load()
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        state = getattr(obj, "state", None)
+        if not isinstance(state, dict):
+            return
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[prefix + name] = value.clone()
+            elif isinstance(value, _ScriptObject):
+                walk(value, f"{prefix}{name}.")
+
+    walk(root, "")
+    return tensors
