@@ -19,6 +19,8 @@ def _rn(embed: int, size: int, layers: tuple[int, ...], width: int, text: TextCo
     return CLIPConfig(embed, VisionConfig(image_size=size, layers=layers, width=width, patch_size=None), text)
 
 
+_TINY_TEXT = TextConfig(context_length=16, vocab_size=512, width=64, heads=1, layers=2, eot_token_id=511)
+
 CLIP_CONFIGS: dict[str, CLIPConfig] = {
     "RN50": _rn(1024, 224, (3, 4, 6, 3), 64, _text()),
     "RN101": _rn(512, 224, (3, 4, 23, 3), 64, _text()),
@@ -30,10 +32,8 @@ CLIP_CONFIGS: dict[str, CLIPConfig] = {
     "ViT-L/14": _vit(768, 224, 24, 1024, 14, _text(768)),
     "ViT-L/14-336": _vit(768, 336, 24, 1024, 14, _text(768)),
     # Tiny configs: seconds on a CPU, for tests and for training on small data.
-    "tiny-vit": _vit(64, 32, 2, 64, 8, TextConfig(context_length=16, vocab_size=512, width=64, heads=1, layers=2)),
-    "tiny-rn": _rn(
-        64, 64, (1, 1, 1, 1), 16, TextConfig(context_length=16, vocab_size=512, width=64, heads=1, layers=2)
-    ),
+    "tiny-vit": _vit(64, 32, 2, 64, 8, _TINY_TEXT),
+    "tiny-rn": _rn(64, 64, (1, 1, 1, 1), 16, _TINY_TEXT),
 }
 
 

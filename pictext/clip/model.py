@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pictext.images.transforms import Preprocess
 from pictext.nn import Transformer
 from pictext.nn.transformer import ACTIVATIONS
+from pictext.text.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,8 @@ class CLIP(nn.Module):
     def __init__(self, config: CLIPConfig) -> None:
         super().__init__()
         self.config = config
+        self.preprocess = Preprocess(image_size=config.vision.image_size)  # replaced by what a checkpoint records
+        self.tokenizer: Tokenizer | None = None  # set by pictext.load; None for a bare architecture
         t = config.text
         if config.vision.is_resnet:
             self.visual: nn.Module = ModifiedResNet(config.vision, config.embed_dim)

@@ -32,10 +32,11 @@ DEFAULT_HELD_OUT = (("green", "triangle"), ("red", "square"), ("blue", "cross"),
 
 @dataclass(frozen=True)
 class Shape:
-    color: str
+    color: str  # a name in COLORS, or "" for an uncoloured grey shape whose caption names only its form
     shape: str
     size: str
     position: str
+    grey: int = 200
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,15 @@ class Scene:
 
 
 def _phrase(s: Shape, rng: np.random.Generator | None, with_position: bool) -> str:
-    words = [s.size, s.color, s.shape] if rng is None or rng.random() < 0.5 else [s.color, s.shape]
+    """Captions at several levels of detail; naming colour or shape alone teaches them as separate words."""
+    detail = 1.0 if rng is None else rng.random()
+    if not s.color:
+        return f"a {s.shape}" if detail < 0.5 else f"a {s.size} {s.shape}"
+    if with_position and detail < 0.1:
+        return f"a {s.color} shape"
+    if with_position and detail < 0.2:
+        return f"a {s.shape}"
+    words = [s.size, s.color, s.shape] if detail < 0.6 else [s.color, s.shape]
     text = "a " + " ".join(words)
     if with_position and (rng is None or rng.random() < 0.5):
         text += f" {'in the' if s.position == 'center' else 'on the'} {s.position}"
@@ -89,7 +98,8 @@ def render(scene: Scene, size: int = 64, jitter: tuple[float, float] = (0.0, 0.0
         cx, cy = _center(s)
         half = SIZES[s.size] * size / 2
         cx, cy = cx * size + jitter[0] * size, cy * size + jitter[1] * size
-        draw_shape(draw, s.shape, (cx - half, cy - half, cx + half, cy + half), COLORS[s.color])
+        fill = COLORS[s.color] if s.color else (s.grey,) * 3
+        draw_shape(draw, s.shape, (cx - half, cy - half, cx + half, cy + half), fill)
     return image
 
 
@@ -102,6 +112,7 @@ class ShapesWorld:
     held_out: tuple[tuple[str, str], ...] = DEFAULT_HELD_OUT
     split: str = "train"  # "train": no held-out combos; "held_out": only them; "all"
     max_shapes: int = 1
+    grey_fraction: float = 0.0  # share of one-shape images drawn in grey and captioned by form alone
     length: int = 10_000
     combos: list[tuple[str, str]] = field(init=False)
 
@@ -121,9 +132,13 @@ class ShapesWorld:
         n = int(rng.integers(1, self.max_shapes + 1))
         positions = rng.choice(["left", "right"], size=2, replace=False) if n == 2 else [rng.choice(POSITIONS)]
         shapes = []
+        grey = n == 1 and rng.random() < self.grey_fraction
         for pos in positions:
             color, shape = self.combos[int(rng.integers(len(self.combos)))]
-            shapes.append(Shape(color, shape, str(rng.choice(list(SIZES))) if n == 1 else "small", str(pos)))
+            if grey:
+                color, shape = "", SHAPES[int(rng.integers(len(SHAPES)))]
+            size = str(rng.choice(list(SIZES))) if n == 1 else "small"
+            shapes.append(Shape(color, shape, size, str(pos), grey=int(rng.integers(120, 256))))
         return Scene(tuple(shapes), background=int(rng.integers(0, 90)))
 
     def __getitem__(self, index: int) -> tuple[Image.Image, str]:

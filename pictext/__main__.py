@@ -1,0 +1,3 @@
+from pictext.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""The `pictext` command: parses arguments and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pictext.checkpoint import CheckpointError, atomic_write
+from pictext.hub import ModelNotFoundError
+from pictext.images.decode import ImageError, list_images
+from pictext.text.tokenizer import TextTooLongError, VocabularyNotFoundError
+
+USER_ERRORS = (ImageError, CheckpointError, ModelNotFoundError, VocabularyNotFoundError, TextTooLongError, ValueError)
+
+
+def _templates(name: str) -> tuple[str, ...]:
+    from pictext.clip.zero_shot import DEFAULT_TEMPLATES, imagenet_templates
+
+    return {"default": DEFAULT_TEMPLATES, "imagenet": imagenet_templates(), "none": ("{}",)}[name]
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from pictext.api import embed_images, load
+    from pictext.clip.zero_shot import class_embeddings, zero_shot_probs
+
+    model = load(args.model, activation=args.activation)
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels.strip() else []
+    classes = class_embeddings(model, labels, _templates(args.templates))
+    paths = list_images(args.images)
+    indices, features, errors = embed_images(model, paths)
+    probs = zero_shot_probs(model, torch.from_numpy(features), classes).numpy() if indices else np.zeros((0, len(labels)))
+    results = []
+    for row, i in enumerate(indices):
+        order = np.argsort(-probs[row])
+        results.append({"image": str(paths[i]), "labels": [{"label": labels[j], "prob": float(probs[row, j])} for j in order]})
+    if args.json:
+        print(json.dumps({"results": results, "errors": [str(e) for e in errors]}, indent=2))
+    else:
+        for r in results:
+            print(r["image"])
+            for item in r["labels"][: args.top]:
+                print(f"  {item['prob']:7.2%}  {item['label']}")
+    for e in errors:
+        print(f"pictext: skipped {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from pictext.api import embed_images, load
+
+    paths = list_images(args.inputs)
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(args.inputs)} (looked for {', '.join(sorted(_suffixes()))})")
+    model = load(args.model, activation=args.activation)
+    indices, features, errors = embed_images(model, paths, batch_size=args.batch_size)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "embeddings.npy", lambda tmp: np.save(open(tmp, "wb"), features))
+    manifest = {
+        "model": str(args.model or "default"),
+        "dim": int(features.shape[1]),
+        "count": len(indices),
+        "paths": [str(paths[i]) for i in indices],
+        "errors": [{"path": str(e.source), "reason": e.reason} for e in errors],
+    }
+    atomic_write(out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    print(f"wrote {len(indices)} embeddings of dimension {features.shape[1]} to {out}/embeddings.npy")
+    for e in errors:
+        print(f"pictext: skipped {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _suffixes() -> set[str]:
+    from pictext.images.decode import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pictext import hub
+    from pictext.clip.train import ShapesRecipe, TrainConfig, train_shapes
+
+    if args.data != "shapes":
+        raise ValueError(f"--data {args.data!r} is not a dataset pictext knows; available: shapes")
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, precision=args.precision)
+    out = Path(args.out) if args.out else hub.models_dir() / "shapes-custom.safetensors"
+    run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
+    train_shapes(ShapesRecipe(train=cfg), out=out, run_dir=run_dir)
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pictext import hub
+
+    models = hub.list_models()
+    print(f"models in {hub.models_dir()}:")
+    for path in models:
+        print(f"  {path.stem:24s} {path.stat().st_size / 1e6:8.1f} MB")
+    if not models:
+        print(f"  none yet; `pictext demo` trains the default model '{hub.DEFAULT_MODEL}'")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pictext.clip.convert import export_hf, export_open_clip
+    from pictext.clip.io import load_clip, save_clip
+
+    model = load_clip(args.source, activation=args.activation)
+    {"native": save_clip, "hf": export_hf, "open_clip": export_open_clip}[args.to](model, args.output)
+    print(f"wrote {args.output} ({args.to})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pictext.demo import run_demo
+
+    run_demo()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pictext", description="CLIP models, zero-shot classification, embeddings.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", help="checkpoint file, Hugging Face folder, or local model name (default: shapes)")
+        p.add_argument("--activation", choices=["quick_gelu", "gelu"], help="for OpenCLIP state dicts, which omit it")
+
+    p = sub.add_parser("classify", help="zero-shot classify images among labels")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "cat,dog,person"')
+    p.add_argument("--templates", choices=["default", "imagenet", "none"], default="default")
+    p.add_argument("--top", type=int, default=5, help="labels to print per image")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    model_args(p)
+    p.set_defaults(run=cmd_classify)
+
+    p = sub.add_parser("encode", help="write normalized image embeddings (.npy) and a manifest")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=64)
+    model_args(p)
+    p.set_defaults(run=cmd_encode)
+
+    p = sub.add_parser("train", help="train a model")
+    p.add_argument("family", choices=["clip"])
+    p.add_argument("--data", default="shapes", help="dataset (shapes)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--out", help="where to save the model (default: $PICTEXT_HOME/models/shapes-custom.safetensors)")
+    p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("models", help="list local models")
+    p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("convert", help="import a foreign checkpoint, or export to Hugging Face / OpenCLIP layout")
+    p.add_argument("source", help="OpenAI .pt, OpenCLIP file, Hugging Face folder, or native .safetensors")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--to", choices=["native", "hf", "open_clip"], default="native")
+    p.add_argument("--activation", choices=["quick_gelu", "gelu"])
+    p.set_defaults(run=cmd_convert)
+
+    p = sub.add_parser("demo", help="train or load the default model, then classify and retrieve held-out images")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as e:
+        print(f"pictext: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"pictext: error: {e}", file=sys.stderr)
+        return 2

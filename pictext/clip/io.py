@@ -1,0 +1,70 @@
+"""Save and load CLIP models: the native format, and every foreign one through the converters."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pictext import checkpoint
+from pictext.checkpoint import CheckpointError
+from pictext.clip.convert import clip_from_hf, clip_from_state_dict, hf_preprocess, read_foreign
+from pictext.clip.model import CLIP, CLIPConfig
+from pictext.config import from_dict, to_dict
+from pictext.images.transforms import Preprocess
+from pictext.text.tokenizer import ClipBPETokenizer, tokenizer_from_metadata
+
+KIND = "clip"
+
+
+def save_clip(model: CLIP, path: str | os.PathLike) -> Path:
+    """Write `model` with its config, preprocessing and tokenizer in one self-describing .safetensors file."""
+    if model.tokenizer is None:
+        raise ValueError("model has no tokenizer; set model.tokenizer before saving so the file is usable alone")
+    meta = {
+        "config": to_dict(model.config),
+        "preprocess": to_dict(model.preprocess),
+        "tokenizer": model.tokenizer.to_metadata(),
+    }
+    return checkpoint.save(path, model.state_dict(), KIND, meta)
+
+
+def load_clip(path: str | os.PathLike, activation: str | None = None, vocab: str | os.PathLike | None = None) -> CLIP:
+    """A CLIP in eval mode, float32, from a native file or an OpenAI / OpenCLIP / Hugging Face checkpoint.
+
+    `activation` ("quick_gelu" or "gelu") is needed only for bare OpenCLIP state dicts, whose files don't say.
+    """
+    path = Path(path)
+    if path.is_file() and checkpoint.is_native(path):
+        tensors, meta = checkpoint.load(path, KIND)
+        model = CLIP(from_dict(CLIPConfig, meta["config"]))
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: tensors do not match the recorded config: {str(e)[:300]}") from e
+        model.preprocess = from_dict(Preprocess, meta["preprocess"])
+        model.tokenizer = tokenizer_from_metadata(meta["tokenizer"], path)
+        return model.eval()
+    sd, hf_config, source = read_foreign(path)
+    if source == "huggingface":
+        assert hf_config is not None
+        model = clip_from_hf(sd, hf_config)
+        model.preprocess = hf_preprocess(path, model.config.vision.image_size)
+    else:
+        if source == "torchscript":
+            activation = activation or "quick_gelu"  # every OpenAI archive was trained with QuickGELU
+        if activation is None:
+            raise CheckpointError(
+                f"{path} is an OpenCLIP/OpenAI state dict, which does not record its activation. Pass "
+                "activation='quick_gelu' (OpenAI weights, '-quickgelu' models) or activation='gelu' (most LAION "
+                "weights); a wrong choice silently degrades the model, so pictext does not guess."
+            )
+        model = clip_from_state_dict(sd, activation)
+    model.tokenizer = ClipBPETokenizer(vocab or _vocab_beside(path), context_length=model.config.text.context_length)
+    return model
+
+
+def _vocab_beside(path: Path) -> Path | None:
+    folder = path if path.is_dir() else path.parent
+    candidate = folder / "bpe_simple_vocab_16e6.txt.gz"
+    return candidate if candidate.is_file() else None
+

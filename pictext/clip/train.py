@@ -1,0 +1,158 @@
+"""Contrastive training of CLIP, as one explicit loop; and the recipe for the default shapes model."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+
+from pictext import training
+from pictext.clip.io import save_clip
+from pictext.clip.loss import clip_loss
+from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
+from pictext.data.shapes import ShapesWorld
+from pictext.text.tokenizer import train_bpe_tokenizer
+
+PairDataset = Sequence[tuple[Image.Image, str]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 128  # pairs per step; each pair's negatives are the other B-1
+    lr: float = 1e-3  # peak AdamW learning rate, reached after `warmup` steps
+    weight_decay: float = 0.1  # on matrices only; gains, biases, embeddings, logit_scale are not decayed
+    warmup: int = 50
+    precision: str = "auto"  # "auto" (bf16 where the hardware does it natively), "fp32" or "bf16"
+    seed: int = 0
+    checkpoint_every: int = 200  # steps between resumable states in run_dir
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or "embedding" in name or name == "logit_scale"
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train_clip(
+    model: CLIP,
+    data: PairDataset,
+    cfg: TrainConfig,
+    run_dir: str | Path | None = None,
+    device: torch.device | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train `model` on (image, caption) pairs; returns the loss of every step run.
+
+    With `run_dir`, a state is saved every `cfg.checkpoint_every` steps and at the end, and a run with
+    the same run_dir resumes from it exactly: batches depend only on (seed, step).
+    """
+    if model.tokenizer is None:
+        raise ValueError("model.tokenizer is not set; train_clip tokenizes captions with it")
+    device = device or training.default_device()
+    precision = training.resolve_precision(cfg.precision, device)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    state_file = Path(run_dir) / "state.pt" if run_dir else None
+    start, losses = 0, []
+    if state_file is not None and state_file.exists():
+        state = training.load_state(state_file)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, losses = state["step"], list(state["losses"])
+    training.seed_everything(cfg.seed)
+    bar = training.progress(cfg.steps, "train clip", initial=start)
+    for step, indices in training.batches(len(data), cfg.batch_size, cfg.seed, start):
+        if step >= cfg.steps:
+            break
+        began = time.perf_counter()
+        pairs = [data[int(i)] for i in indices]
+        pixels = model.preprocess.batch([image for image, _ in pairs]).to(device)
+        tokens = model.tokenizer([caption for _, caption in pairs], truncate=True).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = training.cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
+        with training.autocast(precision, device):
+            loss = clip_loss(
+                model.encode_image(pixels, normalize=True), model.encode_text(tokens, normalize=True), model.logit_scale
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1])
+        rate = cfg.batch_size / (time.perf_counter() - began)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", samples_s=f"{rate:.0f}")
+        bar.update(1)
+        done = step + 1
+        if state_file is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            training.save_state(
+                state_file,
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "losses": losses},
+            )
+    bar.close()
+    return losses.copy() if start == 0 else losses[start:]
+
+
+@dataclass(frozen=True)
+class ShapesRecipe:
+    """The default model: a small ViT CLIP trained from scratch on the shapes world (held-out combos excluded)."""
+
+    image_size: int = 64
+    patch_size: int | None = 8  # None: a ModifiedResNet image tower with `vision_layers_rn` blocks
+    vision_layers_rn: tuple[int, ...] = (1, 1, 1, 1)
+    vision_width: int = 128
+    vision_layers: int = 4
+    text_width: int = 128
+    text_layers: int = 2
+    embed_dim: int = 128
+    vocab_size: int = 320
+    context_length: int = 20
+    max_shapes: int = 2
+    grey_fraction: float = 0.25  # grey shapes captioned by form alone: teaches shape apart from colour
+    train: TrainConfig = TrainConfig(steps=1000, batch_size=128, lr=1e-3)
+
+
+def build_shapes_model(recipe: ShapesRecipe, world: ShapesWorld) -> CLIP:
+    captions = [world[i][1] for i in range(min(len(world), 4000))]
+    tokenizer = train_bpe_tokenizer(captions, recipe.vocab_size, recipe.context_length)
+    config = CLIPConfig(
+        embed_dim=recipe.embed_dim,
+        vision=VisionConfig(
+            image_size=recipe.image_size,
+            layers=recipe.vision_layers if recipe.patch_size else recipe.vision_layers_rn,
+            width=recipe.vision_width,
+            patch_size=recipe.patch_size,
+            head_width=32,
+        ),
+        text=TextConfig(
+            context_length=recipe.context_length, vocab_size=tokenizer.vocab_size, width=recipe.text_width,
+            heads=recipe.text_width // 32, layers=recipe.text_layers, eot_token_id=tokenizer.eot_token_id,
+        ),
+        activation="gelu",
+    )
+    training.seed_everything(recipe.train.seed)
+    model = CLIP(config)
+    model.tokenizer = tokenizer
+    model.preprocess = dataclasses.replace(model.preprocess, image_size=recipe.image_size, mean=(0.5,) * 3, std=(0.5,) * 3)
+    return model
+
+
+def train_shapes(recipe: ShapesRecipe, out: str | Path | None = None, run_dir: str | Path | None = None) -> CLIP:
+    """Train the shapes model from nothing (resuming from run_dir if given); save to `out` if given."""
+    world = ShapesWorld(size=64, max_shapes=recipe.max_shapes, grey_fraction=recipe.grey_fraction, length=1_000_000, seed=recipe.train.seed)
+    model = build_shapes_model(recipe, world)
+    train_clip(model, world, recipe.train, run_dir=run_dir)
+    model.eval()
+    if out is not None:
+        save_clip(model, out)
+    return model

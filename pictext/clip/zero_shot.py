@@ -1,0 +1,60 @@
+"""Zero-shot classification: class names become text embeddings through prompt templates.
+
+Each class embedding is the mean of its templates' normalized text embeddings,
+renormalized (the prompt ensemble of Radford et al. 2021, section 3.1.4).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Sequence
+
+import torch
+
+from pictext.clip.model import CLIP
+
+DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "{}")
+
+
+@lru_cache
+def imagenet_templates() -> tuple[str, ...]:
+    """The 80 prompt templates OpenAI used for ImageNet."""
+    text = resources.files("pictext.clip").joinpath("imagenet_templates.json").read_text()
+    return tuple(json.loads(text))
+
+
+def check_labels(labels: Sequence[str]) -> list[str]:
+    labels = [label.strip() if isinstance(label, str) else label for label in labels]
+    if not labels:
+        raise ValueError("the label list is empty; give at least one label, e.g. --labels 'cat,dog'")
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"label {i + 1} is empty; every label needs text")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if label.lower() in seen:
+            raise ValueError(f"label {label!r} is given twice (positions {seen[label.lower()] + 1} and {i + 1})")
+        seen[label.lower()] = i
+    return labels
+
+
+@torch.no_grad()
+def class_embeddings(model: CLIP, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
+    """(C, E) normalized class embeddings, one per label, averaged over templates."""
+    if model.tokenizer is None:
+        raise ValueError("model has no tokenizer; load it with pictext.load")
+    labels = check_labels(labels)
+    device = model.text_projection.device
+    prompts = [template.format(label) for label in labels for template in templates]
+    tokens = model.tokenizer(prompts, truncate=False).to(device)  # a label over the context raises, naming it
+    emb = model.encode_text(tokens, normalize=True).view(len(labels), len(templates), -1)
+    return torch.nn.functional.normalize(emb.mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_probs(model: CLIP, image_features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """(N, C) probabilities from normalized image features and class embeddings."""
+    logits = model.logit_scale.exp().clamp(max=100) * image_features @ classes.T
+    return logits.softmax(dim=-1)

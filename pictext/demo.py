@@ -1,0 +1,44 @@
+"""`make demo`: the default model classifies held-out shapes zero-shot and retrieves images by text."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pictext.api import classify, encode_images, encode_texts, load
+from pictext.data.shapes import COLORS, SHAPES, ShapesWorld, find_shapes
+
+QUERIES = ("a green triangle", "a red square", "a blue cross", "a yellow circle", "a purple square")
+
+
+def run_demo(n_classify: int = 8, n_gallery: int = 300) -> dict[str, float]:
+    model = load()
+    classes = [f"{c} {s}" for c in COLORS for s in SHAPES]
+    held = ShapesWorld(split="held_out", seed=7, length=200)
+    images = [held[i][0] for i in range(len(held))]
+    truth = [held.label(i) for i in range(len(held))]
+    probs = classify(images, classes, model=model, templates=("a {}",))
+    accuracy = float(np.mean([classes[int(p.argmax())] == t for p, t in zip(probs, truth)]))
+
+    print("\nZero-shot classification of shapes whose colour-shape combination the model never saw")
+    print(f"{'true':18s} {'1st':28s} {'2nd':28s}")
+    for p, t in list(zip(probs, truth))[:n_classify]:
+        top = np.argsort(-p)[:2]
+        cells = [f"{classes[j]} {p[j]:6.1%}" for j in top]
+        print(f"{t:18s} {cells[0]:28s} {cells[1]:28s}")
+    print(f"top-1 accuracy on {len(truth)} held-out images among {len(classes)} classes: {accuracy:.1%}")
+
+    gallery = ShapesWorld(split="all", seed=11, length=n_gallery, max_shapes=2)
+    gallery_images = [gallery[i][0] for i in range(len(gallery))]
+    image_emb = encode_images(gallery_images, model=model)
+    text_emb = encode_texts(list(QUERIES), model=model)
+    print(f"\nText-to-image retrieval over {n_gallery} images (top 5; ok = the oracle sees that shape in the image)")
+    precision = []
+    for query, scores in zip(QUERIES, text_emb @ image_emb.T):
+        want = tuple(query.split()[1:3])
+        top = np.argsort(-scores)[:5]
+        hits = [want in find_shapes(gallery_images[i]) for i in top]
+        precision.append(np.mean(hits))
+        shown = ", ".join(f"#{i} {'ok' if h else '--'} {scores[i]:.2f}" for i, h in zip(top, hits))
+        print(f"{query:20s} {shown}")
+    print(f"precision@5: {np.mean(precision):.0%}\n")
+    return {"zero_shot_top1": accuracy, "precision_at_5": float(np.mean(precision))}

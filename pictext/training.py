@@ -1,0 +1,82 @@
+"""What every trainer needs: seeding, LR schedule, precision, progress, checkpoints that resume exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pictext.checkpoint import atomic_write
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
+    """Linear warmup to base_lr over `warmup` steps, then cosine decay to zero at `total`."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def progress(total: int, desc: str, initial: int = 0) -> tqdm:
+    """A progress bar on stderr; silent when PICTEXT_QUIET is set (for logs and tests)."""
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=bool(os.environ.get("PICTEXT_QUIET")))
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Training state (model, optimizer, step, RNG) written atomically; read back with `load_state`."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training state with torch's weights-only unpickler: tensors and containers, no code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def batches(n_items: int, batch_size: int, seed: int, start_step: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(step, indices) forever from `start_step`; indices depend only on (seed, step), so resume is exact."""
+    step = start_step
+    while True:
+        yield step, np.random.default_rng([seed, step]).integers(0, n_items, size=batch_size)
+        step += 1
