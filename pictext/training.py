@@ -75,8 +75,12 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def batches(n_items: int, batch_size: int, seed: int, start_step: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(step, indices) forever from `start_step`; indices depend only on (seed, step), so resume is exact."""
+    """(step, indices) forever from `start_step`; indices depend only on (seed, step), so resume is exact.
+
+    Indices within a batch are distinct when the data allows it: a repeated pair would be its own negative.
+    """
     step = start_step
     while True:
-        yield step, np.random.default_rng([seed, step]).integers(0, n_items, size=batch_size)
+        rng = np.random.default_rng([seed, step])
+        yield step, rng.choice(n_items, size=batch_size, replace=n_items < batch_size)
         step += 1

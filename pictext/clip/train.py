@@ -88,8 +88,6 @@ def train_clip(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if on_step is not None:
-            on_step(step, losses[-1])
         rate = cfg.batch_size / (time.perf_counter() - began)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", samples_s=f"{rate:.0f}")
         bar.update(1)
@@ -99,6 +97,8 @@ def train_clip(
                 state_file,
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "losses": losses},
             )
+        if on_step is not None:
+            on_step(step, losses[-1])
     bar.close()
     return losses.copy() if start == 0 else losses[start:]
 
