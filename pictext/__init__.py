@@ -1,8 +1,8 @@
 """pictext: multimodal networks that run on a laptop CPU and scale up without a rewrite.
 
-    >>> import pictext
-    >>> model = pictext.load()                       # the default model (trained once, then cached)
-    >>> probs = pictext.classify(["a.png"], ["red circle", "blue square"], model=model)
+>>> import pictext
+>>> model = pictext.load()                       # the default model (trained once, then cached)
+>>> probs = pictext.classify(["a.png"], ["red circle", "blue square"], model=model)
 """
 
 from pictext.api import classify, encode_images, encode_texts, load, tokenize

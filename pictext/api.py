@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -64,7 +64,9 @@ def embed_images(
     return indices, (np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)), errors
 
 
-def encode_images(images: ImageInput | Sequence[ImageInput], model: CLIP | None = None, batch_size: int = 64) -> np.ndarray:
+def encode_images(
+    images: ImageInput | Sequence[ImageInput], model: CLIP | None = None, batch_size: int = 64
+) -> np.ndarray:
     """(N, E) normalized float32 embeddings of image paths or PIL images; ImageError names every bad input."""
     sources = [images] if isinstance(images, (str, os.PathLike)) or hasattr(images, "mode") else list(images)
     if not sources:

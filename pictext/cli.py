@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,11 +34,15 @@ def cmd_classify(args: argparse.Namespace) -> int:
     classes = class_embeddings(model, labels, _templates(args.templates))
     paths = list_images(args.images)
     indices, features, errors = embed_images(model, paths)
-    probs = zero_shot_probs(model, torch.from_numpy(features), classes).numpy() if indices else np.zeros((0, len(labels)))
+    probs = (
+        zero_shot_probs(model, torch.from_numpy(features), classes).numpy() if indices else np.zeros((0, len(labels)))
+    )
     results = []
     for row, i in enumerate(indices):
         order = np.argsort(-probs[row])
-        results.append({"image": str(paths[i]), "labels": [{"label": labels[j], "prob": float(probs[row, j])} for j in order]})
+        results.append(
+            {"image": str(paths[i]), "labels": [{"label": labels[j], "prob": float(probs[row, j])} for j in order]}
+        )
     if args.json:
         print(json.dumps({"results": results, "errors": [str(e) for e in errors]}, indent=2))
     else:
@@ -88,7 +92,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.data != "shapes":
         raise ValueError(f"--data {args.data!r} is not a dataset pictext knows; available: shapes")
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, precision=args.precision)
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, precision=args.precision
+    )
     out = Path(args.out) if args.out else hub.models_dir() / "shapes-custom.safetensors"
     run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
     train_shapes(ShapesRecipe(train=cfg), out=out, run_dir=run_dir)

@@ -6,8 +6,9 @@ import contextlib
 import math
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,9 @@ def default_device() -> torch.device:
 
 def progress(total: int, desc: str, initial: int = 0) -> tqdm:
     """A progress bar on stderr; silent when PICTEXT_QUIET is set (for logs and tests)."""
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=bool(os.environ.get("PICTEXT_QUIET")))
+    return tqdm(
+        total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=bool(os.environ.get("PICTEXT_QUIET"))
+    )
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:

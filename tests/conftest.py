@@ -29,7 +29,11 @@ def tiny_model_path(tmp_path_factory):
         embed_dim=config.embed_dim,
         vision=config.vision,
         text=type(config.text)(
-            context_length=16, vocab_size=tokenizer.vocab_size, width=64, heads=1, layers=2,
+            context_length=16,
+            vocab_size=tokenizer.vocab_size,
+            width=64,
+            heads=1,
+            layers=2,
             eot_token_id=tokenizer.eot_token_id,
         ),
         activation="gelu",

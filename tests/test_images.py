@@ -22,8 +22,17 @@ def open_clip_preprocess():
 
 
 @pytest.mark.parametrize(
-    "size,mode", [((224, 224), "RGB"), ((300, 200), "RGB"), ((200, 451), "RGB"), ((100, 80), "RGB"),
-                  ((640, 480), "L"), ((225, 224), "L"), ((1000, 7), "RGB"), ((33, 999), "RGB")]
+    "size,mode",
+    [
+        ((224, 224), "RGB"),
+        ((300, 200), "RGB"),
+        ((200, 451), "RGB"),
+        ((100, 80), "RGB"),
+        ((640, 480), "L"),
+        ((225, 224), "L"),
+        ((1000, 7), "RGB"),
+        ((33, 999), "RGB"),
+    ],
 )
 def test_preprocess_equals_open_clip(open_clip_preprocess, size, mode):
     rng = np.random.default_rng(sum(size))

@@ -6,12 +6,21 @@ import pytest
 import torch
 
 from pictext.clip import CLIP, CLIP_CONFIGS, get_config
-from pictext.config import from_dict, to_dict
 from pictext.clip.model import CLIPConfig
+from pictext.config import from_dict, to_dict
 
 # Parameter counts of OpenAI's released models (from their state dicts), as a check on each config.
-EXPECTED_MILLIONS = {"RN50": 102.0, "RN101": 119.7, "RN50x4": 178.3, "RN50x16": 290.98, "RN50x64": 623.3,
-                     "ViT-B/32": 151.3, "ViT-B/16": 149.6, "ViT-L/14": 427.6, "ViT-L/14-336": 427.9}
+EXPECTED_MILLIONS = {
+    "RN50": 102.0,
+    "RN101": 119.7,
+    "RN50x4": 178.3,
+    "RN50x16": 290.98,
+    "RN50x64": 623.3,
+    "ViT-B/32": 151.3,
+    "ViT-B/16": 149.6,
+    "ViT-L/14": 427.6,
+    "ViT-L/14-336": 427.9,
+}
 
 
 @pytest.mark.parametrize("name", [n for n in CLIP_CONFIGS if not n.startswith("tiny")])

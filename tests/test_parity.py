@@ -28,6 +28,11 @@ def _assert_same(ours, ref, size):
         assert (ours.encode_text(tokens) - ref.encode_text(tokens)).abs().max() <= TOL
 
 
+def _hf(out):
+    """Projected features: transformers 4 returns the tensor, 5 an output whose pooler_output holds it."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
 def _open_clip(name: str, **kw):
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -44,7 +49,9 @@ def test_open_clip_training_checkpoint_full_size(tmp_path, name):
 
 
 def test_open_clip_gelu_model_and_activation_is_never_guessed(tmp_path):
-    ref = _open_clip("ViT-B-32", vision_cfg={"layers": 2, "width": 128}, text_cfg={"layers": 2, "width": 128})
+    ref = _open_clip(
+        "ViT-B-32", vision_cfg={"layers": 2, "width": 128}, text_cfg={"layers": 2, "width": 128, "heads": 2}
+    )
     path = tmp_path / "open_clip_model.safetensors"
     export_path = path
     from safetensors.torch import save_file
@@ -68,8 +75,8 @@ def test_hugging_face_folder_vit_b_32(tmp_path):
     ours = load_clip(tmp_path / "hf")
     pixels, tokens = _inputs(224)
     with torch.no_grad():
-        assert (ours.encode_image(pixels) - ref.get_image_features(pixel_values=pixels)).abs().max() <= TOL
-        ref_text = ref.get_text_features(input_ids=tokens)
+        assert (ours.encode_image(pixels) - _hf(ref.get_image_features(pixel_values=pixels))).abs().max() <= TOL
+        ref_text = _hf(ref.get_text_features(input_ids=tokens))
         assert (ours.encode_text(tokens) - ref_text).abs().max() <= TOL
 
 
@@ -110,9 +117,13 @@ def test_export_to_hugging_face_and_open_clip(tmp_path):
     export_hf(ours, tmp_path / "hf")
     hf = CLIPModel.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
-        assert (hf.get_image_features(pixel_values=pixels) - ours.encode_image(pixels)).abs().max() <= TOL
-        assert (hf.get_text_features(input_ids=tokens) - ours.encode_text(tokens)).abs().max() <= TOL
+        assert (_hf(hf.get_image_features(pixel_values=pixels)) - ours.encode_image(pixels)).abs().max() <= TOL
+        assert (_hf(hf.get_text_features(input_ids=tokens)) - ours.encode_text(tokens)).abs().max() <= TOL
     export_open_clip(ours, tmp_path / "oc.safetensors")
-    back = _open_clip("ViT-B-32-quickgelu", vision_cfg={"layers": 2}, text_cfg={"layers": 2},
-                      pretrained=str(tmp_path / "oc.safetensors"))
+    back = _open_clip(
+        "ViT-B-32-quickgelu",
+        vision_cfg={"layers": 2},
+        text_cfg={"layers": 2},
+        pretrained=str(tmp_path / "oc.safetensors"),
+    )
     _assert_same(ours, back, 224)

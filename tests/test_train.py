@@ -11,8 +11,15 @@ from pictext.clip.train import ShapesRecipe, TrainConfig, build_shapes_model, tr
 from pictext.data.shapes import ShapesWorld, find_shapes
 from pictext.training import load_state
 
-TINY = ShapesRecipe(image_size=32, vision_width=32, vision_layers=1, text_width=32, text_layers=1, embed_dim=32,
-                    train=TrainConfig(steps=6, batch_size=16, lr=2e-3, warmup=2, precision="fp32", checkpoint_every=3))
+TINY = ShapesRecipe(
+    image_size=32,
+    vision_width=32,
+    vision_layers=1,
+    text_width=32,
+    text_layers=1,
+    embed_dim=32,
+    train=TrainConfig(steps=6, batch_size=16, lr=2e-3, warmup=2, precision="fp32", checkpoint_every=3),
+)
 
 
 def _model_and_data(length: int):

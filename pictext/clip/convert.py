@@ -139,9 +139,9 @@ def clip_from_hf(sd: dict[str, torch.Tensor], config: dict[str, Any]) -> CLIP:
         raise CheckpointError(f"unsupported Hugging Face activations {sorted(acts)}; pictext supports quick_gelu, gelu")
     ours = {k.removeprefix("clip."): val for k, val in sd.items()}  # some exports nest under "clip."
     out: dict[str, torch.Tensor] = {}
-    for tower, prefix, dst in (
-        ("text_model", "text_model.encoder.layers.", "transformer.resblocks."),
-        ("vision_model", "vision_model.encoder.layers.", "visual.transformer.resblocks."),
+    for prefix, dst in (
+        ("text_model.encoder.layers.", "transformer.resblocks."),
+        ("vision_model.encoder.layers.", "visual.transformer.resblocks."),
     ):
         for i in range(_count_blocks(ours, prefix)):
             src = f"{prefix}{i}."

@@ -67,4 +67,3 @@ def _vocab_beside(path: Path) -> Path | None:
     folder = path if path.is_dir() else path.parent
     candidate = folder / "bpe_simple_vocab_16e6.txt.gz"
     return candidate if candidate.is_file() else None
-

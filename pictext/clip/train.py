@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -135,21 +136,33 @@ def build_shapes_model(recipe: ShapesRecipe, world: ShapesWorld) -> CLIP:
             head_width=32,
         ),
         text=TextConfig(
-            context_length=recipe.context_length, vocab_size=tokenizer.vocab_size, width=recipe.text_width,
-            heads=recipe.text_width // 32, layers=recipe.text_layers, eot_token_id=tokenizer.eot_token_id,
+            context_length=recipe.context_length,
+            vocab_size=tokenizer.vocab_size,
+            width=recipe.text_width,
+            heads=recipe.text_width // 32,
+            layers=recipe.text_layers,
+            eot_token_id=tokenizer.eot_token_id,
         ),
         activation="gelu",
     )
     training.seed_everything(recipe.train.seed)
     model = CLIP(config)
     model.tokenizer = tokenizer
-    model.preprocess = dataclasses.replace(model.preprocess, image_size=recipe.image_size, mean=(0.5,) * 3, std=(0.5,) * 3)
+    model.preprocess = dataclasses.replace(
+        model.preprocess, image_size=recipe.image_size, mean=(0.5,) * 3, std=(0.5,) * 3
+    )
     return model
 
 
 def train_shapes(recipe: ShapesRecipe, out: str | Path | None = None, run_dir: str | Path | None = None) -> CLIP:
     """Train the shapes model from nothing (resuming from run_dir if given); save to `out` if given."""
-    world = ShapesWorld(size=64, max_shapes=recipe.max_shapes, grey_fraction=recipe.grey_fraction, length=1_000_000, seed=recipe.train.seed)
+    world = ShapesWorld(
+        size=64,
+        max_shapes=recipe.max_shapes,
+        grey_fraction=recipe.grey_fraction,
+        length=1_000_000,
+        seed=recipe.train.seed,
+    )
     model = build_shapes_model(recipe, world)
     train_clip(model, world, recipe.train, run_dir=run_dir)
     model.eval()

@@ -7,9 +7,9 @@ renormalized (the prompt ensemble of Radford et al. 2021, section 3.1.4).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
-from typing import Sequence
 
 import torch
 

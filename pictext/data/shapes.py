@@ -27,7 +27,13 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle", "cross")
 SIZES = {"small": 0.22, "large": 0.42}  # shape extent as a fraction of the image side
 POSITIONS = ("left", "right", "top", "bottom", "center")
-DEFAULT_HELD_OUT = (("green", "triangle"), ("red", "square"), ("blue", "cross"), ("yellow", "circle"), ("purple", "square"))
+DEFAULT_HELD_OUT = (
+    ("green", "triangle"),
+    ("red", "square"),
+    ("blue", "cross"),
+    ("yellow", "circle"),
+    ("purple", "square"),
+)
 
 
 @dataclass(frozen=True)

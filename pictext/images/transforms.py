@@ -6,8 +6,8 @@ Normalize on PIL images) to float32 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
