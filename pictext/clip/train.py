@@ -108,7 +108,7 @@ def train_clip(
 class ShapesRecipe:
     """The default model: a small ViT CLIP trained from scratch on the shapes world (held-out combos excluded)."""
 
-    image_size: int = 64
+    image_size: int = 32  # rendered at 64 px, resized: 16 patches of 8 px
     patch_size: int | None = 8  # None: a ModifiedResNet image tower with `vision_layers_rn` blocks
     vision_layers_rn: tuple[int, ...] = (1, 1, 1, 1)
     vision_width: int = 128
@@ -119,8 +119,8 @@ class ShapesRecipe:
     vocab_size: int = 320
     context_length: int = 20
     max_shapes: int = 2
-    grey_fraction: float = 0.25  # grey shapes captioned by form alone: teaches shape apart from colour
-    train: TrainConfig = TrainConfig(steps=1000, batch_size=128, lr=1e-3)
+    grey_fraction: float = 0.5  # grey shapes captioned by form alone: teaches shape apart from colour
+    train: TrainConfig = TrainConfig(steps=900, batch_size=128, lr=2e-3)
 
 
 def build_shapes_model(recipe: ShapesRecipe, world: ShapesWorld) -> CLIP:
