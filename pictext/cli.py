@@ -13,10 +13,18 @@ import torch
 
 from pictext.checkpoint import CheckpointError, atomic_write
 from pictext.hub import ModelNotFoundError
-from pictext.images.decode import ImageError, list_images
+from pictext.images.decode import IMAGE_SUFFIXES, ImageError, list_images
 from pictext.text.tokenizer import TextTooLongError, VocabularyNotFoundError
 
-USER_ERRORS = (ImageError, CheckpointError, ModelNotFoundError, VocabularyNotFoundError, TextTooLongError, ValueError)
+USER_ERRORS = (
+    ImageError,
+    CheckpointError,
+    ModelNotFoundError,
+    VocabularyNotFoundError,
+    TextTooLongError,
+    ValueError,
+    FileNotFoundError,
+)
 
 
 def _templates(name: str) -> tuple[str, ...]:
@@ -60,7 +68,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     paths = list_images(args.inputs)
     if not paths:
-        raise ValueError(f"no images found in {', '.join(args.inputs)} (looked for {', '.join(sorted(_suffixes()))})")
+        raise ValueError(
+            f"no images found in {', '.join(args.inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     model = load(args.model, activation=args.activation)
     indices, features, errors = embed_images(model, paths, batch_size=args.batch_size)
     out = Path(args.output)
@@ -78,12 +88,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     for e in errors:
         print(f"pictext: skipped {e}", file=sys.stderr)
     return 1 if errors else 0
-
-
-def _suffixes() -> set[str]:
-    from pictext.images.decode import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -187,8 +191,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except USER_ERRORS as e:
-        print(f"pictext: error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
         print(f"pictext: error: {e}", file=sys.stderr)
         return 2

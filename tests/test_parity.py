@@ -53,10 +53,9 @@ def test_open_clip_gelu_model_and_activation_is_never_guessed(tmp_path):
         "ViT-B-32", vision_cfg={"layers": 2, "width": 128}, text_cfg={"layers": 2, "width": 128, "heads": 2}
     )
     path = tmp_path / "open_clip_model.safetensors"
-    export_path = path
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, export_path)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path)
     with pytest.raises(CheckpointError, match="does not record its activation"):
         load_clip(path)
     _assert_same(load_clip(path, activation="gelu"), ref, 224)

@@ -128,14 +128,11 @@ def _load_exact(model: CLIP, sd: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(sd)
 
 
-_HF_ACT = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
-
-
 def clip_from_hf(sd: dict[str, torch.Tensor], config: dict[str, Any]) -> CLIP:
     """A CLIP from a Hugging Face `CLIPModel` state dict and its config.json."""
     t, v = config.get("text_config", {}), config.get("vision_config", {})
     acts = {t.get("hidden_act", "quick_gelu"), v.get("hidden_act", "quick_gelu")}
-    if len(acts) != 1 or not acts <= set(_HF_ACT):
+    if len(acts) != 1 or not acts <= {"quick_gelu", "gelu"}:
         raise CheckpointError(f"unsupported Hugging Face activations {sorted(acts)}; pictext supports quick_gelu, gelu")
     ours = {k.removeprefix("clip."): val for k, val in sd.items()}  # some exports nest under "clip."
     out: dict[str, torch.Tensor] = {}

@@ -101,7 +101,7 @@ def train_clip(
         if on_step is not None:
             on_step(step, losses[-1])
     bar.close()
-    return losses.copy() if start == 0 else losses[start:]
+    return losses[start:]
 
 
 @dataclass(frozen=True)
