@@ -8,11 +8,13 @@
 from pictext.api import classify, encode_images, encode_texts, load, tokenize
 from pictext.clip.io import load_clip, save_clip
 from pictext.clip.model import CLIP, CLIPConfig
+from pictext.search import Index
 
 __version__ = "0.1.0"
 __all__ = [
     "CLIP",
     "CLIPConfig",
+    "Index",
     "classify",
     "encode_images",
     "encode_texts",

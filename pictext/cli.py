@@ -128,6 +128,74 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace):  # noqa: ANN202 - pictext.search.Index, imported late for a fast CLI
+    from pictext.search import Index
+
+    return Index(args.index, model=args.model)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from pictext.search.index import DEFAULT_EXCLUDE
+
+    index = _index(args)
+    report = index.add(
+        args.paths, batch_size=args.batch_size, workers=args.workers, exclude=(*DEFAULT_EXCLUDE, *args.exclude)
+    )
+    if args.faiss:
+        ivf = index.sync_faiss(force=True)
+        print(f"faiss IVF: nprobe {ivf.nprobe}, recall@10 against exact {ivf.recall_at_10:.3f}")
+    print(f"{index.path}: {report}; {len(index)} images searchable")
+    for path, reason in report.errors:
+        print(f"pictext: could not index {path}: {reason}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path as P
+
+    from pictext.search import Weighted, parse_terms
+
+    terms = parse_terms(args.query) if args.query else []
+    for image in args.image:
+        if not P(image).is_file():
+            raise FileNotFoundError(f"--image {image}: no such file")
+        terms.append(Weighted(1.0, P(image)))
+    if not terms:
+        raise ValueError('the query is empty; give text (pictext search "a dog") or an image (--image FILE)')
+    hits = _index(args).search(terms, args.k)
+    if args.json:
+        print(json.dumps({"results": [{"path": h.path, "score": h.score, "id": h.id} for h in hits]}, indent=2))
+    else:
+        for h in hits:
+            print(f"{h.score:.4f}  {h.path}")
+    return 0
+
+
+def cmd_dupes(args: argparse.Namespace) -> int:
+    groups = _index(args).dupes(args.threshold)
+    if args.json:
+        print(json.dumps([[{"path": h.path, "score": h.score} for h in g] for g in groups], indent=2))
+    else:
+        for g in groups:
+            print("\n".join(f"{h.score:.4f}  {h.path}" for h in g) + "\n")
+        print(f"{len(groups)} groups of near-duplicates (cosine >= {args.threshold})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pictext.server.app import create_app
+
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        raise ValueError(f"--host {args.host} exposes the server beyond this machine; add --token SECRET")
+    index = _index(args)
+    index.model  # load now: the first request should not wait for it  # noqa: B018
+    print(f"serving {index.path} ({len(index)} images) at http://{args.host}:{args.port}/", file=sys.stderr)
+    uvicorn.run(create_app(index, token=args.token), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pictext.demo import run_demo
 
@@ -180,6 +248,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=["native", "hf", "open_clip"], default="native")
     p.add_argument("--activation", choices=["quick_gelu", "gelu"])
     p.set_defaults(run=cmd_convert)
+
+    def index_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--index", help="index folder (default: $PICTEXT_HOME/index)")
+        p.add_argument("--model", help="model to embed with (default: the one the index was built with)")
+
+    p = sub.add_parser("index", help="embed the images under folders, incrementally, for search")
+    p.add_argument("paths", nargs="*", help="folders or image files (none: re-scan every folder indexed before)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1, at most 4)")
+    p.add_argument("--exclude", action="append", default=[], help="folder names to skip (glob), repeatable")
+    p.add_argument("--faiss", action="store_true", help="build the faiss index now, whatever the size")
+    index_args(p)
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("search", help='search the index: "a dog", "beach" + "sunset" - people, 2:"red car"')
+    p.add_argument("query", nargs="*", help="text terms joined by + and -, with optional WEIGHT: prefixes")
+    p.add_argument("--image", action="append", default=[], help="an image to search by, repeatable")
+    p.add_argument("-k", type=int, default=20, help="number of results")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    index_args(p)
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("dupes", help="list groups of near-duplicate images in the index")
+    p.add_argument("--threshold", type=float, default=0.95, help="cosine similarity to count as a duplicate")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    index_args(p)
+    p.set_defaults(run=cmd_dupes)
+
+    p = sub.add_parser("serve", help="a local web page and JSON API over the index")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost needs --token")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="a secret every request must carry (?token= or Authorization: Bearer)")
+    index_args(p)
+    p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("demo", help="train or load the default model, then classify and retrieve held-out images")
     p.set_defaults(run=cmd_demo)

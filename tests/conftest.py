@@ -55,3 +55,23 @@ def image_dir(tmp_path):
     Image.new("RGBA", (32, 32), (0, 0, 255, 128)).save(folder / "blue.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     return folder
+
+
+@pytest.fixture(scope="session")
+def shapes_model(tmp_path_factory):
+    """A small CLIP trained for a minute on single shapes, every combination seen: it knows colour, shape, size."""
+    from pictext.clip.io import load_clip
+    from pictext.clip.train import ShapesRecipe, TrainConfig, build_shapes_model, train_clip
+    from pictext.data.shapes import ShapesWorld
+
+    recipe = ShapesRecipe(
+        vision_layers=2,
+        max_shapes=1,
+        grey_fraction=0.25,
+        train=TrainConfig(steps=400, batch_size=64, lr=3e-3, warmup=20, precision="fp32"),
+    )
+    world = ShapesWorld(size=64, max_shapes=1, grey_fraction=0.25, length=100_000, held_out=())
+    model = build_shapes_model(recipe, world)
+    train_clip(model, world, recipe.train)
+    path = save_clip(model.eval(), tmp_path_factory.mktemp("shapes") / "shapes-small.safetensors")
+    return path, load_clip(path)

@@ -8,6 +8,7 @@ scaled, not clipped; a pixel limit stops decompression bombs. A bad file raises
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterable
@@ -61,21 +62,32 @@ def decode_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Imag
         raise ImageError(path, "is a directory, not an image")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file")
+    return _decode(path, path, max_pixels)
+
+
+def decode_bytes(data: bytes, name: object, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an encoded image held in memory (a file already read, an upload); errors name `name`."""
+    if not data:
+        raise ImageError(name, "empty file")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(fp: Path | io.BytesIO, name: object, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(fp) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageError(path, f"{width}x{height} pixels is over the limit of {max_pixels}")
+                    raise ImageError(name, f"{width}x{height} pixels is over the limit of {max_pixels}")
                 image.load()
                 return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(path, f"not a readable image ({e.__class__.__name__})") from e
+        raise ImageError(name, f"not a readable image ({e.__class__.__name__})") from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(path, f"corrupt or truncated image ({e})") from e
+        raise ImageError(name, f"corrupt or truncated image ({e})") from e
 
 
 def load_images(sources: Iterable[ImageInput]) -> tuple[list[tuple[int, Image.Image]], list[ImageError]]:

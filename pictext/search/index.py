@@ -1,0 +1,509 @@
+"""An incremental image index: scan folders, embed what is new or changed, search by weighted text and images.
+
+    index = pictext.Index("~/.cache/pictext/index")      # a folder: catalog.sqlite, vectors.f16, faiss.index
+    index.add(["~/Pictures"])                           # only new or changed files are embedded
+    index.search(["beach", "sunset", (-1, "people")], k=20)
+
+One `add` run: (1) scan: walk the folders (hidden entries and excluded folder
+names skipped, symlinks followed only when they stay inside the folders, each
+real folder visited once so loops end); (2) files whose size and mtime match the
+catalog are done; the others are hashed, and a hash the catalog already holds
+reuses that vector (a rename, a copy, a touched file); (3) the rest are decoded
+and preprocessed in DataLoader workers while the main process encodes, each
+batch's vectors fsynced and its rows committed together; (4) rows of files that
+are gone are deleted. A crash at any point leaves a consistent catalog, and the
+next run does only the work that is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pictext import hub
+from pictext.clip.model import CLIP
+from pictext.images.decode import IMAGE_SUFFIXES, ImageError, decode_bytes, decode_image
+from pictext.images.transforms import Preprocess
+from pictext.search.catalog import Catalog, Record
+from pictext.search.query import QueryError, Weighted, as_terms, combine
+from pictext.search.vectors import FAISS_THRESHOLD, FaissIVF, StaleIndexError, VectorFile, top_k
+from pictext.training import progress
+
+DEFAULT_EXCLUDE = ("@eaDir", "node_modules", "__pycache__", "$RECYCLE.BIN")
+MAX_UPLOAD_PIXELS = 40_000_000
+
+
+class SearchIndexError(ValueError):
+    pass
+
+
+def default_index_dir() -> Path:
+    return hub.home() / "index"
+
+
+def model_fingerprint(model: CLIP) -> str:
+    """A hash of the architecture, preprocessing and every weight: two models share it only if they embed alike."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps(dataclasses.asdict(model.config), sort_keys=True).encode())
+    h.update(repr(model.preprocess).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    path: str
+    score: float
+
+
+@dataclass
+class Report:
+    """What one `add` run did."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    reused: int = 0  # renamed, copied or touched files whose vector was kept
+    removed: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), recorded in the catalog
+    vanished: int = 0  # listed by the scan, gone before they could be read
+
+    def __str__(self) -> str:
+        return (
+            f"{self.scanned} files: {self.embedded} embedded, {self.reused} reused, {self.unchanged} unchanged, "
+            f"{self.removed} removed, {len(self.errors)} errors"
+        )
+
+
+def scan(roots: Sequence[Path], exclude: Sequence[str] = DEFAULT_EXCLUDE) -> dict[str, os.stat_result]:
+    """Image files under `roots` (folders, or files given by name) by absolute path.
+
+    Symlinks are followed only where they resolve inside a root, and each real folder is walked once.
+    """
+    real_roots = [os.path.realpath(r) for r in roots]
+    found: dict[str, os.stat_result] = {}
+    visited: set[str] = set()
+    for root in roots:
+        if not root.is_dir():
+            with contextlib.suppress(OSError):  # gone since it was given
+                found[str(root)] = os.stat(root)
+            continue
+        for folder, dirs, files in os.walk(root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in visited or not inside(real, real_roots):
+                dirs[:] = []
+                continue
+            visited.add(real)
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _excluded(d, exclude))
+            for name in sorted(files):
+                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    if inside(os.path.realpath(path), real_roots):
+                        found[path] = os.stat(path)
+                except OSError:  # a dangling symlink, or gone already
+                    continue
+    return found
+
+
+def inside(real: str, real_roots: Sequence[str]) -> bool:
+    """Whether the resolved path `real` is one of `real_roots` or lies under one."""
+    return any(real == r or real.startswith(r.rstrip("/") + "/") for r in real_roots)
+
+
+class _Images(Dataset):
+    """Decode + preprocess in DataLoader workers: (position, pixels | None, width, height, error | None)."""
+
+    def __init__(self, paths: list[str], preprocess: Preprocess) -> None:
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple:
+        path = self.paths[i]
+        try:
+            image = decode_image(path)
+        except ImageError as e:
+            gone = not os.path.exists(path)
+            return i, None, None, None, "gone" if gone else e.reason
+        return i, self.preprocess(image), image.width, image.height, None
+
+
+def _collate(items: list[tuple]) -> list[tuple]:
+    return items
+
+
+class Index:
+    """A folder holding a catalog (SQLite), a vector file and, for large collections, a faiss index."""
+
+    def __init__(self, path: str | os.PathLike | None = None, model: CLIP | str | os.PathLike | None = None) -> None:
+        self.path = Path(path).expanduser() if path else default_index_dir()
+        if self.path.exists() and not self.path.is_dir():
+            raise SearchIndexError(f"{self.path} is a file; an index is a folder (give a new or existing folder)")
+        self.catalog = Catalog(self.path / "catalog.sqlite")
+        self._model = model if isinstance(model, CLIP) else None
+        self._model_spec = None if isinstance(model, CLIP) or model is None else _spec(model)
+        self._cache: tuple[str, list[int], np.ndarray] | None = None  # (generation, ids, float32 matrix)
+        self._faiss: tuple[str, FaissIVF] | None = None
+        if self._model is not None:
+            self._check_model(self._model)
+
+    # ---- the model ----------------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> CLIP:
+        if self._model is None:
+            from pictext.api import load
+
+            spec = self._model_spec or self.catalog.get("model_spec")
+            self._model = load(spec)
+            self._check_model(self._model)
+        return self._model
+
+    def _check_model(self, model: CLIP) -> None:
+        fingerprint = model_fingerprint(model)
+        stored = self.catalog.get("model")
+        if stored is None:
+            with self.catalog.transaction():
+                self.catalog.set("model", fingerprint)
+                self.catalog.set("dim", str(model.config.embed_dim))
+                self.catalog.set("model_spec", self._model_spec or hub.DEFAULT_MODEL)
+        elif stored != fingerprint:
+            spec = self.catalog.get("model_spec")
+            raise SearchIndexError(
+                f"the index at {self.path} was built with another model ({spec!r}, fingerprint {stored}); "
+                f"this one has fingerprint {fingerprint}. Search it with its own model, or index into a new "
+                "folder (--index DIR)"
+            )
+
+    @property
+    def model_spec(self) -> str | None:
+        return self._model_spec or self.catalog.get("model_spec")
+
+    def real_roots(self) -> list[str]:
+        return [os.path.realpath(r) for r in self.catalog.roots()]
+
+    @property
+    def vectors(self) -> VectorFile:
+        dim = self.catalog.get("dim")
+        if dim is None:
+            raise SearchIndexError(f"the index at {self.path} is empty; add images first (pictext index FOLDER)")
+        return VectorFile(self.path / "vectors.f16", int(dim), "float16")
+
+    # ---- adding ---------------------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        paths: Iterable[str | os.PathLike] = (),
+        *,
+        batch_size: int = 64,
+        workers: int | None = None,
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    ) -> Report:
+        """Index the image files and folders in `paths` (none: every folder indexed before); see the module doc."""
+        roots = self._roots(paths)
+        model = self.model
+        report = Report()
+        found = scan(roots, exclude)
+        report.scanned = len(found)
+        known: dict[str, Record] = {}
+        for root in roots:
+            known.update(self.catalog.under(str(root)) if root.is_dir() else self.catalog.at(str(root)))
+
+        changed = [p for p, st in found.items() if _changed(known.get(p), st)]
+        report.unchanged = len(found) - len(changed)
+        missing = {p: r for p, r in known.items() if p not in found}
+        to_embed = self._reuse(changed, found, missing, report)
+        self._embed(to_embed, found, model, batch_size, workers, report)
+        gone = [r.id for p, r in missing.items() if not os.path.exists(p)]
+        with self.catalog.transaction():
+            self.catalog.delete(gone)
+        report.removed = len(gone)
+        self._bump()
+        self.sync_faiss()
+        return report
+
+    def _roots(self, paths: Iterable[str | os.PathLike]) -> list[Path]:
+        """Absolute folders and files to scan, remembered for later runs; none given: all remembered ones."""
+        roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
+        for given, root in zip(paths, roots):
+            if not root.exists():
+                raise FileNotFoundError(f"{given}: no such file or folder to index")
+        if roots:
+            with self.catalog.transaction():
+                for r in roots:
+                    self.catalog.add_root(str(r))
+            return roots
+        known = [Path(r) for r in self.catalog.roots()]
+        if not known:
+            raise SearchIndexError(f"nothing to index: give folders or files ({self.path} has none yet)")
+        return [r for r in known if r.exists()]  # a folder that is gone (an unplugged disk) keeps its rows
+
+    def _reuse(
+        self, changed: list[str], found: dict[str, os.stat_result], missing: dict[str, Record], report: Report
+    ) -> list[str]:
+        """Hash changed files; where the catalog has that content already, keep its vector. Returns the rest."""
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            hashes = dict(zip(changed, pool.map(_safe_hash, changed)))
+        existing = self.catalog.ok_by_hash(h for h in hashes.values() if h)
+        renamed_from = {r.hash: r for r in missing.values() if r.status == "ok"}
+        to_embed = []
+        with self.catalog.transaction():
+            for path, digest in hashes.items():
+                st = found[path]
+                if digest is None:
+                    to_embed.append(path)  # unreadable now: the decoder records why
+                elif digest in renamed_from:
+                    record = renamed_from.pop(digest)
+                    missing.pop(record.path, None)
+                    self.catalog.move(record, path, st.st_size, st.st_mtime_ns)
+                    report.reused += 1
+                elif digest in existing:
+                    r = existing[digest]
+                    self.catalog.replace(
+                        path, st.st_size, st.st_mtime_ns, hash=digest, width=r.width, height=r.height,
+                        model=r.model, row=r.row, status="ok", error=None,
+                    )  # fmt: skip
+                    report.reused += 1
+                else:
+                    to_embed.append(path)
+        self._hashes = hashes
+        return to_embed
+
+    def _embed(
+        self,
+        paths: list[str],
+        found: dict[str, os.stat_result],
+        model: CLIP,
+        batch_size: int,
+        workers: int | None,
+        report: Report,
+    ) -> None:
+        if not paths:
+            return
+        workers = default_workers() if workers is None else workers
+        loader = DataLoader(
+            _Images(paths, model.preprocess),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+        )
+        fingerprint = self.catalog.get("model")
+        device = model.text_projection.device
+        bar = progress(len(paths), "indexing")
+        for items in loader:
+            good = [it for it in items if it[1] is not None]
+            start = 0
+            if good:
+                with torch.inference_mode():
+                    pixels = torch.stack([it[1] for it in good]).to(device)
+                    emb = model.encode_image(pixels, normalize=True).float().cpu().numpy()
+                start = self.vectors.append(emb)
+            with self.catalog.transaction():
+                for j, (i, _, w, h, _) in enumerate(good):
+                    path, st = paths[i], found[paths[i]]
+                    self.catalog.replace(
+                        path, st.st_size, st.st_mtime_ns, hash=self._hashes.get(path), width=w, height=h,
+                        model=fingerprint, row=start + j, status="ok", error=None,
+                    )  # fmt: skip
+                for i, _, _, _, error in items:
+                    if error is None:
+                        continue
+                    if error == "gone":
+                        report.vanished += 1
+                        continue
+                    path, st = paths[i], found[paths[i]]
+                    self.catalog.replace(path, st.st_size, st.st_mtime_ns, status="error", error=error)
+                    report.errors.append((path, error))
+            report.embedded += len(good)
+            bar.update(len(items))
+        bar.close()
+
+    # ---- searching ------------------------------------------------------------------------------------------------
+
+    def _bump(self) -> None:
+        with self.catalog.transaction():
+            self.catalog.set("generation", str(int(self.catalog.get("generation") or 0) + 1))
+
+    def _live(self) -> tuple[list[int], np.ndarray]:
+        """(catalog ids, float32 matrix) of every searchable file, cached until the catalog changes."""
+        generation = self.catalog.get("generation") or "0"
+        if self._cache is None or self._cache[0] != generation:
+            ids, rows = self.catalog.live_rows()
+            matrix = self.vectors.read(rows) if ids else np.zeros((0, 1), np.float32)
+            self._cache = (generation, ids, matrix)
+        return self._cache[1], self._cache[2]
+
+    def __len__(self) -> int:
+        return self.catalog.counts()["ok"]
+
+    def query_vector(self, query: object) -> np.ndarray:
+        """The normalized query vector for text, images, or weighted mixes (see pictext.search.query)."""
+        terms = as_terms(query)
+        model = self.model
+        from pictext.api import encode_texts
+
+        embeddings = []
+        for t in terms:
+            if isinstance(t.term, str):
+                embeddings.append(encode_texts([t.term], model=model, truncate=True)[0])
+            else:
+                embeddings.append(self._encode_image_term(t.term))
+        return combine([t.weight for t in terms], np.stack(embeddings))
+
+    def _encode_image_term(self, term: object) -> np.ndarray:
+        model = self.model
+        if isinstance(term, bytes):
+            image = decode_bytes(term, "uploaded image", max_pixels=MAX_UPLOAD_PIXELS)
+        else:
+            image = decode_image(term)  # type: ignore[arg-type]
+        with torch.inference_mode():
+            pixels = model.preprocess.batch([image]).to(model.text_projection.device)
+            return model.encode_image(pixels, normalize=True).float().cpu().numpy()[0]
+
+    def search(self, query: object, k: int = 20, *, exact: bool | None = None) -> list[Hit]:
+        """The k files most like `query`: text, an image (Path, PIL image, bytes), a vector, or weighted terms."""
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        vector = np.asarray(query, np.float32) if isinstance(query, np.ndarray) else self.query_vector(query)
+        ids, matrix = self._live()
+        if not ids:
+            return []
+        faiss_index = None if exact else self._faiss_index()
+        if faiss_index is not None:
+            found, scores = faiss_index.search(vector, k + 16)
+            live = set(ids)
+            pairs = [(int(i), float(s)) for i, s in zip(found, scores) if int(i) in live][:k]
+        else:
+            positions, scores = top_k(matrix, vector, k)
+            pairs = [(ids[p], float(s)) for p, s in zip(positions, scores)]
+        paths = self.catalog.paths([i for i, _ in pairs])
+        return [Hit(i, paths[i], s) for i, s in pairs if i in paths]
+
+    def similar(self, file_id: int, k: int = 20) -> list[Hit]:
+        """'More like this': the files nearest to an indexed file's vector."""
+        record = self.catalog.by_id(file_id)
+        if record is None or record.row is None:
+            raise QueryError(f"no indexed image has id {file_id}")
+        return self.search(self.vectors.read([record.row])[0], k)
+
+    def dupes(self, threshold: float = 0.95) -> list[list[Hit]]:
+        """Groups of near-duplicate files (cosine >= threshold to another member), largest groups first.
+
+        Exact all-pairs in blocks: O(n^2) work, fine for collections up to a few tens of thousands.
+        """
+        ids, matrix = self._live()
+        parent = list(range(len(ids)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for start in range(0, len(ids), 2048):
+            scores = matrix[start : start + 2048] @ matrix.T  # (B, N)
+            for a, b in zip(*np.nonzero(scores >= threshold)):
+                a += start
+                if a < b:
+                    parent[find(a)] = find(b)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(ids)):
+            groups.setdefault(find(i), []).append(i)
+        records = {r.id: r.path for r in self.catalog.records("status = 'ok'")}
+        out = []
+        for members in groups.values():
+            if len(members) > 1:
+                head = matrix[members[0]]
+                out.append([Hit(ids[m], records[ids[m]], float(matrix[m] @ head)) for m in members])
+        return sorted(out, key=lambda g: (-len(g), g[0].path))
+
+    # ---- faiss ----------------------------------------------------------------------------------------------------
+
+    def _faiss_index(self) -> FaissIVF | None:
+        file = self.path / "faiss.index"
+        if not file.exists():
+            return None
+        stamp = str(file.stat().st_mtime_ns)
+        if self._faiss is None or self._faiss[0] != stamp:
+            try:
+                self._faiss = (stamp, FaissIVF.load(file))
+            except StaleIndexError:
+                return None  # written half-way by a crash: exact search answers until the next sync rebuilds it
+        return self._faiss[1]
+
+    def sync_faiss(self, force: bool = False, threshold: int = FAISS_THRESHOLD) -> FaissIVF | None:
+        """Build, update or drop the faiss index so that it holds exactly the searchable files."""
+        file = self.path / "faiss.index"
+        ids, matrix = self._live()
+        if len(ids) < threshold and not force:
+            for f in (file, file.with_suffix(".ids.npz")):
+                f.unlink(missing_ok=True)
+            return None
+        live = np.asarray(ids, np.int64)
+        ivf = self._faiss_index()
+        if ivf is None or len(ids) > 4 * ivf.trained_on:
+            ivf = FaissIVF.build(matrix, live)
+        else:
+            ivf.update(matrix, live)
+        ivf.save(file)
+        return ivf
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def _spec(model: str | os.PathLike) -> str:
+    """A model name as given, or a path made absolute so the index finds it from any folder."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else str(model)
+
+
+def default_workers() -> int:
+    """DataLoader workers for decoding: leave one core to the encoder, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _changed(record: Record | None, st: os.stat_result) -> bool:
+    return record is None or record.size != st.st_size or record.mtime_ns != st.st_mtime_ns
+
+
+def _excluded(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _safe_hash(path: str) -> str | None:
+    try:
+        return file_hash(path)
+    except OSError:
+        return None
+
+
+__all__ = ["Hit", "Index", "SearchIndexError", "QueryError", "Report", "Weighted", "scan"]

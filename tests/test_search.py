@@ -1,0 +1,299 @@
+"""The image index: incremental updates, crash safety, query semantics, faiss, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pictext.cli import main
+from pictext.data.shapes import COLORS, SHAPES, Scene, Shape, render
+from pictext.search import Index, QueryError, SearchIndexError, Weighted, parse_terms
+from pictext.search.index import scan
+from pictext.search.vectors import FaissIVF, StaleIndexError, top_k
+
+
+def shape_image(color: str, shape: str, size: str = "large", position: str = "center", background: int = 40):
+    return render(Scene((Shape(color, shape, size, position),), background), size=64)
+
+
+def write_gallery(folder, n_per_combo: int = 1) -> dict[str, tuple[str, str, str]]:
+    """One image per (colour, shape, size, position variant); returns path -> (colour, shape, size)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for color in COLORS:
+        for shape in SHAPES:
+            for size in ("small", "large"):
+                for j, position in enumerate(("left", "right", "center")[:n_per_combo]):
+                    path = folder / f"{color}-{shape}-{size}-{j}.png"
+                    shape_image(color, shape, size, position, background=20 + 30 * j).save(path)
+                    truth[str(path)] = (color, shape, size)
+    return truth
+
+
+def paths_in(index: Index) -> set[str]:
+    return {r.path for r in index.catalog.records()}
+
+
+def test_incremental_index_follows_adds_edits_renames_and_deletes(tmp_path, tiny_model_path):
+    photos = tmp_path / "photos"
+    write_gallery(photos / "a")
+    index = Index(tmp_path / "index", model=tiny_model_path)
+    first = index.add([photos])
+    assert (first.embedded, first.unchanged, len(first.errors)) == (40, 0, 0)
+    assert len(index) == 40
+
+    again = index.add([photos])
+    assert (again.embedded, again.reused, again.unchanged, again.removed) == (0, 0, 40, 0)
+
+    rows = {r.path: r.row for r in index.catalog.records()}
+    renamed_from, renamed_to = photos / "a" / "red-circle-large-0.png", photos / "a" / "moved.png"
+    os.rename(renamed_from, renamed_to)
+    (photos / "a" / "blue-square-small-0.png").unlink()
+    edited = photos / "a" / "green-cross-large-0.png"
+    shape_image("purple", "triangle").save(edited)
+    os.utime(edited, ns=(1, 1))  # a new mtime whatever the clock's resolution
+    shape_image("yellow", "circle").save(photos / "a" / "new.png")
+    (photos / "a" / "notes.txt").write_text("not an image, not scanned")
+    (photos / "a" / "fake.jpg").write_text("not an image either, but named like one")
+    report = index.add([photos])
+
+    assert (report.embedded, report.reused, report.removed) == (2, 1, 1)  # edited + new; the rename; the deletion
+    assert [p for p, _ in report.errors] == [str(photos / "a" / "fake.jpg")]
+    expected = {str(photos / "a" / p.name) for p in (photos / "a").iterdir() if p.suffix != ".txt"}
+    assert paths_in(index) == expected
+    records = {r.path: r for r in index.catalog.records()}
+    assert records[str(renamed_to)].row == rows[str(renamed_from)]  # the rename kept its vector
+    assert records[str(edited)].row != rows[str(edited)]  # the edit got a new one
+    assert records[str(photos / "a" / "fake.jpg")].status == "error"
+    assert "not a readable image" in records[str(photos / "a" / "fake.jpg")].error
+    assert len(index) == 40
+
+    same = index.add([photos])  # the broken file is not retried until it changes
+    assert (same.embedded, same.reused, same.removed, len(same.errors)) == (0, 0, 0, 0)
+
+
+def test_copies_reuse_vectors_and_searches_agree_with_a_fresh_index(tmp_path, tiny_model_path):
+    photos = tmp_path / "photos"
+    write_gallery(photos)
+    shutil.copy(photos / "red-circle-large-0.png", photos / "copy.png")
+    index = Index(tmp_path / "index", model=tiny_model_path)
+    index.add([photos])
+    fresh = Index(tmp_path / "fresh", model=tiny_model_path)
+    fresh.add([photos], workers=0, batch_size=7)
+    for query in ("a red circle", ["blue", (-0.5, "square")]):
+        a = [(h.path, round(h.score, 4)) for h in index.search(query, k=10)]
+        b = [(h.path, round(h.score, 4)) for h in fresh.search(query, k=10)]
+        assert a == b
+
+
+def test_index_refuses_another_model(tmp_path, tiny_model_path, shapes_model):
+    photos = tmp_path / "photos"
+    write_gallery(photos)
+    Index(tmp_path / "index", model=tiny_model_path).add([photos])
+    with pytest.raises(SearchIndexError, match="another model"):
+        Index(tmp_path / "index", model=shapes_model[1])
+    assert main(["search", "red", "--index", str(tmp_path / "index"), "--model", str(shapes_model[0])]) == 2
+    assert len(Index(tmp_path / "index", model=tiny_model_path)) == 40  # nothing lost
+
+
+def test_scan_skips_hidden_excluded_and_outside_symlinks_and_ends_on_loops(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    for p in (root / "a.png", root / "sub" / "b.jpg", root / ".hidden.png", outside / "secret.png"):
+        Image.new("RGB", (8, 8)).save(p)
+    (root / ".cache").mkdir()
+    Image.new("RGB", (8, 8)).save(root / ".cache" / "c.png")
+    (root / "node_modules").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "node_modules" / "d.png")
+    os.symlink(root, root / "sub" / "loop")  # a loop back to the root
+    os.symlink(outside / "secret.png", root / "link-out.png")
+    os.symlink(outside, root / "dir-out")
+    os.symlink(root / "a.png", root / "sub" / "alias.png")  # inside: followed
+    found = scan([root])
+    assert sorted(os.path.relpath(p, root) for p in found) == ["a.png", "sub/alias.png", "sub/b.jpg"]
+
+
+def test_a_folder_that_disappears_mid_run_loses_nothing(tmp_path, tiny_model_path, monkeypatch):
+    photos = tmp_path / "photos"
+    write_gallery(photos / "keep")
+    write_gallery(photos / "vanish")
+    index = Index(tmp_path / "index", model=tiny_model_path)
+    index.add([photos / "keep"])
+    real_scan = scan
+
+    def scan_then_vanish(roots, exclude):
+        found = real_scan(roots, exclude)
+        shutil.rmtree(photos / "vanish")
+        return found
+
+    monkeypatch.setattr("pictext.search.index.scan", scan_then_vanish)
+    report = index.add([photos])
+    assert report.vanished == 40 and not report.errors and report.removed == 0
+    assert len(index) == 40 and all("/keep/" in p for p in paths_in(index))
+    monkeypatch.undo()
+    assert index.add([photos]).removed == 0  # the folder stays a root; nothing under it is left to remove
+
+
+CRASH_SCRIPT = """
+import sys
+from pictext.search import Index
+Index(sys.argv[1], model=sys.argv[2]).add([sys.argv[3]], batch_size=4, workers=0)
+"""
+
+
+def test_sigkill_mid_run_then_restart_ends_complete(tmp_path, tiny_model_path):
+    photos = tmp_path / "photos"
+    truth = write_gallery(photos, n_per_combo=3)  # 120 images, 30 batches
+    index_dir = tmp_path / "index"
+    args = [sys.executable, "-c", CRASH_SCRIPT, str(index_dir), str(tiny_model_path), str(photos)]
+    proc = subprocess.Popen(args, env={**os.environ, "PICTEXT_QUIET": "1"})
+    committed = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (index_dir / "catalog.sqlite").exists():
+            with sqlite3.connect(index_dir / "catalog.sqlite") as db:
+                try:
+                    committed = db.execute("SELECT count(*) FROM files").fetchone()[0]
+                except sqlite3.OperationalError:
+                    committed = 0
+            if committed >= 8:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 0 < committed < len(truth), f"kill landed at {committed} of {len(truth)}: no mid-run crash was tested"
+
+    index = Index(index_dir, model=tiny_model_path)
+    report = index.add([photos])
+    assert report.embedded + report.unchanged == len(truth)
+    assert paths_in(index) == set(truth)
+    assert len(index.catalog.records()) == len(truth)
+    rows = [r.row for r in index.catalog.records()]
+    assert len(set(rows)) == len(rows) and max(rows) < len(index.vectors)
+    fresh = Index(tmp_path / "fresh", model=tiny_model_path)
+    fresh.add([photos], workers=0)
+    for path, row in ((r.path, r.row) for r in index.catalog.records()):
+        want = fresh.vectors.read([fresh.catalog.at(path)[path].row])
+        np.testing.assert_allclose(index.vectors.read([row]), want, atol=1e-3)
+
+
+def test_weighted_queries_mean_what_they_say(tmp_path, shapes_model):
+    path, model = shapes_model
+    truth = write_gallery(tmp_path / "gallery", n_per_combo=3)
+    index = Index(tmp_path / "index", model=path)
+    index.add([tmp_path / "gallery"])
+
+    def top(query, k=5):
+        return [truth[h.path] for h in index.search(query, k=k)]
+
+    assert set(top(["red", "circle", (-1.0, "small")], k=3)) == {("red", "circle", "large")}
+    assert set(top(["blue", "square", (-1.0, "large")], k=3)) == {("blue", "square", "small")}
+    assert set(top(["a purple cross", (-1.0, "large")], k=3)) == {("purple", "cross", "small")}
+    assert {t[:2] for t in top("a green triangle", k=6)} == {("green", "triangle")}
+    by_image = top(shape_image("yellow", "cross", "large", "left"), k=3)
+    assert {t[:2] for t in by_image} == {("yellow", "cross")}
+
+    # the arithmetic itself: a weighted sum of normalized embeddings, renormalized
+    from pictext.api import encode_texts
+
+    e = encode_texts(["red", "circle"], model=model)
+    want = (2 * e[0] - 0.5 * e[1]) / np.linalg.norm(2 * e[0] - 0.5 * e[1])
+    got = index.query_vector([Weighted(2, "red"), Weighted(-0.5, "circle")])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert parse_terms(["2:red", "-", "0.5:circle"]) == [Weighted(2.0, "red"), Weighted(-0.5, "circle")]
+
+
+def test_query_parsing_errors():
+    assert parse_terms(["a", "dog", "+", "beach"]) == [Weighted(1.0, "a dog"), Weighted(1.0, "beach")]
+    for bad in ([], [""], ["+", "a"], ["a", "-"], ["2:"]):
+        with pytest.raises(QueryError):
+            parse_terms(bad)
+
+
+def clustered(n: int, dim: int = 64, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim))
+    x = centers[rng.integers(0, clusters, n)] + 0.6 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_faiss_ivf_meets_its_recall_and_updates_exactly(tmp_path):
+    x, queries = np.split(clustered(6100), [6000])  # queries: new points from the same distribution
+    ids = np.arange(100, 6100)
+    ivf = FaissIVF.build(x, ids, target_recall=0.95)
+    exact = [set(ids[top_k(x, q, 10)[0]]) for q in queries]
+    recall = np.mean([len(e & set(ivf.search(q, 10)[0])) / 10 for e, q in zip(exact, queries)])
+    assert recall >= 0.9, f"recall@10 {recall:.3f} on fresh queries"
+    assert ivf.recall_at_10 >= 0.95
+
+    keep = ids % 3 != 0
+    ivf.update(x[keep], ids[keep])
+    assert ivf.index.ntotal == keep.sum()
+    ivf.update(x, ids)
+    assert ivf.index.ntotal == len(ids)
+    ivf.save(tmp_path / "f.index")
+    back = FaissIVF.load(tmp_path / "f.index")
+    assert (back.nprobe, back.index.ntotal) == (ivf.nprobe, len(ids))
+    ivf.ids = ids[:10]  # an index and a sidecar that disagree, as a crash between the two writes would leave
+    ivf.save(tmp_path / "g.index")
+    with pytest.raises(StaleIndexError):
+        FaissIVF.load(tmp_path / "g.index")
+
+
+def test_index_with_faiss_gives_the_exact_answers_on_a_small_set(tmp_path, tiny_model_path):
+    write_gallery(tmp_path / "g", n_per_combo=3)
+    index = Index(tmp_path / "index", model=tiny_model_path)
+    index.add([tmp_path / "g"])
+    exact = index.search("red", k=5, exact=True)
+    ivf = index.sync_faiss(force=True)
+    assert ivf is not None and ivf.recall_at_10 >= 0.95
+    assert [h.id for h in index.search("red", k=5)] == [h.id for h in exact]
+
+
+def test_cli_index_search_dupes(tmp_path, tiny_model_path, capsys):
+    write_gallery(tmp_path / "g")
+    shutil.copy(tmp_path / "g" / "red-circle-large-0.png", tmp_path / "g" / "zz-copy.png")
+    common = ["--index", str(tmp_path / "index"), "--model", str(tiny_model_path)]
+    assert main(["index", str(tmp_path / "g"), *common]) == 0
+    assert "41 embedded" in capsys.readouterr().out
+    assert main(["search", "red", "+", "circle", "-k", "3", "--json", "--index", str(tmp_path / "index")]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert len(results) == 3 and results[0]["score"] >= results[2]["score"]
+    query = tmp_path / "g" / "blue-cross-small-0.png"
+    assert main(["search", "--image", str(query), "-k", "1", "--json", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["path"] == str(query)
+    assert main(["dupes", "--threshold", "0.9999", "--json", *common]) == 0
+    groups = json.loads(capsys.readouterr().out)
+    assert any({os.path.basename(h["path"]) for h in g} >= {"red-circle-large-0.png", "zz-copy.png"} for g in groups)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search"], "query is empty"),
+        (["search", "a", "-"], "ends with an operator"),
+        (["search", "--image", "missing.jpg"], "missing.jpg: no such file"),
+        (["index", "no/such/folder"], "no/such/folder: no such file or folder"),
+        (["search", "--image", "{notimage}"], "not a readable image"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error(tmp_path, tiny_model_path, capsys, argv, message):
+    write_gallery(tmp_path / "g")
+    common = ["--index", str(tmp_path / "index"), "--model", str(tiny_model_path)]
+    assert main(["index", str(tmp_path / "g"), *common]) == 0
+    (tmp_path / "text.jpg").write_text("hello")
+    argv = [a.replace("{notimage}", str(tmp_path / "text.jpg")) for a in argv]
+    assert main([*argv, *common]) == 2
+    assert message in capsys.readouterr().err
+    assert len(Index(tmp_path / "index", model=tiny_model_path)) == 40
