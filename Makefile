@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench models clean
+.PHONY: demo test lint browser bench models clean
+
+# Debian's Chromium for the browser test (no browser download by Playwright); sudo when not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +22,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check pictext tests bench
 	$(VENV)/bin/ruff format --check pictext tests bench
 
-test: lint
-	PICTEXT_QUIET=1 $(PY) -m pytest -q
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: lint browser
+	PICTEXT_QUIET=1 PICTEXT_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 models: $(STAMP)
 	$(PY) -c "import pictext.hub as h; print(h.ensure_default())"
 
 bench: $(STAMP)
 	$(PY) bench/clip_encode.py
+	$(PY) bench/search.py
+	$(PY) bench/index.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -88,10 +88,13 @@ class FaissIVF:
         import faiss
 
         n, dim = vectors.shape
-        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))  # faiss wants >= 39 training points a list
+        # 2 sqrt(n) lists, trained on 40 points a list for 15 k-means rounds: a 1M-vector index builds in about a
+        # minute on 2 cores; recall is then bought back at query time with nprobe (tuned below).
+        nlist = int(max(1, min(2 * np.sqrt(n), n // 39)))  # faiss wants >= 39 training points a list
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 15
         rng = np.random.default_rng(seed)
-        train = vectors[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))]
+        train = vectors[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))]
         index.train(np.ascontiguousarray(train, dtype=np.float32))
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         ivf = cls(index, ids.astype(np.int64), trained_on=n)
