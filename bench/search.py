@@ -2,7 +2,7 @@
 
 rclip scores every vector and sorts all the scores (`np.argsort`); pictext's exact path uses one matrix
 product and `argpartition`; above 50k vectors an index uses faiss IVF with nprobe tuned at build time for
-recall@10 >= 0.95. Vectors are synthetic, 512-d, normalized, drawn around 2,000 centres so that they have
+recall@10 >= 0.95. Vectors are synthetic, 512-d, normalized, drawn around 20,000 centres so that they have
 the cluster structure of real embeddings; queries are new draws from the same distribution. One query at a
 time (as a user searches), 200 queries. Writes bench/results/search.json.
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 from pictext.search.vectors import FaissIVF, top_k
 
-DIM, QUERIES, CENTRES = 512, 200, 2000
+DIM, QUERIES, CENTRES = 512, 200, 20_000
 SIZES = [int(a) for a in sys.argv[1:]] or [10_000, 100_000, 1_000_000]
 
 

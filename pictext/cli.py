@@ -139,7 +139,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     index = _index(args)
     report = index.add(
-        args.paths, batch_size=args.batch_size, workers=args.workers, exclude=(*DEFAULT_EXCLUDE, *args.exclude)
+        args.paths,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        exclude=(*DEFAULT_EXCLUDE, *args.exclude),
+        fast_decode=not args.exact_decode,
     )
     if args.faiss:
         ivf = index.sync_faiss(force=True)
@@ -256,7 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed the images under folders, incrementally, for search")
     p.add_argument("paths", nargs="*", help="folders or image files (none: re-scan every folder indexed before)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1, at most 4)")
+    p.add_argument("--workers", type=int, help="decoding processes (default: one a core, at most 4)")
+    p.add_argument(
+        "--exact-decode",
+        action="store_true",
+        help="decode JPEGs at full size (slower; the default decodes at reduced scale)",
+    )
     p.add_argument("--exclude", action="append", default=[], help="folder names to skip (glob), repeatable")
     p.add_argument("--faiss", action="store_true", help="build the faiss index now, whatever the size")
     index_args(p)

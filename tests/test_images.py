@@ -88,3 +88,15 @@ def test_bad_files_name_themselves(tmp_path):
     images, errors = load_images([tmp_path / n for n in names])
     assert [i for i, _ in images] == [1]
     assert sorted(e.source.name for e in errors) == ["empty.png", "text.jpg", "truncated.png"]
+
+
+def test_draft_decoding_shrinks_jpegs_but_never_below_the_model_input(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (640, 480), (10, 200, 30)).save(path, quality=90)
+    small = decode_image(path, draft=64)
+    assert min(small.size) >= 64 and small.size[0] < 640
+    assert decode_image(path).size == (640, 480)
+    assert np.abs(np.asarray(small, float).mean((0, 1)) - (10, 200, 30)).max() < 3
+    png = tmp_path / "photo.png"
+    Image.new("RGB", (640, 480)).save(png)
+    assert decode_image(png, draft=64).size == (640, 480)  # only JPEG has a draft mode

@@ -126,3 +126,26 @@ def test_export_to_hugging_face_and_open_clip(tmp_path):
         pretrained=str(tmp_path / "oc.safetensors"),
     )
     _assert_same(ours, back, 224)
+
+
+def test_heads_other_than_width_over_64_need_the_config(tmp_path):
+    from pictext.clip.model import CLIPConfig, TextConfig, VisionConfig
+
+    vision = {"image_size": 32, "layers": 2, "width": 128, "patch_size": 8, "head_width": 32}
+    text = {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 1}
+    ref = _open_clip("ViT-B-32", embed_dim=64, vision_cfg=vision, text_cfg=text)
+    path = tmp_path / "four_heads.pt"
+    torch.save(ref.state_dict(), path)
+    config = CLIPConfig(
+        embed_dim=64,
+        vision=VisionConfig(image_size=32, layers=2, width=128, patch_size=8, head_width=32),
+        text=TextConfig(context_length=77, vocab_size=49408, width=128, heads=4, layers=1, eot_token_id=49407),
+        activation="gelu",
+    )
+    _assert_same(load_clip(path, activation="gelu", config=config), ref, 32)
+    guessed = load_clip(path, activation="gelu")  # width // 64 = 2 heads: loads, and is a different function
+    with torch.no_grad():
+        pixels = torch.randn(2, 3, 32, 32)
+        assert (guessed.encode_image(pixels) - ref.encode_image(pixels)).abs().max() > 1e-3
+    with pytest.raises(CheckpointError, match="contradicts"):
+        load_clip(path, activation="quick_gelu", config=config)

@@ -73,7 +73,11 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def infer_config(sd: dict[str, torch.Tensor], activation: str) -> CLIPConfig:
-    """Architecture from tensor shapes (OpenAI / OpenCLIP layout). Heads are width // 64, as in all CLIPs."""
+    """Architecture from tensor shapes (OpenAI / OpenCLIP layout).
+
+    The number of attention heads leaves no trace in the tensors: it is taken as width // 64, as in every
+    OpenAI and LAION CLIP. A model trained with other heads needs its config passed (`load_clip(config=)`).
+    """
     if "visual.proj" in sd:
         width = sd["visual.conv1.weight"].shape[0]
         patch = sd["visual.conv1.weight"].shape[-1]
@@ -106,10 +110,15 @@ def _count_blocks(sd: dict[str, torch.Tensor], prefix: str) -> int:
     return len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
 
 
-def clip_from_state_dict(sd: dict[str, torch.Tensor], activation: str) -> CLIP:
-    """A float32 CLIP from an OpenAI/OpenCLIP-layout state dict; unexpected or missing tensors raise."""
+def clip_from_state_dict(sd: dict[str, torch.Tensor], activation: str, config: CLIPConfig | None = None) -> CLIP:
+    """A float32 CLIP from an OpenAI/OpenCLIP-layout state dict; unexpected or missing tensors raise.
+
+    `config`, when given, replaces inference from the tensors (its activation must agree with `activation`).
+    """
     sd = {k: v for k, v in sd.items() if k not in _IGNORED_KEYS}
-    model = CLIP(infer_config(sd, activation))
+    if config is not None and config.activation != activation:
+        raise CheckpointError(f"activation={activation!r} contradicts the given config's {config.activation!r}")
+    model = CLIP(config or infer_config(sd, activation))
     _load_exact(model, {k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     return model.eval()
 

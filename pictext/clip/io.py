@@ -28,10 +28,17 @@ def save_clip(model: CLIP, path: str | os.PathLike) -> Path:
     return checkpoint.save(path, model.state_dict(), KIND, meta)
 
 
-def load_clip(path: str | os.PathLike, activation: str | None = None, vocab: str | os.PathLike | None = None) -> CLIP:
+def load_clip(
+    path: str | os.PathLike,
+    activation: str | None = None,
+    vocab: str | os.PathLike | None = None,
+    config: CLIPConfig | None = None,
+) -> CLIP:
     """A CLIP in eval mode, float32, from a native file or an OpenAI / OpenCLIP / Hugging Face checkpoint.
 
     `activation` ("quick_gelu" or "gelu") is needed only for bare OpenCLIP state dicts, whose files don't say.
+    `config` is for state dicts whose architecture the tensors cannot tell (attention heads other than
+    width // 64); it is ignored for native and Hugging Face files, which carry their own.
     """
     path = Path(path)
     if path.is_file() and checkpoint.is_native(path):
@@ -58,7 +65,7 @@ def load_clip(path: str | os.PathLike, activation: str | None = None, vocab: str
                 "activation='quick_gelu' (OpenAI weights, '-quickgelu' models) or activation='gelu' (most LAION "
                 "weights); a wrong choice silently degrades the model, so pictext does not guess."
             )
-        model = clip_from_state_dict(sd, activation)
+        model = clip_from_state_dict(sd, activation, config)
     model.tokenizer = ClipBPETokenizer(vocab or _vocab_beside(path), context_length=model.config.text.context_length)
     return model
 

@@ -51,8 +51,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def decode_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open `source` (path or PIL image) as an RGB image, or raise ImageError saying what is wrong."""
+def decode_image(source: ImageInput, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
+    """Open `source` (path or PIL image) as an RGB image, or raise ImageError saying what is wrong.
+
+    draft=S lets a JPEG decode at a reduced scale (1/2 to 1/8, in the DCT) while both sides stay >= S: several
+    times faster for photos much larger than the model's input, and slightly different pixels after resizing.
+    """
     if isinstance(source, Image.Image):
         return to_rgb(ImageOps.exif_transpose(source))
     path = Path(source)
@@ -62,7 +66,7 @@ def decode_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Imag
         raise ImageError(path, "is a directory, not an image")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file")
-    return _decode(path, path, max_pixels)
+    return _decode(path, path, max_pixels, draft)
 
 
 def decode_bytes(data: bytes, name: object, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -72,7 +76,7 @@ def decode_bytes(data: bytes, name: object, max_pixels: int = MAX_PIXELS) -> Ima
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def _decode(fp: Path | io.BytesIO, name: object, max_pixels: int) -> Image.Image:
+def _decode(fp: Path | io.BytesIO, name: object, max_pixels: int, draft: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -80,6 +84,8 @@ def _decode(fp: Path | io.BytesIO, name: object, max_pixels: int) -> Image.Image
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(name, f"{width}x{height} pixels is over the limit of {max_pixels}")
+                if draft is not None and image.format == "JPEG":
+                    image.draft("RGB", (draft, draft))
                 image.load()
                 return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:

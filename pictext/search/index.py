@@ -138,8 +138,9 @@ def inside(real: str, real_roots: Sequence[str]) -> bool:
 class _Images(Dataset):
     """Decode + preprocess in DataLoader workers: (position, pixels | None, width, height, error | None)."""
 
-    def __init__(self, paths: list[str], preprocess: Preprocess) -> None:
+    def __init__(self, paths: list[str], preprocess: Preprocess, fast_decode: bool) -> None:
         self.paths, self.preprocess = paths, preprocess
+        self.draft = preprocess.image_size if fast_decode else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -147,7 +148,7 @@ class _Images(Dataset):
     def __getitem__(self, i: int) -> tuple:
         path = self.paths[i]
         try:
-            image = decode_image(path)
+            image = decode_image(path, draft=self.draft)
         except ImageError as e:
             gone = not os.path.exists(path)
             return i, None, None, None, "gone" if gone else e.reason
@@ -224,8 +225,13 @@ class Index:
         batch_size: int = 64,
         workers: int | None = None,
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        fast_decode: bool = True,
     ) -> Report:
-        """Index the image files and folders in `paths` (none: every folder indexed before); see the module doc."""
+        """Index the image files and folders in `paths` (none: every folder indexed before); see the module doc.
+
+        fast_decode: JPEGs decode at a reduced scale no smaller than the model's input (see `decode_image`);
+        vectors then differ slightly from exact preprocessing (bench/index.py measures by how much).
+        """
         roots = self._roots(paths)
         model = self.model
         report = Report()
@@ -239,7 +245,7 @@ class Index:
         report.unchanged = len(found) - len(changed)
         missing = {p: r for p, r in known.items() if p not in found}
         to_embed = self._reuse(changed, found, missing, report)
-        self._embed(to_embed, found, model, batch_size, workers, report)
+        self._embed(to_embed, found, model, batch_size, workers, fast_decode, report)
         gone = [r.id for p, r in missing.items() if not os.path.exists(p)]
         with self.catalog.transaction():
             self.catalog.delete(gone)
@@ -302,13 +308,14 @@ class Index:
         model: CLIP,
         batch_size: int,
         workers: int | None,
+        fast_decode: bool,
         report: Report,
     ) -> None:
         if not paths:
             return
         workers = default_workers() if workers is None else workers
         loader = DataLoader(
-            _Images(paths, model.preprocess),
+            _Images(paths, model.preprocess, fast_decode),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=_collate,
@@ -487,8 +494,8 @@ def _spec(model: str | os.PathLike) -> str:
 
 
 def default_workers() -> int:
-    """DataLoader workers for decoding: leave one core to the encoder, at most 4."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    """DataLoader workers for decoding: one a core, at most 4 (the encoder mostly waits on them)."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _changed(record: Record | None, st: os.stat_result) -> bool:
