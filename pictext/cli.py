@@ -128,16 +128,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index(args: argparse.Namespace):  # noqa: ANN202 - pictext.search.Index, imported late for a fast CLI
+def _index(args: argparse.Namespace, create: bool = False):  # noqa: ANN202 - pictext.search.Index, imported late
     from pictext.search import Index
 
-    return Index(args.index, model=args.model)
+    return Index(args.index, model=args.model, create=create)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from pictext.search.index import DEFAULT_EXCLUDE
 
-    index = _index(args)
+    index = _index(args, create=True)
     report = index.add(
         args.paths,
         batch_size=args.batch_size,
@@ -147,7 +147,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
     if args.faiss:
         ivf = index.sync_faiss(force=True)
-        print(f"faiss IVF: nprobe {ivf.nprobe}, recall@10 against exact {ivf.recall_at_10:.3f}")
+        print(f"faiss IVF: nprobe {ivf.nprobe} of {ivf.index.nlist} lists, recall@10 vs exact {ivf.recall_at_10:.3f}")
+    elif report.faiss_recall_at_10 is not None:
+        print(f"faiss IVF in use: recall@10 against exact search {report.faiss_recall_at_10:.3f}")
     print(f"{index.path}: {report}; {len(index)} images searchable")
     for path, reason in report.errors:
         print(f"pictext: could not index {path}: {reason}", file=sys.stderr)

@@ -273,6 +273,9 @@ def test_cli_index_search_dupes(tmp_path, tiny_model_path, capsys):
     query = tmp_path / "g" / "blue-cross-small-0.png"
     assert main(["search", "--image", str(query), "-k", "1", "--json", *common]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["path"] == str(query)
+    assert main(["index", "--faiss", *common]) == 0  # no folders: re-scan the known ones
+    out = capsys.readouterr().out
+    assert "0 embedded" in out and "recall@10 vs exact" in out
     assert main(["dupes", "--threshold", "0.9999", "--json", *common]) == 0
     groups = json.loads(capsys.readouterr().out)
     assert any({os.path.basename(h["path"]) for h in g} >= {"red-circle-large-0.png", "zz-copy.png"} for g in groups)
@@ -297,3 +300,24 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, tiny_model_path, capsys, argv,
     assert main([*argv, *common]) == 2
     assert message in capsys.readouterr().err
     assert len(Index(tmp_path / "index", model=tiny_model_path)) == 40
+
+
+def test_bad_files_are_recorded_with_reasons_and_the_run_goes_on(tmp_path, tiny_model_path):
+    photos = tmp_path / "photos"
+    write_gallery(photos)
+    good = (photos / "red-circle-large-0.png").read_bytes()
+    (photos / "truncated.png").write_bytes(good[: len(good) // 2])
+    (photos / "empty.jpg").write_bytes(b"")
+    Image.new("1", (10_001, 10_001)).save(photos / "huge.png")  # 100 Mpixel in a few kB: refused before decoding
+    (photos / "text.webp").write_text("plain text with an image extension")
+    report = Index(tmp_path / "index", model=tiny_model_path).add([photos])
+    reasons = {os.path.basename(p): r for p, r in report.errors}
+    assert report.embedded == 40 and set(reasons) == {"truncated.png", "empty.jpg", "huge.png", "text.webp"}
+    assert "truncated" in reasons["truncated.png"] and "empty" in reasons["empty.jpg"]
+    assert "over the limit" in reasons["huge.png"] and "not a readable image" in reasons["text.webp"]
+
+
+def test_searching_where_there_is_no_index_says_so(tmp_path, capsys):
+    assert main(["search", "red", "--index", str(tmp_path / "nowhere")]) == 2
+    assert "no index at" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()

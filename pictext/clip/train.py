@@ -119,7 +119,8 @@ class ShapesRecipe:
     vocab_size: int = 320
     context_length: int = 20
     max_shapes: int = 2
-    grey_fraction: float = 0.5  # grey shapes captioned by form alone: teaches shape apart from colour
+    grey_fraction: float = 0.5  # form-only shapes captioned by form alone: teaches shape apart from colour
+    unnamed_colors: bool = False  # form-only shapes in random unnamed hues rather than greys
     train: TrainConfig = TrainConfig(steps=900, batch_size=128, lr=2e-3)
 
 
@@ -160,6 +161,7 @@ def train_shapes(recipe: ShapesRecipe, out: str | Path | None = None, run_dir: s
         size=64,
         max_shapes=recipe.max_shapes,
         grey_fraction=recipe.grey_fraction,
+        unnamed_colors=recipe.unnamed_colors,
         length=1_000_000,
         seed=recipe.train.seed,
     )

@@ -38,11 +38,11 @@ DEFAULT_HELD_OUT = (
 
 @dataclass(frozen=True)
 class Shape:
-    color: str  # a name in COLORS, or "" for an uncoloured grey shape whose caption names only its form
+    color: str  # a name in COLORS, or "" for a form-only shape (grey or an unnamed colour), captioned by form alone
     shape: str
     size: str
     position: str
-    grey: int = 200
+    fill: tuple[int, int, int] = (200, 200, 200)  # the RGB of a form-only shape
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def render(scene: Scene, size: int = 64, jitter: tuple[float, float] = (0.0, 0.0
         cx, cy = _center(s)
         half = SIZES[s.size] * size / 2
         cx, cy = cx * size + jitter[0] * size, cy * size + jitter[1] * size
-        fill = COLORS[s.color] if s.color else (s.grey,) * 3
+        fill = COLORS[s.color] if s.color else s.fill
         draw_shape(draw, s.shape, (cx - half, cy - half, cx + half, cy + half), fill)
     return image
 
@@ -118,7 +118,8 @@ class ShapesWorld:
     held_out: tuple[tuple[str, str], ...] = DEFAULT_HELD_OUT
     split: str = "train"  # "train": no held-out combos; "held_out": only them; "all"
     max_shapes: int = 1
-    grey_fraction: float = 0.0  # share of one-shape images drawn in grey and captioned by form alone
+    grey_fraction: float = 0.0  # share of one-shape images drawn without a named colour, captioned by form alone
+    unnamed_colors: bool = False  # form-only shapes in random hues far from every named colour, not just greys
     length: int = 10_000
     combos: list[tuple[str, str]] = field(init=False)
 
@@ -144,8 +145,18 @@ class ShapesWorld:
             if grey:
                 color, shape = "", SHAPES[int(rng.integers(len(SHAPES)))]
             size = str(rng.choice(list(SIZES))) if n == 1 else "small"
-            shapes.append(Shape(color, shape, size, str(pos), grey=int(rng.integers(120, 256))))
+            shapes.append(Shape(color, shape, size, str(pos), fill=self._form_fill(rng)))
         return Scene(tuple(shapes), background=int(rng.integers(0, 90)))
+
+    def _form_fill(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """Grey, or with unnamed_colors a random colour at least 110 (RGB distance) from every named one."""
+        grey = int(rng.integers(120, 256))
+        if not self.unnamed_colors:
+            return (grey, grey, grey)
+        while True:
+            rgb = rng.integers(0, 256, size=3)
+            if min(np.linalg.norm(rgb - np.array(c)) for c in COLORS.values()) >= 110:
+                return tuple(int(v) for v in rgb)  # type: ignore[return-value]
 
     def __getitem__(self, index: int) -> tuple[Image.Image, str]:
         if not 0 <= index < self.length:

@@ -90,7 +90,10 @@ def _decode(fp: Path | io.BytesIO, name: object, max_pixels: int, draft: int | N
                 return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+        raise ImageError(name, f"too many pixels: over the limit of {limit} (a decompression-bomb guard)") from e
+    except UnidentifiedImageError as e:
         raise ImageError(name, f"not a readable image ({e.__class__.__name__})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(name, f"corrupt or truncated image ({e})") from e

@@ -90,6 +90,7 @@ class Report:
     removed: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), recorded in the catalog
     vanished: int = 0  # listed by the scan, gone before they could be read
+    faiss_recall_at_10: float | None = None  # measured on this collection when a faiss index is in use
 
     def __str__(self) -> str:
         return (
@@ -162,10 +163,19 @@ def _collate(items: list[tuple]) -> list[tuple]:
 class Index:
     """A folder holding a catalog (SQLite), a vector file and, for large collections, a faiss index."""
 
-    def __init__(self, path: str | os.PathLike | None = None, model: CLIP | str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        model: CLIP | str | os.PathLike | None = None,
+        *,
+        create: bool = True,
+    ) -> None:
+        """Open the index in folder `path` (default $PICTEXT_HOME/index); create=False: it must exist already."""
         self.path = Path(path).expanduser() if path else default_index_dir()
         if self.path.exists() and not self.path.is_dir():
             raise SearchIndexError(f"{self.path} is a file; an index is a folder (give a new or existing folder)")
+        if not create and not (self.path / "catalog.sqlite").is_file():
+            raise SearchIndexError(f"no index at {self.path}; build one first: pictext index FOLDER [--index DIR]")
         self.catalog = Catalog(self.path / "catalog.sqlite")
         self._model = model if isinstance(model, CLIP) else None
         self._model_spec = None if isinstance(model, CLIP) or model is None else _spec(model)
@@ -251,7 +261,8 @@ class Index:
             self.catalog.delete(gone)
         report.removed = len(gone)
         self._bump()
-        self.sync_faiss()
+        ivf = self.sync_faiss()
+        report.faiss_recall_at_10 = None if ivf is None else ivf.recall_at_10
         return report
 
     def _roots(self, paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -104,7 +104,7 @@ class FaissIVF:
     def tune(
         self, vectors: np.ndarray, ids: np.ndarray, target_recall: float, rng: np.random.Generator, n_queries: int = 200
     ) -> None:
-        """Smallest nprobe (doubling) whose recall@10 against exact search reaches target_recall."""
+        """Smallest nprobe (in steps of about 1.4x) whose recall@10 against exact search reaches target_recall."""
         picks = rng.choice(len(vectors), size=min(n_queries, len(vectors)), replace=False)
         dim = vectors.shape[1]
         noise = rng.normal(scale=0.5 / np.sqrt(dim), size=(len(picks), dim)).astype(np.float32)
@@ -119,7 +119,7 @@ class FaissIVF:
             if recall >= target_recall or nprobe >= self.index.nlist:
                 self.nprobe, self.recall_at_10 = nprobe, recall
                 return
-            nprobe = min(self.index.nlist, nprobe * 2)
+            nprobe = min(self.index.nlist, max(nprobe + 1, round(nprobe * 1.42)))
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) best first; ids are those given to `build`/`update`."""
