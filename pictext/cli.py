@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,12 +98,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data != "shapes":
         raise ValueError(f"--data {args.data!r} is not a dataset pictext knows; available: shapes")
     cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, precision=args.precision
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        precision=args.precision,
+        loss=args.loss,
+        micro_batch=args.micro_batch,
     )
     out = Path(args.out) if args.out else hub.models_dir() / "shapes-custom.safetensors"
     run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
     train_shapes(ShapesRecipe(train=cfg), out=out, run_dir=run_dir)
-    print(f"saved {out}")
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"saved {out}")
     return 0
 
 
@@ -241,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--loss", choices=["clip", "siglip"], default="clip", help="InfoNCE or SigLIP's sigmoid loss")
+    p.add_argument("--micro-batch", type=int, help="GradCache: the exact --batch-size gradient, this many at a time")
     p.add_argument("--out", help="where to save the model (default: $PICTEXT_HOME/models/shapes-custom.safetensors)")
     p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")
     p.set_defaults(run=cmd_train)

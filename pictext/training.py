@@ -57,14 +57,37 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
+    """What DDP does after backward: every rank ends with the mean of the ranks' gradients."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in parameters:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
 
 
 def progress(total: int, desc: str, initial: int = 0) -> tqdm:
-    """A progress bar on stderr; silent when PICTEXT_QUIET is set (for logs and tests)."""
-    return tqdm(
-        total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=bool(os.environ.get("PICTEXT_QUIET"))
-    )
+    """A progress bar on stderr; silent when PICTEXT_QUIET is set (for logs and tests) and on ranks other than 0."""
+    quiet = bool(os.environ.get("PICTEXT_QUIET")) or int(os.environ.get("RANK", 0)) != 0
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=quiet)
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:

@@ -66,3 +66,31 @@ def test_shapes_world_is_deterministic_and_holds_out():
     assert not seen & set(train.held_out)
     held = ShapesWorld(split="held_out", length=100)
     assert all(find_shapes(held[i][0]) == [tuple(held.label(i).split())] for i in range(100))  # the oracle agrees
+
+
+def test_siglip_trains_and_gradcache_follows_the_full_batch_path(tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY.train, steps=30, lr=5e-3, warmup=3, loss="siglip")
+    model, world = _model_and_data(16)
+    losses = train_clip(model, world, cfg)
+    assert losses[-1] < 0.5 * losses[0]
+    full = train_clip(_model_and_data(1000)[0], world, dataclasses.replace(cfg, steps=4))
+    cached = train_clip(_model_and_data(1000)[0], world, dataclasses.replace(cfg, steps=4, micro_batch=5))
+    assert cached == pytest.approx(full, rel=1e-4)  # same trajectory: exact gradients from micro-batches
+
+
+def test_torchrun_two_ranks_train_and_rank_zero_saves(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    out = tmp_path / "m.safetensors"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "pictext", "train", "clip"]
+    cmd += ["--steps", "2", "--batch-size", "8", "--precision", "fp32", "--out", str(out), "--micro-batch", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("saved") == 1 and out.is_file()

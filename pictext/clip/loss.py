@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -57,7 +58,9 @@ def gather_features(image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tens
         return image, text
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(image)), torch.cat(all_gather(text))
+    with warnings.catch_warnings():  # deprecated for a private successor; still torch's public autograd gather
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(image)), torch.cat(all_gather(text))
 
 
 def gradcache_backward(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from PIL import Image
 
 from pictext import training
 from pictext.clip.io import save_clip
-from pictext.clip.loss import clip_loss
+from pictext.clip.loss import SigLIPLoss, clip_loss, gather_features, gradcache_backward
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
 from pictext.data.shapes import ShapesWorld
 from pictext.text.tokenizer import train_bpe_tokenizer
@@ -32,6 +33,8 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 where the hardware does it natively), "fp32" or "bf16"
     seed: int = 0
     checkpoint_every: int = 200  # steps between resumable states in run_dir
+    loss: str = "clip"  # "clip" (InfoNCE) or "siglip" (sigmoid, learned temperature and bias)
+    micro_batch: int | None = None  # GradCache: exact gradients of batch_size, activations of micro_batch per rank
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -59,45 +62,70 @@ def train_clip(
     """
     if model.tokenizer is None:
         raise ValueError("model.tokenizer is not set; train_clip tokenizes captions with it")
+    if cfg.loss not in ("clip", "siglip"):
+        raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")
+    rank, world = training.init_distributed()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} ranks; use a multiple of {world}")
     device = device or training.default_device()
     precision = training.resolve_precision(cfg.precision, device)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    siglip = SigLIPLoss().to(device) if cfg.loss == "siglip" else None
+    params = list(model.parameters()) + (list(siglip.parameters()) if siglip else [])
+    groups = param_groups(model, cfg.weight_decay)
+    if siglip is not None:
+        groups[1]["params"] += list(siglip.parameters())
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     state_file = Path(run_dir) / "state.pt" if run_dir else None
     start, losses = 0, []
     if state_file is not None and state_file.exists():
         state = training.load_state(state_file)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if siglip is not None:
+            siglip.load_state_dict(state["siglip"])
         start, losses = state["step"], list(state["losses"])
     training.seed_everything(cfg.seed)
     bar = training.progress(cfg.steps, "train clip", initial=start)
+    local = cfg.batch_size // world
+    micro = min(cfg.micro_batch or local, local)
+
+    def loss_fn(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return siglip(image, text) if siglip is not None else clip_loss(image, text, model.logit_scale)
+
     for step, indices in training.batches(len(data), cfg.batch_size, cfg.seed, start):
         if step >= cfg.steps:
             break
         began = time.perf_counter()
-        pairs = [data[int(i)] for i in indices]
+        pairs = [data[int(i)] for i in indices[rank * local : (rank + 1) * local]]  # this rank's shard
         pixels = model.preprocess.batch([image for image, _ in pairs]).to(device)
         tokens = model.tokenizer([caption for _, caption in pairs], truncate=True).to(device)
         for group in optimizer.param_groups:
             group["lr"] = training.cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
-        with training.autocast(precision, device):
-            loss = clip_loss(
-                model.encode_image(pixels, normalize=True), model.encode_text(tokens, normalize=True), model.logit_scale
-            )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with training.autocast(precision, device):
+            if micro < local:
+                loss = gradcache_backward(
+                    lambda x: model.encode_image(x, normalize=True),
+                    lambda x: model.encode_text(x, normalize=True),
+                    pixels.split(micro),
+                    tokens.split(micro),
+                    loss_fn,
+                )
+            else:
+                image, text = model.encode_image(pixels, normalize=True), model.encode_text(tokens, normalize=True)
+                loss = loss_fn(*gather_features(image, text))
+                loss.backward()
+        training.average_gradients(params, world)
         optimizer.step()
         losses.append(loss.item())
         rate = cfg.batch_size / (time.perf_counter() - began)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", samples_s=f"{rate:.0f}")
         bar.update(1)
         done = step + 1
-        if state_file is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            training.save_state(
-                state_file,
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "losses": losses},
-            )
+        if rank == 0 and state_file is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "losses": losses}
+            training.save_state(state_file, state | ({"siglip": siglip.state_dict()} if siglip else {}))
         if on_step is not None:
             on_step(step, losses[-1])
     bar.close()
@@ -120,7 +148,7 @@ class ShapesRecipe:
     context_length: int = 20
     max_shapes: int = 2
     grey_fraction: float = 0.5  # form-only shapes captioned by form alone: teaches shape apart from colour
-    unnamed_colors: bool = False  # form-only shapes in random unnamed hues rather than greys
+    unnamed_colors: bool = True  # form-only shapes in random unnamed hues, not greys: 82% held-out, from 63%
     train: TrainConfig = TrainConfig(steps=900, batch_size=128, lr=2e-3)
 
 
@@ -168,6 +196,6 @@ def train_shapes(recipe: ShapesRecipe, out: str | Path | None = None, run_dir: s
     model = build_shapes_model(recipe, world)
     train_clip(model, world, recipe.train, run_dir=run_dir)
     model.eval()
-    if out is not None:
+    if out is not None and int(os.environ.get("RANK", 0)) == 0:  # under torchrun, rank 0 writes
         save_clip(model, out)
     return model
