@@ -94,3 +94,17 @@ def test_torchrun_two_ranks_train_and_rank_zero_saves(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("saved") == 1 and out.is_file()
+
+
+def test_form_only_shapes_in_unnamed_colours_never_show_a_named_colour():
+    import numpy as np
+
+    from pictext.data.shapes import COLORS
+
+    world = ShapesWorld(grey_fraction=1.0, unnamed_colors=True, length=300)
+    fills = [s.fill for i in range(300) for s in world.scene(i).shapes if not s.color]
+    assert len(fills) > 100 and len(set(fills)) > 50
+    for fill in fills:
+        assert min(np.linalg.norm(np.subtract(fill, rgb)) for rgb in COLORS.values()) >= 110
+    captions = [world[i][1] for i in range(40) if not world.scene(i).shapes[0].color]
+    assert captions and not any(set(c.split()) & set(COLORS) for c in captions)  # named by form alone
