@@ -17,7 +17,7 @@ from pictext.hub import ModelNotFoundError
 from pictext.images.decode import IMAGE_SUFFIXES, ImageError, list_images
 from pictext.text.tokenizer import TextTooLongError, VocabularyNotFoundError
 
-USER_ERRORS = (
+USER_ERRORS = (  # DatasetError, QueryError and SearchIndexError are ValueErrors
     ImageError,
     CheckpointError,
     ModelNotFoundError,
@@ -93,10 +93,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pictext import hub
-    from pictext.clip.train import ShapesRecipe, TrainConfig, train_shapes
+    from pictext.clip.train import ShapesRecipe, TrainConfig, train_on, train_shapes
+    from pictext.data.pairs import load_pairs
 
-    if args.data != "shapes":
-        raise ValueError(f"--data {args.data!r} is not a dataset pictext knows; available: shapes")
+    data = None if args.data == "shapes" else load_pairs(args.data, args.seed, args.image_column, args.caption_column)
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -106,9 +106,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         loss=args.loss,
         micro_batch=args.micro_batch,
     )
-    out = Path(args.out) if args.out else hub.models_dir() / "shapes-custom.safetensors"
+    name = args.data if args.data in ("shapes", "digits") else Path(args.data).stem
+    out = Path(args.out) if args.out else hub.models_dir() / f"{name}-custom.safetensors"
     run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
-    train_shapes(ShapesRecipe(train=cfg), out=out, run_dir=run_dir)
+    if data is None:
+        train_shapes(ShapesRecipe(train=cfg), out=out, run_dir=run_dir)
+    else:
+        train_on(ShapesRecipe(train=cfg), data, out=out, run_dir=run_dir)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")
     return 0
@@ -243,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model")
     p.add_argument("family", choices=["clip"])
-    p.add_argument("--data", default="shapes", help="dataset (shapes)")
+    p.add_argument("--data", default="shapes", help="shapes, digits, a folder (x.jpg + x.txt), or .csv/.tsv/.jsonl")
+    p.add_argument("--image-column", default="image", help="for tables: the column of image paths")
+    p.add_argument("--caption-column", default="caption", help="for tables: the column of captions")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)

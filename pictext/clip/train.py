@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pictext.clip.io import save_clip
 from pictext.clip.loss import SigLIPLoss, clip_loss, gather_features, gradcache_backward
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
 from pictext.data.shapes import ShapesWorld
+from pictext.images.decode import ImageError
 from pictext.text.tokenizer import train_bpe_tokenizer
 
 PairDataset = Sequence[tuple[Image.Image, str]]
@@ -35,6 +37,17 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resumable states in run_dir
     loss: str = "clip"  # "clip" (InfoNCE) or "siglip" (sigmoid, learned temperature and bias)
     micro_batch: int | None = None  # GradCache: exact gradients of batch_size, activations of micro_batch per rank
+
+
+def _read(data: PairDataset, indices) -> list[tuple[Image.Image, str]]:  # noqa: ANN001 - numpy indices
+    """The pairs at `indices`; an unreadable image is skipped with a message naming it, the batch goes on."""
+    pairs = []
+    for i in indices:
+        try:
+            pairs.append(data[int(i)])
+        except ImageError as e:
+            print(f"pictext: skipping {e}", file=sys.stderr)
+    return pairs
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -97,7 +110,11 @@ def train_clip(
         if step >= cfg.steps:
             break
         began = time.perf_counter()
-        pairs = [data[int(i)] for i in indices[rank * local : (rank + 1) * local]]  # this rank's shard
+        if hasattr(data, "set_epoch"):
+            data.set_epoch(step * cfg.batch_size // len(data))
+        pairs = _read(data, indices[rank * local : (rank + 1) * local])  # this rank's shard
+        if len(pairs) < 2:
+            continue
         pixels = model.preprocess.batch([image for image, _ in pairs]).to(device)
         tokens = model.tokenizer([caption for _, caption in pairs], truncate=True).to(device)
         for group in optimizer.param_groups:
@@ -152,8 +169,13 @@ class ShapesRecipe:
     train: TrainConfig = TrainConfig(steps=900, batch_size=128, lr=2e-3)
 
 
-def build_shapes_model(recipe: ShapesRecipe, world: ShapesWorld) -> CLIP:
-    captions = [world[i][1] for i in range(min(len(world), 4000))]
+def build_shapes_model(recipe: ShapesRecipe, world: PairDataset) -> CLIP:
+    """A fresh model of the recipe's size, with a BPE trained on up to 4,000 of the data's captions."""
+    items = getattr(world, "items", None)  # file datasets: captions without decoding images
+    if items is not None:
+        captions = [c for _, cs in items[:4000] for c in cs]
+    else:
+        captions = [world[i][1] for i in range(min(len(world), 4000))]
     tokenizer = train_bpe_tokenizer(captions, recipe.vocab_size, recipe.context_length)
     config = CLIPConfig(
         embed_dim=recipe.embed_dim,
@@ -193,8 +215,15 @@ def train_shapes(recipe: ShapesRecipe, out: str | Path | None = None, run_dir: s
         length=1_000_000,
         seed=recipe.train.seed,
     )
-    model = build_shapes_model(recipe, world)
-    train_clip(model, world, recipe.train, run_dir=run_dir)
+    return train_on(recipe, world, out, run_dir)
+
+
+def train_on(
+    recipe: ShapesRecipe, data: PairDataset, out: str | Path | None = None, run_dir: str | Path | None = None
+) -> CLIP:
+    """A model of the recipe's size trained on `data` (resuming from run_dir); saved to `out` by rank 0."""
+    model = build_shapes_model(recipe, data)
+    train_clip(model, data, recipe.train, run_dir=run_dir)
     model.eval()
     if out is not None and int(os.environ.get("RANK", 0)) == 0:  # under torchrun, rank 0 writes
         save_clip(model, out)
