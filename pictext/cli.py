@@ -118,6 +118,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pictext.api import load
+    from pictext.evaluate import evaluate_data
+
+    results = evaluate_data(load(args.model, activation=args.activation), args.data)
+    if args.json:
+        print(json.dumps({"model": args.model or "default", "data": args.data, "results": results}, indent=2))
+    else:
+        for name, value in results.items():
+            print(f"{name:28s} {value:7.1%}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from pictext import hub
 
@@ -260,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to save the model (default: $PICTEXT_HOME/models/shapes-custom.safetensors)")
     p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("eval", help="zero-shot top-1/5, recall@1/5/10 both ways, linear probe")
+    p.add_argument("--data", default="shapes", help="shapes, digits, a folder (x.jpg + x.txt), or .csv/.tsv/.jsonl")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    model_args(p)
+    p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("models", help="list local models")
     p.set_defaults(run=cmd_models)

@@ -1,9 +1,10 @@
-"""Evaluation of CLIP models: zero-shot accuracy on labelled images."""
+"""Evaluation of CLIP models: zero-shot top-k, retrieval recall@k both ways, linear probes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -32,3 +33,87 @@ def zero_shot_accuracy(
         pred = (model.encode_image(pixels, normalize=True) @ class_emb.T).argmax(dim=-1).cpu()
         hits += int((pred == target[start : start + batch_size]).sum())
     return hits / len(images)
+
+
+@torch.no_grad()
+def zero_shot_topk(
+    model: CLIP,
+    images: np.ndarray,
+    labels: Sequence[str],
+    classes: Sequence[str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    ks: Sequence[int] = (1, 5),
+) -> dict[str, float]:
+    """Top-k zero-shot accuracy from normalized image embeddings (N, E) and true class names."""
+    class_emb = class_embeddings(model, classes, templates).float().cpu().numpy()  # (C, E)
+    scores = images @ class_emb.T  # (N, C)
+    target = np.array([list(classes).index(label) for label in labels])
+    ranks = (scores > scores[np.arange(len(target)), target][:, None]).sum(1)  # classes scored above the truth
+    return {f"top{k}": float(np.mean(ranks < k)) for k in ks if k <= len(classes)}
+
+
+def retrieval_recall(images: np.ndarray, texts: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k both ways for paired rows (image i goes with text i), from normalized embeddings."""
+    scores = images @ texts.T  # (N, N)
+    truth = np.diag(scores)[:, None]
+    i2t = (scores > truth).sum(1)  # texts ranked above the right one, per image
+    t2i = (scores.T > truth).sum(1)
+    out = {}
+    for k in ks:
+        out[f"image_to_text_r@{k}"] = float(np.mean(i2t < k))
+        out[f"text_to_image_r@{k}"] = float(np.mean(t2i < k))
+    return out
+
+
+def linear_probe(
+    train: np.ndarray, train_labels: Sequence[str], test: np.ndarray, test_labels: Sequence[str], seed: int = 0
+) -> float:
+    """Accuracy of a logistic regression (scikit-learn) on frozen image embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(max_iter=2000, C=10.0, random_state=seed)
+    probe.fit(train, list(train_labels))
+    return float(probe.score(test, list(test_labels)))
+
+
+def evaluate_data(model: CLIP, spec: str, limit: int = 1000) -> dict[str, float]:
+    """The evaluations that fit a dataset: shapes and digits are labelled (zero-shot, linear probe, recall);
+    a folder or table of pairs gets recall@k on up to `limit` pairs."""
+    from pictext.api import embed_images, encode_texts
+
+    def embed(pairs: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        _, images, _ = embed_images(model, [image for image, _ in pairs])
+        texts = encode_texts([caption for _, caption in pairs], model=model, truncate=True)
+        return images, texts
+
+    results: dict[str, float] = {}
+    if spec == "shapes":
+        from pictext.data.shapes import COLORS, SHAPES, ShapesWorld
+
+        classes = [f"{c} {s}" for c in COLORS for s in SHAPES]
+        for split in ("held_out", "train"):
+            world = ShapesWorld(split=split, seed=7, length=300)
+            images, _ = embed([world[i] for i in range(len(world))])
+            labels = [world.label(i) for i in range(len(world))]
+            scores = zero_shot_topk(model, images, labels, classes, templates=("a {}",))
+            results |= {f"zero_shot_{'held_out' if split == 'held_out' else 'seen'}_{k}": v for k, v in scores.items()}
+        labelled = ShapesWorld(split="all", seed=1, length=900)
+    elif spec == "digits":
+        from pictext.data.pairs import DigitsPairs
+
+        labelled = DigitsPairs()
+        images, _ = embed([labelled[i] for i in range(len(labelled))])
+        labels = [labelled.label(i) for i in range(len(labelled))]
+        results |= zero_shot_topk(model, images, labels, DigitsPairs.WORDS, ("a handwritten {}", "the number {}"))
+    else:
+        from pictext.data.pairs import load_pairs
+
+        pairs = load_pairs(spec)
+        images, texts = embed([pairs[i] for i in range(min(limit, len(pairs)))])
+        return retrieval_recall(images, texts)
+    images, texts = embed([labelled[i] for i in range(min(limit, len(labelled)))])
+    labels = [labelled.label(i) for i in range(len(images))]
+    cut = int(0.7 * len(images))
+    results["linear_probe"] = linear_probe(images[:cut], labels[:cut], images[cut:], labels[cut:])
+    results |= retrieval_recall(images[-300:], texts[-300:])
+    return results
