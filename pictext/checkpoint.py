@@ -30,8 +30,11 @@ class CheckpointError(ValueError):
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     """Call write(tmp_path), fsync, then rename onto `path`: a reader never sees a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e} (a read-only or missing folder?)") from e
     os.close(fd)
     try:
         write(tmp)
@@ -41,8 +44,12 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(
+                f"cannot write {path}: {e.strerror or e} (disk full? read-only?); nothing was replaced"
+            ) from e
         raise
     return path
 

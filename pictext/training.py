@@ -95,6 +95,18 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def check_writable(folder: Path) -> None:
+    """Create `folder` if needed; CheckpointError now if it cannot hold checkpoints."""
+    from pictext.checkpoint import CheckpointError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoints to {folder}: {e.strerror or e}") from e
+    if not os.access(folder, os.W_OK):
+        raise CheckpointError(f"cannot write checkpoints to {folder}: the folder is read-only")
+
+
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
     """Read a training state with torch's weights-only unpickler: tensors and containers, no code."""
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -108,3 +108,26 @@ def test_form_only_shapes_in_unnamed_colours_never_show_a_named_colour():
         assert min(np.linalg.norm(np.subtract(fill, rgb)) for rgb in COLORS.values()) >= 110
     captions = [world[i][1] for i in range(40) if not world.scene(i).shapes[0].color]
     assert captions and not any(set(c.split()) & set(COLORS) for c in captions)  # named by form alone
+
+
+def test_a_full_disk_leaves_the_last_state_whole_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    from pictext.checkpoint import CheckpointError
+
+    model, world = _model_and_data(1000)
+    train_clip(model, world, TINY.train, run_dir=tmp_path)  # 6 steps, states at 3 and 6
+    before = (tmp_path / "state.pt").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("pictext.training.torch.save", full)
+    import dataclasses
+
+    with pytest.raises(CheckpointError, match=r"state.pt: No space left on device \(disk full"):
+        train_clip(_model_and_data(1000)[0], world, dataclasses.replace(TINY.train, steps=9), run_dir=tmp_path)
+    assert (tmp_path / "state.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left behind
+    with pytest.raises(CheckpointError, match="cannot write"):
+        train_clip(_model_and_data(1000)[0], world, TINY.train, run_dir=tmp_path / "state.pt" / "x")

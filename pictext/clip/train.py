@@ -90,6 +90,8 @@ def train_clip(
         groups[1]["params"] += list(siglip.parameters())
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     state_file = Path(run_dir) / "state.pt" if run_dir else None
+    if state_file is not None:
+        training.check_writable(state_file.parent)  # fail now, not at the first checkpoint
     start, losses = 0, []
     if state_file is not None and state_file.exists():
         state = training.load_state(state_file)
