@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) bench/clip_encode.py
 	$(PY) bench/search.py
 	$(PY) bench/index.py
+	$(PY) bench/clip_train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
