@@ -105,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         loss=args.loss,
         micro_batch=args.micro_batch,
+        checkpoint_every=args.checkpoint_every,
     )
     name = args.data if args.data in ("shapes", "digits") else Path(args.data).stem
     out = Path(args.out) if args.out else hub.models_dir() / f"{name}-custom.safetensors"
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--loss", choices=["clip", "siglip"], default="clip", help="InfoNCE or SigLIP's sigmoid loss")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable states")
     p.add_argument("--micro-batch", type=int, help="GradCache: the exact --batch-size gradient, this many at a time")
     p.add_argument("--out", help="where to save the model (default: $PICTEXT_HOME/models/shapes-custom.safetensors)")
     p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")

@@ -131,3 +131,32 @@ def test_a_full_disk_leaves_the_last_state_whole_and_says_so(tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left behind
     with pytest.raises(CheckpointError, match="cannot write"):
         train_clip(_model_and_data(1000)[0], world, TINY.train, run_dir=tmp_path / "state.pt" / "x")
+
+
+def test_kill_9_mid_run_then_resume_loses_at_most_one_interval(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pictext.training import load_state
+
+    out, run = tmp_path / "m.safetensors", tmp_path / "run"
+    cmd = [sys.executable, "-m", "pictext", "train", "clip", "--data", "digits", "--steps", "40", "--batch-size", "16"]
+    cmd += ["--precision", "fp32", "--checkpoint-every", "5", "--out", str(out), "--run-dir", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "state.pt").exists() and load_state(run / "state.pt")["step"] >= 10:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_state(run / "state.pt")["step"]
+    assert 10 <= killed_at < 40 and not out.exists(), "the kill did not land mid-run"
+    assert [p.name for p in run.iterdir()] == ["state.pt"]  # no half-written state beside it
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ})
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = load_state(run / "state.pt")
+    assert state["step"] == 40 and len(state["losses"]) == 40 and out.is_file()
