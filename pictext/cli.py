@@ -132,6 +132,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from pictext import hub
+    from pictext.data.emoji import build_emoji, fetch_tarball
+
+    tarball = Path(args.tarball) if args.tarball else fetch_tarball(hub.home() / "downloads")
+    if not tarball.is_file():
+        raise FileNotFoundError(f"--tarball {tarball}: no such file")
+    out = Path(args.out) if args.out else hub.home() / "data" / "emoji"
+    counts = build_emoji(out, tarball)
+    print(f"wrote {counts['train']} training and {counts['held_out']} held-out emoji to {out}/")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from pictext import hub
 
@@ -281,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     model_args(p)
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("data", help="build a dataset folder you can inspect: pictext data build emoji")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("name", choices=["emoji"])
+    p.add_argument("--out", help="output folder (default: $PICTEXT_HOME/data/emoji)")
+    p.add_argument("--tarball", help="a .tgz from `npm pack emoji-datasource-google`, instead of running npm")
+    p.set_defaults(run=cmd_data)
 
     p = sub.add_parser("models", help="list local models")
     p.set_defaults(run=cmd_models)

@@ -1,0 +1,90 @@
+"""The emoji set: Google's emoji images with their names, built from the npm package emoji-datasource-google.
+
+`pictext data build emoji` runs `npm pack emoji-datasource-google` into the cache (or takes a tarball you
+already have) and writes a folder of pairs a person can look through: `train/` and `held_out/`, each
+`<code>.png` with `<code>.txt` beside it (captions from the name, the short names and the subcategory)
+and `labels.json` (the category of each image). 20% of the base emoji are held out, chosen by a hash of the
+base code, so every skin-tone variant of an emoji lands on the same side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+from pictext.checkpoint import atomic_write
+from pictext.data.pairs import DatasetError
+
+PACKAGE = "emoji-datasource-google"
+IMAGES = "package/img/google/64/"
+
+
+def fetch_tarball(cache: Path) -> Path:
+    """The package tarball in `cache`, fetched once with `npm pack` (npm's registry; nothing else)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    found = sorted(cache.glob(f"{PACKAGE}-*.tgz"))
+    if found:
+        return found[-1]
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DatasetError(
+            f"npm is not installed, and pictext needs it once to fetch {PACKAGE}. Install Node.js, or run "
+            f"`npm pack {PACKAGE}` elsewhere and pass the .tgz with --tarball"
+        )
+    result = subprocess.run([npm, "pack", PACKAGE, "--silent"], cwd=cache, capture_output=True, text=True)
+    found = sorted(cache.glob(f"{PACKAGE}-*.tgz"))
+    if result.returncode != 0 or not found:
+        raise DatasetError(f"`npm pack {PACKAGE}` failed: {result.stderr.strip()[-500:]}")
+    return found[-1]
+
+
+def held_out(base_code: str, fraction: float = 0.2) -> bool:
+    return int(hashlib.sha256(base_code.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def captions(entry: dict) -> list[str]:
+    name = entry.get("name") or entry["short_names"][0]
+    lines = [name.lower(), *(s.replace("_", " ").replace("-", " ") for s in entry.get("short_names", []))]
+    lines.append(f"a {entry.get('subcategory', '').replace('-', ' ')} emoji: {name.lower()}")
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+
+
+def build_emoji(out: Path, tarball: Path) -> dict[str, int]:
+    """Write train/ and held_out/ pair folders from the package tarball; returns counts."""
+    try:
+        archive = tarfile.open(tarball, "r:gz")
+    except (OSError, tarfile.TarError) as e:
+        raise DatasetError(f"{tarball} is not the {PACKAGE} tarball: {e}") from e
+    with archive:
+        try:
+            entries = json.load(archive.extractfile("package/emoji.json"))  # type: ignore[arg-type]
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise DatasetError(f"{tarball} has no readable package/emoji.json; is it {PACKAGE}?") from e
+        counts = {"train": 0, "held_out": 0}
+        labels: dict[str, dict[str, str]] = {"train": {}, "held_out": {}}
+        for entry in entries:
+            split = "held_out" if held_out(entry["unified"]) else "train"
+            variants = [entry, *({**entry, **v} for v in (entry.get("skin_variations") or {}).values())]
+            for variant in variants:
+                member = IMAGES + variant["image"]
+                try:
+                    data = archive.extractfile(member)
+                except KeyError:
+                    continue  # no Google image for this one
+                if data is None or not variant.get("has_img_google", True):
+                    continue
+                stem = Path(variant["image"]).stem
+                folder = out / split
+                png = data.read()
+                atomic_write(folder / f"{stem}.png", lambda tmp, png=png: Path(tmp).write_bytes(png))
+                text = "\n".join(captions(entry)) + "\n"
+                atomic_write(folder / f"{stem}.txt", lambda tmp, text=text: Path(tmp).write_text(text))
+                labels[split][f"{stem}.png"] = entry.get("category", "")
+                counts[split] += 1
+    for split, table in labels.items():
+        atomic_write(out / split / "labels.json", lambda tmp, t=table: Path(tmp).write_text(json.dumps(t, indent=1)))
+    return counts
