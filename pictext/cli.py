@@ -123,7 +123,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pictext.api import load
     from pictext.evaluate import evaluate_data
 
-    results = evaluate_data(load(args.model, activation=args.activation), args.data)
+    model = load(args.model, activation=args.activation)
+    results = evaluate_data(model, args.data, image_column=args.image_column, caption_column=args.caption_column)
     if args.json:
         print(json.dumps({"model": args.model or "default", "data": args.data, "results": results}, indent=2))
     else:
@@ -256,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="checkpoint file, Hugging Face folder, or local model name (default: shapes)")
         p.add_argument("--activation", choices=["quick_gelu", "gelu"], help="for OpenCLIP state dicts, which omit it")
 
+    def data_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", default="shapes", help="shapes, digits, a folder (x.jpg + x.txt), or .csv/.tsv/.jsonl")
+        p.add_argument("--image-column", default="image", help="for tables: the column of image paths")
+        p.add_argument("--caption-column", default="caption", help="for tables: the column of captions")
+
     p = sub.add_parser("classify", help="zero-shot classify images among labels")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "cat,dog,person"')
@@ -274,9 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model")
     p.add_argument("family", choices=["clip"])
-    p.add_argument("--data", default="shapes", help="shapes, digits, a folder (x.jpg + x.txt), or .csv/.tsv/.jsonl")
-    p.add_argument("--image-column", default="image", help="for tables: the column of image paths")
-    p.add_argument("--caption-column", default="caption", help="for tables: the column of captions")
+    data_args(p)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -290,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("eval", help="zero-shot top-1/5, recall@1/5/10 both ways, linear probe")
-    p.add_argument("--data", default="shapes", help="shapes, digits, a folder (x.jpg + x.txt), or .csv/.tsv/.jsonl")
+    data_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     model_args(p)
     p.set_defaults(run=cmd_eval)

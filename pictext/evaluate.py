@@ -6,33 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pictext.clip.model import CLIP
 from pictext.clip.zero_shot import DEFAULT_TEMPLATES, class_embeddings
-
-
-@torch.no_grad()
-def zero_shot_accuracy(
-    model: CLIP,
-    images: Sequence[Image.Image],
-    labels: Sequence[str],
-    classes: Sequence[str],
-    templates: Sequence[str] = DEFAULT_TEMPLATES,
-    batch_size: int = 256,
-) -> float:
-    """Top-1 accuracy of zero-shot classification of `images` (true class names `labels`) among `classes`."""
-    model.eval()
-    device = model.text_projection.device
-    class_emb = class_embeddings(model, classes, templates)
-    index = {c: i for i, c in enumerate(classes)}
-    target = torch.tensor([index[label] for label in labels])
-    hits = 0
-    for start in range(0, len(images), batch_size):
-        pixels = model.preprocess.batch(images[start : start + batch_size]).to(device)
-        pred = (model.encode_image(pixels, normalize=True) @ class_emb.T).argmax(dim=-1).cpu()
-        hits += int((pred == target[start : start + batch_size]).sum())
-    return hits / len(images)
 
 
 @torch.no_grad()
@@ -76,7 +52,9 @@ def linear_probe(
     return float(probe.score(test, list(test_labels)))
 
 
-def evaluate_data(model: CLIP, spec: str, limit: int = 1000) -> dict[str, float]:
+def evaluate_data(
+    model: CLIP, spec: str, limit: int = 1000, image_column: str = "image", caption_column: str = "caption"
+) -> dict[str, float]:
     """The evaluations that fit a dataset: shapes and digits are labelled (zero-shot, linear probe, recall);
     a folder or table of pairs gets recall@k on up to `limit` pairs."""
     from pictext.api import embed_images, encode_texts
@@ -108,7 +86,7 @@ def evaluate_data(model: CLIP, spec: str, limit: int = 1000) -> dict[str, float]
     else:
         from pictext.data.pairs import load_pairs
 
-        pairs = load_pairs(spec)
+        pairs = load_pairs(spec, image_column=image_column, caption_column=caption_column)
         images, texts = embed([pairs[i] for i in range(min(limit, len(pairs)))])
         return retrieval_recall(images, texts)
     images, texts = embed([labelled[i] for i in range(min(limit, len(labelled)))])

@@ -40,13 +40,19 @@ class TrainConfig:
 
 
 def _read(data: PairDataset, indices) -> list[tuple[Image.Image, str]]:  # noqa: ANN001 - numpy indices
-    """The pairs at `indices`; an unreadable image is skipped with a message naming it, the batch goes on."""
+    """The pairs at `indices`. An unreadable image is skipped with a message naming it and the next readable
+    item takes its place, so every batch (and every rank's shard, which all-gather needs) keeps its size."""
     pairs = []
     for i in indices:
-        try:
-            pairs.append(data[int(i)])
-        except ImageError as e:
-            print(f"pictext: skipping {e}", file=sys.stderr)
+        for attempt in range(len(data)):
+            j = (int(i) + attempt) % len(data)
+            try:
+                pairs.append(data[j])
+                break
+            except ImageError as e:
+                print(f"pictext: skipping {e}", file=sys.stderr)
+        else:
+            raise ImageError(data, "no image in the dataset can be read")
     return pairs
 
 
@@ -115,8 +121,6 @@ def train_clip(
         if hasattr(data, "set_epoch"):
             data.set_epoch(step * cfg.batch_size // len(data))
         pairs = _read(data, indices[rank * local : (rank + 1) * local])  # this rank's shard
-        if len(pairs) < 2:
-            continue
         pixels = model.preprocess.batch([image for image, _ in pairs]).to(device)
         tokens = model.tokenizer([caption for _, caption in pairs], truncate=True).to(device)
         for group in optimizer.param_groups:

@@ -156,10 +156,6 @@ class _Images(Dataset):
         return i, self.preprocess(image), image.width, image.height, None
 
 
-def _collate(items: list[tuple]) -> list[tuple]:
-    return items
-
-
 class Index:
     """A folder holding a catalog (SQLite), a vector file and, for large collections, a faiss index."""
 
@@ -179,7 +175,7 @@ class Index:
         self.catalog = Catalog(self.path / "catalog.sqlite")
         self._model = model if isinstance(model, CLIP) else None
         self._model_spec = None if isinstance(model, CLIP) or model is None else _spec(model)
-        self._cache: tuple[str, list[int], np.ndarray] | None = None  # (generation, ids, float32 matrix)
+        self._cache: tuple[str, list[int], set[int], np.ndarray] | None = None  # generation, ids, id set, matrix
         self._faiss: tuple[str, FaissIVF] | None = None
         if self._model is not None:
             self._check_model(self._model)
@@ -254,8 +250,8 @@ class Index:
         changed = [p for p, st in found.items() if _changed(known.get(p), st)]
         report.unchanged = len(found) - len(changed)
         missing = {p: r for p, r in known.items() if p not in found}
-        to_embed = self._reuse(changed, found, missing, report)
-        self._embed(to_embed, found, model, batch_size, workers, fast_decode, report)
+        to_embed, hashes = self._reuse(changed, found, missing, report)
+        self._embed(to_embed, hashes, found, model, batch_size, workers, fast_decode, report)
         gone = [r.id for p, r in missing.items() if not os.path.exists(p)]
         with self.catalog.transaction():
             self.catalog.delete(gone)
@@ -283,8 +279,11 @@ class Index:
 
     def _reuse(
         self, changed: list[str], found: dict[str, os.stat_result], missing: dict[str, Record], report: Report
-    ) -> list[str]:
-        """Hash changed files; where the catalog has that content already, keep its vector. Returns the rest."""
+    ) -> tuple[list[str], dict[str, str | None]]:
+        """Hash changed files; where the catalog has that content already, keep its vector.
+
+        Returns the files left to embed, and every changed file's hash.
+        """
         with ThreadPoolExecutor(max_workers=4) as pool:
             hashes = dict(zip(changed, pool.map(_safe_hash, changed)))
         existing = self.catalog.ok_by_hash(h for h in hashes.values() if h)
@@ -309,12 +308,12 @@ class Index:
                     report.reused += 1
                 else:
                     to_embed.append(path)
-        self._hashes = hashes
-        return to_embed
+        return to_embed, hashes
 
     def _embed(
         self,
         paths: list[str],
+        hashes: dict[str, str | None],
         found: dict[str, os.stat_result],
         model: CLIP,
         batch_size: int,
@@ -329,9 +328,8 @@ class Index:
             _Images(paths, model.preprocess, fast_decode),
             batch_size=batch_size,
             num_workers=workers,
-            collate_fn=_collate,
+            collate_fn=list,  # items stay (position, pixels, width, height, error); good pixels are stacked below
             prefetch_factor=4 if workers else None,
-            persistent_workers=False,
         )
         fingerprint = self.catalog.get("model")
         device = model.text_projection.device
@@ -348,7 +346,7 @@ class Index:
                 for j, (i, _, w, h, _) in enumerate(good):
                     path, st = paths[i], found[paths[i]]
                     self.catalog.replace(
-                        path, st.st_size, st.st_mtime_ns, hash=self._hashes.get(path), width=w, height=h,
+                        path, st.st_size, st.st_mtime_ns, hash=hashes.get(path), width=w, height=h,
                         model=fingerprint, row=start + j, status="ok", error=None,
                     )  # fmt: skip
                 for i, _, _, _, error in items:
@@ -370,54 +368,42 @@ class Index:
         with self.catalog.transaction():
             self.catalog.set("generation", str(int(self.catalog.get("generation") or 0) + 1))
 
-    def _live(self) -> tuple[list[int], np.ndarray]:
-        """(catalog ids, float32 matrix) of every searchable file, cached until the catalog changes."""
+    def _live(self) -> tuple[list[int], set[int], np.ndarray]:
+        """(catalog ids, the same as a set, float32 matrix) of every searchable file, cached until the catalog
+        changes: a query at 1M images must not rebuild any of them."""
         generation = self.catalog.get("generation") or "0"
         if self._cache is None or self._cache[0] != generation:
             ids, rows = self.catalog.live_rows()
             matrix = self.vectors.read(rows) if ids else np.zeros((0, 1), np.float32)
-            self._cache = (generation, ids, matrix)
-        return self._cache[1], self._cache[2]
+            self._cache = (generation, ids, set(ids), matrix)
+        return self._cache[1], self._cache[2], self._cache[3]
 
     def __len__(self) -> int:
         return self.catalog.counts()["ok"]
 
     def query_vector(self, query: object) -> np.ndarray:
         """The normalized query vector for text, images, or weighted mixes (see pictext.search.query)."""
+        from pictext.api import encode_images, encode_texts
+
         terms = as_terms(query)
-        model = self.model
-        from pictext.api import encode_texts
-
-        embeddings = []
-        for t in terms:
-            if isinstance(t.term, str):
-                embeddings.append(encode_texts([t.term], model=model, truncate=True)[0])
-            else:
-                embeddings.append(self._encode_image_term(t.term))
+        texts = [t.term for t in terms if isinstance(t.term, str)]
+        images = [_image(t.term) for t in terms if not isinstance(t.term, str)]
+        text_emb = iter(encode_texts(texts, model=self.model, truncate=True) if texts else [])
+        image_emb = iter(encode_images(images, model=self.model) if images else [])  # type: ignore[arg-type]
+        embeddings = [next(text_emb) if isinstance(t.term, str) else next(image_emb) for t in terms]
         return combine([t.weight for t in terms], np.stack(embeddings))
-
-    def _encode_image_term(self, term: object) -> np.ndarray:
-        model = self.model
-        if isinstance(term, bytes):
-            image = decode_bytes(term, "uploaded image", max_pixels=MAX_UPLOAD_PIXELS)
-        else:
-            image = decode_image(term)  # type: ignore[arg-type]
-        with torch.inference_mode():
-            pixels = model.preprocess.batch([image]).to(model.text_projection.device)
-            return model.encode_image(pixels, normalize=True).float().cpu().numpy()[0]
 
     def search(self, query: object, k: int = 20, *, exact: bool | None = None) -> list[Hit]:
         """The k files most like `query`: text, an image (Path, PIL image, bytes), a vector, or weighted terms."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         vector = np.asarray(query, np.float32) if isinstance(query, np.ndarray) else self.query_vector(query)
-        ids, matrix = self._live()
+        ids, live, matrix = self._live()
         if not ids:
             return []
         faiss_index = None if exact else self._faiss_index()
         if faiss_index is not None:
             found, scores = faiss_index.search(vector, k + 16)
-            live = set(ids)
             pairs = [(int(i), float(s)) for i, s in zip(found, scores) if int(i) in live][:k]
         else:
             positions, scores = top_k(matrix, vector, k)
@@ -437,7 +423,7 @@ class Index:
 
         Exact all-pairs in blocks: O(n^2) work, fine for collections up to a few tens of thousands.
         """
-        ids, matrix = self._live()
+        ids, _, matrix = self._live()
         parent = list(range(len(ids)))
 
         def find(i: int) -> int:
@@ -480,7 +466,7 @@ class Index:
     def sync_faiss(self, force: bool = False, threshold: int = FAISS_THRESHOLD) -> FaissIVF | None:
         """Build, update or drop the faiss index so that it holds exactly the searchable files."""
         file = self.path / "faiss.index"
-        ids, matrix = self._live()
+        ids, _, matrix = self._live()
         if len(ids) < threshold and not force:
             for f in (file, file.with_suffix(".ids.npz")):
                 f.unlink(missing_ok=True)
@@ -511,6 +497,11 @@ def default_workers() -> int:
 
 def _changed(record: Record | None, st: os.stat_result) -> bool:
     return record is None or record.size != st.st_size or record.mtime_ns != st.st_mtime_ns
+
+
+def _image(term: object) -> object:
+    """An image query term as encode_images takes it: uploaded bytes are decoded under the upload pixel limit."""
+    return decode_bytes(term, "uploaded image", max_pixels=MAX_UPLOAD_PIXELS) if isinstance(term, bytes) else term
 
 
 def _excluded(name: str, patterns: Sequence[str]) -> bool:

@@ -119,16 +119,15 @@ def create_app(index: Index, token: str | None = None, max_upload_bytes: int = M
 
     @app.post("/api/classify")
     async def classify(file: Annotated[UploadFile, File()], labels: Annotated[str, Form()]):
-        from pictext.clip.zero_shot import DEFAULT_TEMPLATES, class_embeddings
+        from pictext.api import classify as zero_shot
 
         image = decode_upload(await read_upload(file), file.filename or "upload")
         names = [label.strip() for label in labels.split(",")]
         with lock:
             try:
-                classes = class_embeddings(index.model, names, DEFAULT_TEMPLATES)
+                probs = zero_shot([image], names, model=index.model)[0]  # labels are checked before any image work
             except ValueError as e:
                 raise HTTPException(400, str(e)) from e
-            probs = _probs(index, image, classes)
         order = np.argsort(-probs)
         return {"labels": [{"label": names[i], "prob": round(float(probs[i]), 5)} for i in order]}
 
@@ -161,17 +160,6 @@ def _error(status: int, message: str) -> JSONResponse:
 def _check_k(k: int) -> None:
     if not 1 <= k <= 1000:
         raise HTTPException(400, f"k must be between 1 and 1000, got {k}")
-
-
-def _probs(index: Index, image: Image.Image, classes) -> np.ndarray:  # noqa: ANN001 - a torch tensor
-    import torch
-
-    from pictext.clip.zero_shot import zero_shot_probs
-
-    model = index.model
-    with torch.inference_mode():
-        features = model.encode_image(model.preprocess.batch([image]), normalize=True)
-        return zero_shot_probs(model, features, classes)[0].float().numpy()
 
 
 def _file_for(index: Index, file_id: int, lock: threading.Lock) -> Path:
