@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -93,27 +94,35 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pictext import hub
-    from pictext.clip.train import ShapesRecipe, TrainConfig, train_on, train_shapes
+    from pictext.clip.train import RECIPES, recipe_data, train_on
     from pictext.data.pairs import load_pairs
 
-    data = None if args.data == "shapes" else load_pairs(args.data, args.seed, args.image_column, args.caption_column)
-    cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        precision=args.precision,
-        loss=args.loss,
-        micro_batch=args.micro_batch,
-        checkpoint_every=args.checkpoint_every,
-    )
-    name = args.data if args.data in ("shapes", "digits") else Path(args.data).stem
-    out = Path(args.out) if args.out else hub.models_dir() / f"{name}-custom.safetensors"
-    run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
-    if data is None:
-        train_shapes(ShapesRecipe(train=cfg), out=out, run_dir=run_dir)
+    recipe = RECIPES[args.recipe]
+    given = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "precision": args.precision,
+        "loss": args.loss,
+        "micro_batch": args.micro_batch,
+        "checkpoint_every": args.checkpoint_every,
+        "lock": None if args.lock is None else tuple(x for x in args.lock if x != "none"),
+        "grad_checkpointing": args.grad_checkpointing or None,
+    }
+    cfg = dataclasses.replace(recipe.train, **{k: v for k, v in given.items() if v is not None})
+    recipe = dataclasses.replace(recipe, train=cfg)
+    if args.data is None or args.data == "shapes":
+        recipe = recipe if args.data is None else dataclasses.replace(recipe, data="shapes")
+        data = recipe_data(recipe)
+        name = args.recipe if args.data is None else "shapes"
     else:
-        train_on(ShapesRecipe(train=cfg), data, out=out, run_dir=run_dir)
+        data = load_pairs(args.data, cfg.seed, args.image_column, args.caption_column)
+        name = args.data if args.data == "digits" else Path(args.data).stem
+    custom = args.data is not None or any(v is not None for v in given.values())
+    out = Path(args.out) if args.out else hub.models_dir() / f"{name}{'-custom' if custom else ''}.safetensors"
+    run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
+    train_on(recipe, data, out=out, run_dir=run_dir)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")
     return 0
@@ -141,7 +150,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not tarball.is_file():
         raise FileNotFoundError(f"--tarball {tarball}: no such file")
     out = Path(args.out) if args.out else hub.home() / "data" / "emoji"
-    counts = build_emoji(out, tarball)
+    counts = build_emoji(out, tarball, per_shard=args.per_shard if args.format == "shards" else None)
     print(f"wrote {counts['train']} training and {counts['held_out']} held-out emoji to {out}/")
     return 0
 
@@ -257,8 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="checkpoint file, Hugging Face folder, or local model name (default: shapes)")
         p.add_argument("--activation", choices=["quick_gelu", "gelu"], help="for OpenCLIP state dicts, which omit it")
 
-    def data_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", default="shapes", help="shapes, digits, a folder (x.jpg + x.txt), or .csv/.tsv/.jsonl")
+    def data_args(p: argparse.ArgumentParser, default: str | None = "shapes") -> None:
+        p.add_argument(
+            "--data",
+            default=default,
+            help="shapes, digits, a folder (x.jpg + x.txt), a .csv/.tsv/.jsonl table, or WebDataset shards "
+            "(x.tar, 'x-{000000..000009}.tar', or a folder of .tar)" + ("" if default else "; default: the recipe's"),
+        )
         p.add_argument("--image-column", default="image", help="for tables: the column of image paths")
         p.add_argument("--caption-column", default="caption", help="for tables: the column of captions")
 
@@ -280,16 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model")
     p.add_argument("family", choices=["clip"])
-    data_args(p)
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    p.add_argument("--loss", choices=["clip", "siglip"], default="clip", help="InfoNCE or SigLIP's sigmoid loss")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between resumable states")
+    p.add_argument("--recipe", choices=["default", "shapes"], default="shapes", help="model size, data and schedule")
+    data_args(p, default=None)
+    p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--loss", choices=["clip", "siglip"], help="InfoNCE or SigLIP's sigmoid loss")
+    p.add_argument("--checkpoint-every", type=int, help="steps between resumable states")
     p.add_argument("--micro-batch", type=int, help="GradCache: the exact --batch-size gradient, this many at a time")
-    p.add_argument("--out", help="where to save the model (default: $PICTEXT_HOME/models/shapes-custom.safetensors)")
+    p.add_argument("--lock", choices=["text", "image", "none"], action="append", help="freeze a tower (LiT: text)")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations: less memory")
+    p.add_argument("--out", help="where to save (default: $PICTEXT_HOME/models/RECIPE.safetensors, or NAME-custom)")
     p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")
     p.set_defaults(run=cmd_train)
 
@@ -304,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["emoji"])
     p.add_argument("--out", help="output folder (default: $PICTEXT_HOME/data/emoji)")
     p.add_argument("--tarball", help="a .tgz from `npm pack emoji-datasource-google`, instead of running npm")
+    p.add_argument("--format", choices=["folder", "shards"], default="folder", help="pair folders or WebDataset .tar")
+    p.add_argument("--per-shard", type=int, default=1000, help="samples per shard with --format shards")
     p.set_defaults(run=cmd_data)
 
     p = sub.add_parser("models", help="list local models")

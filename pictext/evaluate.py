@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +41,33 @@ def retrieval_recall(images: np.ndarray, texts: np.ndarray, ks: Sequence[int] = 
         out[f"image_to_text_r@{k}"] = float(np.mean(i2t < k))
         out[f"text_to_image_r@{k}"] = float(np.mean(t2i < k))
     return out
+
+
+def recall_by_name(
+    images: np.ndarray, names: Sequence[str], queries: np.ndarray, query_names: Sequence[str], ks=(1, 5, 10)
+) -> dict[str, float]:
+    """Text-to-image recall@k where a query hits if any image of its name (a skin-tone variant, say) is in the top k."""
+    scores = queries @ images.T  # (Q, N)
+    names = np.asarray(names)
+    best_right = np.where(names[None, :] == np.asarray(query_names)[:, None], scores, -np.inf).max(1)
+    ranks = (scores > best_right[:, None]).sum(1)  # images ranked above the best right one
+    return {f"text_to_image_r@{k}": float(np.mean(ranks < k)) for k in ks}
+
+
+def evaluate_emoji(model: CLIP, folder: str | os.PathLike, split: str = "held_out") -> dict[str, float]:
+    """Text-to-image recall@1/5/10 by name over an emoji split (pictext data build emoji): each distinct name is a
+    query, the split's images are the gallery."""
+    from pictext.api import embed_images, encode_texts
+
+    split_dir = Path(folder) / split
+    pngs = sorted(split_dir.glob("*.png"))
+    if not pngs:
+        raise FileNotFoundError(f"{split_dir}: no emoji images; build them with `pictext data build emoji`")
+    names = [p.with_suffix(".txt").read_text().splitlines()[0] for p in pngs]
+    _, images, _ = embed_images(model, pngs)
+    unique = sorted(set(names))
+    queries = encode_texts(unique, model=model, truncate=True)
+    return {"queries": float(len(unique)), "images": float(len(pngs))} | recall_by_name(images, names, queries, unique)
 
 
 def linear_probe(

@@ -18,6 +18,7 @@ from torch import nn
 
 from pictext.images.transforms import Preprocess
 from pictext.nn import Transformer
+from pictext.nn.bert import BertEncoder
 from pictext.nn.transformer import ACTIVATIONS
 from pictext.text.tokenizer import Tokenizer
 
@@ -44,7 +45,9 @@ class TextConfig:
     heads: int = 8
     layers: int = 12
     mlp_ratio: float = 4.0
-    eot_token_id: int = 49407  # the text feature is read at the first EOT token
+    eot_token_id: int = 49407  # the text feature is read at the first EOT token ("clip" towers)
+    kind: str = "clip"  # "clip": causal, read at EOT (OpenAI); "bert": bidirectional, mean-pooled (LiT, lit.py)
+    pad_token_id: int = 0  # "bert" towers mask padding out of attention and pooling
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class CLIPConfig:
     activation: str = "quick_gelu"  # "quick_gelu" (OpenAI) or "gelu" (most OpenCLIP/LAION models)
 
     def __post_init__(self) -> None:
+        if self.text.kind not in ("clip", "bert"):
+            raise ValueError(f"text tower kind must be 'clip' or 'bert', got {self.text.kind!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         v = self.vision
@@ -189,6 +194,14 @@ class ModifiedResNet(nn.Module):
         return self.attnpool(x)
 
 
+_TEXT_TOWER = ("text.", "token_embedding.", "positional_embedding", "transformer.", "ln_final.")
+_IMAGE_PROJECTIONS = ("visual.proj", "visual.attnpool.c_proj.weight", "visual.attnpool.c_proj.bias")
+
+
+def _is_text_tower(name: str) -> bool:
+    return name.startswith(_TEXT_TOWER)
+
+
 class CLIP(nn.Module):
     """Image and text towers projected into one space; `logit_scale` is the learned inverse temperature."""
 
@@ -202,22 +215,34 @@ class CLIP(nn.Module):
             self.visual: nn.Module = ModifiedResNet(config.vision, config.embed_dim)
         else:
             self.visual = VisionTransformer(config.vision, config.embed_dim, config.activation)
-        self.token_embedding = nn.Embedding(t.vocab_size, t.width)
-        self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
-        self.transformer = Transformer(
-            width=t.width, layers=t.layers, heads=t.heads, mlp_ratio=t.mlp_ratio, activation=config.activation
-        )
-        self.ln_final = nn.LayerNorm(t.width)
+        if t.kind == "bert":  # BERT's activation is exact GELU whatever `activation` says for the image tower
+            self.text = BertEncoder(
+                vocab_size=t.vocab_size,
+                context_length=t.context_length,
+                width=t.width,
+                heads=t.heads,
+                layers=t.layers,
+                hidden=int(t.width * t.mlp_ratio),
+                pad_token_id=t.pad_token_id,
+            )
+        else:
+            self.token_embedding = nn.Embedding(t.vocab_size, t.width)
+            self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
+            self.transformer = Transformer(
+                width=t.width, layers=t.layers, heads=t.heads, mlp_ratio=t.mlp_ratio, activation=config.activation
+            )
+            self.ln_final = nn.LayerNorm(t.width)
         self.text_projection = nn.Parameter(torch.empty(t.width, config.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.init_weights()
 
     def init_weights(self) -> None:
         t = self.config.text
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=t.width**-0.5)
-        self.transformer.init_weights()
+        if t.kind == "clip":
+            nn.init.normal_(self.token_embedding.weight, std=0.02)
+            nn.init.normal_(self.positional_embedding, std=0.01)
+            self.transformer.init_weights()
         if isinstance(self.visual, VisionTransformer):
             self.visual.transformer.init_weights()
         else:
@@ -236,16 +261,32 @@ class CLIP(nn.Module):
         features = self.visual(pixels.to(self.dtype))
         return F.normalize(features, dim=-1) if normalize else features
 
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:  # (B, T) -> (B, E)
+    def text_tower(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, text width), before projection
         t = self.config.text
         if tokens.ndim != 2 or tokens.shape[1] > t.context_length:
             raise ValueError(f"token ids must be (batch, <= {t.context_length}), got {tuple(tokens.shape)}")
+        if t.kind == "bert":
+            return self.text(tokens)
         T = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:T].to(self.dtype)  # (B, T, C)
         x = self.ln_final(self.transformer(x, causal=True))
         eot = (tokens == t.eot_token_id).int().argmax(dim=-1)  # first EOT; position 0 if none
-        features = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        return x[torch.arange(x.shape[0], device=x.device), eot]
+
+    def project_text(self, pooled: torch.Tensor, normalize: bool = False) -> torch.Tensor:  # (B, width) -> (B, E)
+        features = pooled @ self.text_projection
         return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:  # (B, T) -> (B, E)
+        return self.project_text(self.text_tower(tokens), normalize)
+
+    def text_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The text tower's own parameters, projection excluded: what LiT locks."""
+        return [(n, p) for n, p in self.named_parameters() if _is_text_tower(n)]
+
+    def image_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The image tower's own parameters, its final projection excluded."""
+        return [(n, p) for n, p in self.named_parameters() if n.startswith("visual.") and n not in _IMAGE_PROJECTIONS]
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Image-to-text logits (B_img, B_txt), scaled by exp(logit_scale) clamped at 100."""

@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pictext.checkpoint import atomic_write
@@ -53,8 +54,8 @@ def captions(entry: dict) -> list[str]:
     return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
-def build_emoji(out: Path, tarball: Path) -> dict[str, int]:
-    """Write train/ and held_out/ pair folders from the package tarball; returns counts."""
+def emoji_samples(tarball: Path) -> Iterator[tuple[str, str, bytes, list[str], str]]:
+    """(split, file stem, PNG bytes, captions, category) for every emoji image in the package tarball."""
     try:
         archive = tarfile.open(tarball, "r:gz")
     except (OSError, tarfile.TarError) as e:
@@ -64,27 +65,47 @@ def build_emoji(out: Path, tarball: Path) -> dict[str, int]:
             entries = json.load(archive.extractfile("package/emoji.json"))  # type: ignore[arg-type]
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise DatasetError(f"{tarball} has no readable package/emoji.json; is it {PACKAGE}?") from e
-        counts = {"train": 0, "held_out": 0}
-        labels: dict[str, dict[str, str]] = {"train": {}, "held_out": {}}
         for entry in entries:
             split = "held_out" if held_out(entry["unified"]) else "train"
             variants = [entry, *({**entry, **v} for v in (entry.get("skin_variations") or {}).values())]
             for variant in variants:
-                member = IMAGES + variant["image"]
                 try:
-                    data = archive.extractfile(member)
+                    data = archive.extractfile(IMAGES + variant["image"])
                 except KeyError:
                     continue  # no Google image for this one
                 if data is None or not variant.get("has_img_google", True):
                     continue
-                stem = Path(variant["image"]).stem
-                folder = out / split
-                png = data.read()
-                atomic_write(folder / f"{stem}.png", lambda tmp, png=png: Path(tmp).write_bytes(png))
-                text = "\n".join(captions(entry)) + "\n"
-                atomic_write(folder / f"{stem}.txt", lambda tmp, text=text: Path(tmp).write_text(text))
-                labels[split][f"{stem}.png"] = entry.get("category", "")
-                counts[split] += 1
+                yield split, Path(variant["image"]).stem, data.read(), captions(entry), entry.get("category", "")
+
+
+def build_emoji(out: Path, tarball: Path, per_shard: int | None = None) -> dict[str, int]:
+    """Write train/ and held_out/ from the package tarball, as pair folders or, with `per_shard`, as WebDataset
+    shards of that many samples; returns counts."""
+    counts = {"train": 0, "held_out": 0}
+    labels: dict[str, dict[str, str]] = {"train": {}, "held_out": {}}
+    samples: dict[str, list[tuple[str, bytes, str, str]]] = {"train": [], "held_out": []}
+    for split, stem, png, lines, category in emoji_samples(tarball):
+        text = "\n".join(lines) + "\n"
+        if per_shard:
+            samples[split].append((stem, png, "png", text))
+        else:
+            atomic_write(out / split / f"{stem}.png", lambda tmp, png=png: Path(tmp).write_bytes(png))
+            atomic_write(out / split / f"{stem}.txt", lambda tmp, text=text: Path(tmp).write_text(text))
+        labels[split][f"{stem}.png"] = category
+        counts[split] += 1
+    if per_shard:
+        from pictext.data.shards import write_shards
+
+        for split, items in samples.items():
+            write_shards(items, out / split, split, per_shard)
     for split, table in labels.items():
         atomic_write(out / split / "labels.json", lambda tmp, t=table: Path(tmp).write_text(json.dumps(t, indent=1)))
     return counts
+
+
+def ensure_emoji(home: Path) -> Path:
+    """The emoji pair folders under `home`/data/emoji, built once (npm's registry is asked only then)."""
+    out = home / "data" / "emoji"
+    if not (out / "held_out" / "labels.json").is_file():  # written last: its presence means the build finished
+        build_emoji(out, fetch_tarball(home / "downloads"))
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ class _Captioned:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def caption_lists(self) -> list[list[str]]:
+        return [captions for _, captions in self.items]
 
     def set_epoch(self, epoch: int) -> None:
         """Which of an image's captions is used depends on (seed, index, epoch): resumable, varied."""
@@ -123,16 +127,21 @@ class DigitsPairs:
 
 
 def load_pairs(spec: str, seed: int = 0, image_column: str = "image", caption_column: str = "caption"):  # noqa: ANN201
-    """A dataset by name (digits) or path (a folder, or a .csv, .tsv or .jsonl table)."""
+    """A dataset by name (digits) or path: a folder of pairs, a .csv, .tsv or .jsonl table, or WebDataset shards
+    (`x.tar`, `x-{000000..000009}.tar`, or a folder of .tar files)."""
     if spec == "digits":
         return DigitsPairs(seed)
     path = Path(spec)
+    if spec.endswith(".tar") or (path.is_dir() and any(path.glob("*.tar"))):
+        from pictext.data.shards import ShardPairs
+
+        return ShardPairs(spec, seed)
     if path.is_dir():
         return FolderPairs(path, seed)
     if path.suffix.lower() in (".csv", ".tsv", ".jsonl"):
         return TablePairs(path, image_column, caption_column, seed)
     if not path.exists():
-        raise DatasetError(f"--data {spec}: not a dataset name (shapes, digits), a folder or a table file")
+        raise DatasetError(f"--data {spec}: not a dataset name (shapes, digits), a folder, a table or .tar shards")
     raise DatasetError(f"--data {spec}: a table must be .csv, .tsv or .jsonl")
 
 
@@ -154,3 +163,26 @@ def _read_table(path: Path) -> list[dict]:
         return rows
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+
+
+class MixedPairs:
+    """Several pair datasets as one, each repeated `times` over: uniform sampling then draws them in proportion."""
+
+    def __init__(self, parts: Sequence[tuple[object, int]]) -> None:
+        self.parts = [(data, int(times)) for data, times in parts if times > 0]
+        self.offsets = np.cumsum([0, *(len(data) * times for data, times in self.parts)])  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        for data, _ in self.parts:
+            if hasattr(data, "set_epoch"):
+                data.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, str]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        data, _ = self.parts[part]
+        return data[(index - int(self.offsets[part])) % len(data)]  # type: ignore[index]

@@ -156,24 +156,32 @@ class ClipBPETokenizer:
 
 
 class HFTokenizer:
-    """A BPE trained with the `tokenizers` package; its whole definition travels inside the checkpoint."""
+    """A `tokenizers` tokenizer (a BPE trained here, or an imported one such as BERT's WordPiece); its whole
+    definition travels inside the checkpoint."""
 
     kind = "hf-tokenizers"
 
-    def __init__(self, definition: str, context_length: int) -> None:
+    def __init__(
+        self, definition: str, context_length: int, special: tuple[str, str] = (SOT, EOT), clean: bool = True
+    ) -> None:
+        """`special`: the start and end tokens `pack` wraps every text in ("[CLS]", "[SEP]" for BERT).
+        `clean`: apply CLIP's text cleaning first; False for imported tokenizers, whose own normalizer rules."""
         from tokenizers import Tokenizer as _Tokenizer
 
         self.definition = definition
         self.backend = _Tokenizer.from_str(definition)
+        self.backend.no_truncation()  # `pack` truncates (keeping the end token) or raises, never silently
+        self.backend.no_padding()
         self.context_length = context_length
+        self.special, self.clean = tuple(special), clean
         self.vocab_size = self.backend.get_vocab_size()
-        self.sot_token_id = self.backend.token_to_id(SOT)
-        self.eot_token_id = self.backend.token_to_id(EOT)
+        self.sot_token_id = self.backend.token_to_id(special[0])
+        self.eot_token_id = self.backend.token_to_id(special[1])
         if self.sot_token_id is None or self.eot_token_id is None:
-            raise ValueError(f"tokenizer definition lacks the special tokens {SOT} and {EOT}")
+            raise ValueError(f"tokenizer definition lacks the special tokens {special[0]} and {special[1]}")
 
     def encode(self, text: str) -> list[int]:
-        return self.backend.encode(_clean(text), add_special_tokens=False).ids
+        return self.backend.encode(_clean(text) if self.clean else text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode([int(i) for i in ids])
@@ -184,7 +192,13 @@ class HFTokenizer:
         return pack(self, texts, context_length, truncate)
 
     def to_metadata(self) -> dict[str, Any]:
-        return {"kind": self.kind, "context_length": self.context_length, "definition": self.definition}
+        return {
+            "kind": self.kind,
+            "context_length": self.context_length,
+            "definition": self.definition,
+            "special": list(self.special),
+            "clean": self.clean,
+        }
 
 
 def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int, context_length: int) -> HFTokenizer:
@@ -212,7 +226,8 @@ def tokenizer_from_metadata(meta: dict[str, Any], checkpoint_path: str | os.Path
         vocab = beside if beside is not None and beside.is_file() else None
         return ClipBPETokenizer(vocab, context_length=int(meta.get("context_length", 77)))
     if kind == HFTokenizer.kind:
-        return HFTokenizer(meta["definition"], int(meta["context_length"]))
+        special = tuple(meta.get("special", (SOT, EOT)))
+        return HFTokenizer(meta["definition"], int(meta["context_length"]), special, bool(meta.get("clean", True)))
     raise ValueError(f"unknown tokenizer kind {kind!r} in checkpoint metadata: {json.dumps(meta)[:200]}")
 
 
