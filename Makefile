@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint browser bench models clean
+.PHONY: demo test lint browser emoji bench models clean
 
 # Debian's Chromium for the browser test (no browser download by Playwright); sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -26,8 +26,15 @@ browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-test: lint browser
-	PICTEXT_QUIET=1 PICTEXT_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+# The emoji set, once, from npm's registry (`npm pack emoji-datasource-google`): the LiT tests train on it.
+EMOJI := .cache/emoji
+$(EMOJI)/held_out/labels.json: | $(STAMP)
+	PICTEXT_HOME=.cache/pictext $(PY) -m pictext data build emoji --out $(EMOJI)
+
+emoji: $(EMOJI)/held_out/labels.json
+
+test: lint browser emoji
+	PICTEXT_QUIET=1 PICTEXT_REQUIRE_BROWSER=1 PICTEXT_EMOJI=$(EMOJI) $(PY) -m pytest -q
 
 models: $(STAMP)
 	$(PY) -c "import pictext.hub as h; print(h.ensure_default())"
@@ -39,4 +46,4 @@ bench: $(STAMP)
 	$(PY) bench/clip_train.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .cache

@@ -1,17 +1,46 @@
-"""`make demo`: the default model classifies held-out shapes zero-shot and retrieves images by text."""
+"""`make demo`: the default model (LiT on emoji + shapes) finds emoji by words it was never trained on, finds
+held-out emoji by name, classifies held-out shapes zero-shot, and retrieves shapes by text."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from pictext import hub
 from pictext.api import classify, encode_images, encode_texts, load
+from pictext.data.emoji import ensure_emoji
 from pictext.data.shapes import COLORS, SHAPES, ShapesWorld, find_shapes
+from pictext.evaluate import evaluate_emoji
 
 QUERIES = ("a green triangle", "a red square", "a blue cross", "a yellow circle", "a purple square")
+EMOJI_QUERIES = ("puppy", "kitten", "automobile", "a rainy day", "something to eat for breakfast")
 
 
 def run_demo(n_classify: int = 8, n_gallery: int = 300) -> dict[str, float]:
     model = load()
+    results = emoji_demo(model, ensure_emoji(hub.home()))
+    return results | shapes_demo(model, n_classify, n_gallery)
+
+
+def emoji_demo(model, folder: Path) -> dict[str, float]:  # noqa: ANN001 - a CLIP
+    pngs = sorted((folder / "train").glob("*.png")) + sorted((folder / "held_out").glob("*.png"))
+    names = [p.with_suffix(".txt").read_text().splitlines()[0] for p in pngs]
+    images = encode_images(pngs, model=model)
+    print(f"\nText-to-emoji search over {len(pngs)} emoji, with words no caption contains (top 3)")
+    for query, scores in zip(EMOJI_QUERIES, encode_texts(list(EMOJI_QUERIES), model=model) @ images.T):
+        top = np.argsort(-scores)[:3]
+        print(f"{query:32s} " + " | ".join(f"{names[i]} {scores[i]:.2f}" for i in top))
+    held = evaluate_emoji(model, folder)
+    print(
+        f"held-out emoji (never trained on), found by name among {held['images']:.0f}: "
+        f"recall@1 {held['text_to_image_r@1']:.1%}, @5 {held['text_to_image_r@5']:.1%}, "
+        f"@10 {held['text_to_image_r@10']:.1%}"
+    )
+    return {"emoji_held_out_r@10": held["text_to_image_r@10"]}
+
+
+def shapes_demo(model, n_classify: int, n_gallery: int) -> dict[str, float]:  # noqa: ANN001 - a CLIP
     classes = [f"{c} {s}" for c in COLORS for s in SHAPES]
     held = ShapesWorld(split="held_out", seed=7, length=200)
     images = [held[i][0] for i in range(len(held))]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pictext.clip.configs import CLIP_CONFIGS
 
-DEFAULT_MODEL = "shapes"
+DEFAULT_MODEL = "default"
+RECIPE_MODELS = ("default", "shapes")  # built by their recipe on first use (pictext/clip/train.py)
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -37,8 +38,8 @@ def resolve(name: str | os.PathLike) -> Path:
     local = models_dir() / f"{name}.safetensors"
     if local.is_file():
         return local
-    if str(name) == DEFAULT_MODEL:
-        return ensure_default()
+    if str(name) in RECIPE_MODELS:
+        return ensure_recipe_model(str(name))
     slugs = {k.replace("/", "-").lower() for k in CLIP_CONFIGS}
     if str(name).replace("/", "-").lower() in slugs:
         raise ModelNotFoundError(
@@ -50,12 +51,17 @@ def resolve(name: str | os.PathLike) -> Path:
     raise ModelNotFoundError(f"{name!r} is neither a file nor a model in {models_dir()} (available: {available})")
 
 
-def ensure_default() -> Path:
-    """The default model's file; trained once (resumable, with a progress bar) and cached when missing."""
-    path = models_dir() / f"{DEFAULT_MODEL}.safetensors"
+def ensure_recipe_model(name: str = DEFAULT_MODEL) -> Path:
+    """A recipe model's file ("default": LiT on emoji + shapes); trained once, resumably and with a progress bar,
+    then cached. The default recipe fetches the emoji set once with `npm pack` (npm's registry)."""
+    path = models_dir() / f"{name}.safetensors"
     if not path.is_file():
-        from pictext.clip.train import ShapesRecipe, train_shapes
+        from pictext.clip.train import RECIPES, train_shapes
 
-        print(f"pictext: training the default model once; it will be cached at {path}", file=sys.stderr)
-        train_shapes(ShapesRecipe(), out=path, run_dir=home() / "runs" / DEFAULT_MODEL)
+        print(f"pictext: training the {name!r} model once; it will be cached at {path}", file=sys.stderr)
+        train_shapes(RECIPES[name], out=path, run_dir=home() / "runs" / name)
     return path
+
+
+def ensure_default() -> Path:
+    return ensure_recipe_model(DEFAULT_MODEL)
