@@ -94,6 +94,11 @@ def evaluate_data(
         return images, texts
 
     results: dict[str, float] = {}
+    if spec == "emoji":
+        from pictext import hub
+        from pictext.data.emoji import ensure_emoji
+
+        return evaluate_emoji(model, ensure_emoji(hub.home()))
     if spec == "shapes":
         from pictext.data.shapes import COLORS, SHAPES, ShapesWorld
 

@@ -238,10 +238,11 @@ class CLIP(nn.Module):
 
     def init_weights(self) -> None:
         t = self.config.text
-        nn.init.normal_(self.text_projection, std=t.width**-0.5)
-        if t.kind == "clip":
+        if t.kind == "clip":  # this order keeps seeded models (and the numbers in README) as they were
             nn.init.normal_(self.token_embedding.weight, std=0.02)
             nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=t.width**-0.5)
+        if t.kind == "clip":
             self.transformer.init_weights()
         if isinstance(self.visual, VisionTransformer):
             self.visual.transformer.init_weights()
