@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from pictext.cli import main
@@ -80,3 +81,24 @@ def test_train_on_a_folder_skips_a_broken_image(tmp_path, capsys):
     assert main([*argv, "--out", str(out)]) == 0
     assert out.is_file() and "skipping" in capsys.readouterr().err
     assert main(["train", "clip", "--data", str(tmp_path / "nothing.csv")]) == 2
+
+
+def test_train_cli_locks_a_tower_and_refuses_a_wrong_lock(tmp_path, capsys):
+    from pictext.clip.io import load_clip
+
+    root = _folder(tmp_path, n=8)
+    base = ["train", "clip", "--data", str(root), "--batch-size", "8", "--precision", "fp32", "--seed", "3"]
+    runs = {"init": ["--steps", "0"], "free": ["--steps", "2"], "locked": ["--steps", "2", "--lock", "text"]}
+    weights = {}
+    for name, extra in runs.items():
+        assert main([*base, *extra, "--out", str(tmp_path / f"{name}.safetensors")]) == 0
+        weights[name] = load_clip(tmp_path / f"{name}.safetensors").state_dict()
+    tower = [n for n, _ in load_clip(tmp_path / "init.safetensors").text_parameters()]
+    assert "token_embedding.weight" in tower and "text_projection" not in tower
+    assert all(torch.equal(weights["locked"][n], weights["init"][n]) for n in tower)
+    assert not all(torch.equal(weights["free"][n], weights["init"][n]) for n in tower)
+    for moved in ("text_projection", "visual.proj"):
+        assert not torch.equal(weights["locked"][moved], weights["init"][moved])
+    with pytest.raises(SystemExit):
+        main([*base, "--lock", "both"])
+    assert "invalid choice: 'both'" in capsys.readouterr().err
