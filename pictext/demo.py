@@ -9,9 +9,9 @@ import numpy as np
 
 from pictext import hub
 from pictext.api import classify, encode_images, encode_texts, load
-from pictext.data.emoji import ensure_emoji
+from pictext.data.emoji import ensure_emoji, named_images
 from pictext.data.shapes import COLORS, SHAPES, ShapesWorld, find_shapes
-from pictext.evaluate import evaluate_emoji
+from pictext.evaluate import emoji_recall
 
 QUERIES = ("a green triangle", "a red square", "a blue cross", "a yellow circle", "a purple square")
 EMOJI_QUERIES = ("puppy", "kitten", "automobile", "a rainy day", "something to eat for breakfast")
@@ -24,14 +24,15 @@ def run_demo(n_classify: int = 8, n_gallery: int = 300) -> dict[str, float]:
 
 
 def emoji_demo(model, folder: Path) -> dict[str, float]:  # noqa: ANN001 - a CLIP
-    pngs = sorted((folder / "train").glob("*.png")) + sorted((folder / "held_out").glob("*.png"))
-    names = [p.with_suffix(".txt").read_text().splitlines()[0] for p in pngs]
-    images = encode_images(pngs, model=model)
-    print(f"\nText-to-emoji search over {len(pngs)} emoji, with words no caption contains (top 3)")
+    train_pngs, train_names = named_images(folder, "train")
+    held_pngs, held_names = named_images(folder, "held_out")
+    names = train_names + held_names
+    images = encode_images(train_pngs + held_pngs, model=model)
+    print(f"\nText-to-emoji search over {len(names)} emoji (top 3; no caption contains \"puppy\" or \"kitten\")")
     for query, scores in zip(EMOJI_QUERIES, encode_texts(list(EMOJI_QUERIES), model=model) @ images.T):
         top = np.argsort(-scores)[:3]
         print(f"{query:32s} " + " | ".join(f"{names[i]} {scores[i]:.2f}" for i in top))
-    held = evaluate_emoji(model, folder)
+    held = emoji_recall(model, images[len(train_names) :], held_names)
     print(
         f"held-out emoji (never trained on), found by name among {held['images']:.0f}: "
         f"recall@1 {held['text_to_image_r@1']:.1%}, @5 {held['text_to_image_r@5']:.1%}, "

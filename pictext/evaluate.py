@@ -54,20 +54,23 @@ def recall_by_name(
     return {f"text_to_image_r@{k}": float(np.mean(ranks < k)) for k in ks}
 
 
-def evaluate_emoji(model: CLIP, folder: str | os.PathLike, split: str = "held_out") -> dict[str, float]:
-    """Text-to-image recall@1/5/10 by name over an emoji split (pictext data build emoji): each distinct name is a
-    query, the split's images are the gallery."""
-    from pictext.api import embed_images, encode_texts
+def emoji_recall(model: CLIP, images: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Recall@1/5/10 by name: each distinct name is a query, `images` (normalized embeddings) the gallery."""
+    from pictext.api import encode_texts
 
-    split_dir = Path(folder) / split
-    pngs = sorted(split_dir.glob("*.png"))
-    if not pngs:
-        raise FileNotFoundError(f"{split_dir}: no emoji images; build them with `pictext data build emoji`")
-    names = [p.with_suffix(".txt").read_text().splitlines()[0] for p in pngs]
-    _, images, _ = embed_images(model, pngs)
     unique = sorted(set(names))
     queries = encode_texts(unique, model=model, truncate=True)
-    return {"queries": float(len(unique)), "images": float(len(pngs))} | recall_by_name(images, names, queries, unique)
+    return {"queries": float(len(unique)), "images": float(len(names))} | recall_by_name(images, names, queries, unique)
+
+
+def evaluate_emoji(model: CLIP, folder: str | os.PathLike, split: str = "held_out") -> dict[str, float]:
+    """Text-to-image recall@1/5/10 by name over an emoji split (pictext data build emoji)."""
+    from pictext.api import embed_images
+    from pictext.data.emoji import named_images
+
+    pngs, names = named_images(Path(folder), split)
+    good, images, _ = embed_images(model, pngs)
+    return emoji_recall(model, images, [names[i] for i in good])
 
 
 def linear_probe(

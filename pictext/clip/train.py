@@ -153,10 +153,10 @@ def train_clip(
     def loss_fn(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return siglip(image, text) if siglip is not None else clip_loss(image, text, model.logit_scale)
 
-    text_cache = LockedTextCache(model, device, precision)
+    text_cache = LockedTextCache(model, device, precision) if "text" in cfg.lock else None
 
     def encode_text(texts: torch.Tensor) -> torch.Tensor:  # token ids, or a locked tower's cached outputs
-        if "text" in cfg.lock:
+        if text_cache is not None:
             return model.project_text(texts, normalize=True)
         return model.encode_text(texts, normalize=True)
 
@@ -169,7 +169,7 @@ def train_clip(
         pairs = _read(data, indices[rank * local : (rank + 1) * local])  # this rank's shard
         pixels = model.preprocess.batch([image for image, _ in pairs]).to(device)
         captions = [caption for _, caption in pairs]
-        if "text" in cfg.lock:  # a locked tower's output is a pure function of the caption: compute each once
+        if text_cache is not None:  # a locked tower's output is a pure function of the caption: compute each once
             texts = text_cache(captions)
         else:
             texts = model.tokenizer(captions, truncate=True).to(device)

@@ -103,6 +103,14 @@ def build_emoji(out: Path, tarball: Path, per_shard: int | None = None) -> dict[
     return counts
 
 
+def named_images(folder: Path, split: str = "held_out") -> tuple[list[Path], list[str]]:
+    """A built split's images and their names (each caption file's first line)."""
+    pngs = sorted((Path(folder) / split).glob("*.png"))
+    if not pngs:
+        raise DatasetError(f"{Path(folder) / split}: no emoji images; build them with `pictext data build emoji`")
+    return pngs, [p.with_suffix(".txt").read_text().splitlines()[0] for p in pngs]
+
+
 def ensure_emoji(home: Path) -> Path:
     """The emoji pair folders under `home`/data/emoji, built once (npm's registry is asked only then)."""
     out = home / "data" / "emoji"
