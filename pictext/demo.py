@@ -28,7 +28,7 @@ def emoji_demo(model, folder: Path) -> dict[str, float]:  # noqa: ANN001 - a CLI
     held_pngs, held_names = named_images(folder, "held_out")
     names = train_names + held_names
     images = encode_images(train_pngs + held_pngs, model=model)
-    print(f"\nText-to-emoji search over {len(names)} emoji (top 3; no caption contains \"puppy\" or \"kitten\")")
+    print(f'\nText-to-emoji search over {len(names)} emoji (top 3; no caption contains "puppy" or "kitten")')
     for query, scores in zip(EMOJI_QUERIES, encode_texts(list(EMOJI_QUERIES), model=model) @ images.T):
         top = np.argsort(-scores)[:3]
         print(f"{query:32s} " + " | ".join(f"{names[i]} {scores[i]:.2f}" for i in top))
