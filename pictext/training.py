@@ -50,6 +50,23 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
+TRAIN_PRECISION_ENV = "PICTEXT_TRAIN_PRECISION"
+
+
+def train_precision(requested: str, device: torch.device) -> str:
+    """The precision a training run uses: $PICTEXT_TRAIN_PRECISION (fp32|bf16|auto) when set, else `requested`.
+
+    The variable forces every training run of a process tree (tests included) to one precision, so a suite can
+    be proven on both paths on one machine; bf16 still runs where it is emulated, only slowly.
+    """
+    forced = os.environ.get(TRAIN_PRECISION_ENV)
+    if forced:
+        if forced not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"{TRAIN_PRECISION_ENV} must be auto, fp32 or bf16, got {forced!r}")
+        requested = forced
+    return resolve_precision(requested, device)
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -20,16 +20,15 @@ def private_home(tmp_path_factory, monkeypatch):
     return home
 
 
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    tokenizer = train_bpe_tokenizer(CAPTIONS * 5, vocab_size=300, context_length=16)
+def _tiny_model(seed: int) -> CLIP:
+    torch.manual_seed(seed)
+    tokenizer = train_bpe_tokenizer(CAPTIONS * 5, vocab_size=300, context_length=32)
     config = get_config("tiny-vit")
     config = type(config)(
         embed_dim=config.embed_dim,
         vision=config.vision,
         text=type(config.text)(
-            context_length=16,
+            context_length=32,
             vocab_size=tokenizer.vocab_size,
             width=64,
             heads=1,
@@ -40,7 +39,19 @@ def tiny_model_path(tmp_path_factory):
     )
     model = CLIP(config)
     model.tokenizer = tokenizer
-    return save_clip(model, tmp_path_factory.mktemp("models") / "tiny.safetensors")
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A tiny CLIP with random weights (seed 0) in the native format."""
+    return save_clip(_tiny_model(0), tmp_path_factory.mktemp("models") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def other_model_path(tmp_path_factory):
+    """The same architecture as tiny_model_path with other random weights (seed 1)."""
+    return save_clip(_tiny_model(1), tmp_path_factory.mktemp("models") / "other.safetensors")
 
 
 @pytest.fixture
@@ -55,23 +66,3 @@ def image_dir(tmp_path):
     Image.new("RGBA", (32, 32), (0, 0, 255, 128)).save(folder / "blue.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     return folder
-
-
-@pytest.fixture(scope="session")
-def shapes_model(tmp_path_factory):
-    """A small CLIP trained for a minute on single shapes, every combination seen: it knows colour, shape, size."""
-    from pictext.clip.io import load_clip
-    from pictext.clip.train import ShapesRecipe, TrainConfig, build_shapes_model, train_clip
-    from pictext.data.shapes import ShapesWorld
-
-    recipe = ShapesRecipe(
-        vision_layers=2,
-        max_shapes=1,
-        grey_fraction=0.25,
-        train=TrainConfig(steps=400, batch_size=64, lr=3e-3, warmup=20, precision="fp32"),
-    )
-    world = ShapesWorld(size=64, max_shapes=1, grey_fraction=0.25, length=100_000, held_out=())
-    model = build_shapes_model(recipe, world)
-    train_clip(model, world, recipe.train)
-    path = save_clip(model.eval(), tmp_path_factory.mktemp("shapes") / "shapes-small.safetensors")
-    return path, load_clip(path)

@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
 import pytest
-from PIL import Image
+from helpers import EMOJI_ENTRIES, fake_tarball
 
 from pictext.data.emoji import build_emoji, captions, fetch_tarball, held_out
 from pictext.data.pairs import DatasetError, FolderPairs
-
-ENTRIES = [
-    {"unified": f"1F{i:03X}", "image": f"1f{i:03x}.png", "name": f"THING {i}", "short_names": [f"thing_{i}"],
-     "category": "Objects" if i % 2 else "Animals & Nature", "subcategory": "animal-mammal"}
-    for i in range(40)
-]  # fmt: skip
-ENTRIES[0]["skin_variations"] = {"1F3FB": {"image": "1f000-1f3fb.png"}, "1F3FF": {"image": "1f000-1f3ff.png"}}
-
-
-def fake_tarball(path):
-    with tarfile.open(path, "w:gz") as tar:
-
-        def add(name, data):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-        add("package/emoji.json", json.dumps(ENTRIES).encode())
-        names = [e["image"] for e in ENTRIES] + ["1f000-1f3fb.png", "1f000-1f3ff.png"]
-        for n, name in enumerate(names):
-            buffer = io.BytesIO()
-            Image.new("RGBA", (64, 64), (n * 5, 100, 200, 255)).save(buffer, "PNG")
-            add(f"package/img/google/64/{name}", buffer.getvalue())
-    return path
 
 
 def test_build_writes_inspectable_pairs_split_by_base_emoji(tmp_path):
@@ -48,7 +22,7 @@ def test_build_writes_inspectable_pairs_split_by_base_emoji(tmp_path):
     assert image.size == (64, 64) and caption.startswith(("thing", "a animal mammal emoji"))
     labels = json.loads((tmp_path / "emoji" / "train" / "labels.json").read_text())
     assert set(labels.values()) <= {"Objects", "Animals & Nature"} and len(labels) == counts["train"]
-    assert captions(ENTRIES[3]) == ["thing 3", "a animal mammal emoji: thing 3"]  # duplicates dropped
+    assert captions(EMOJI_ENTRIES[3]) == ["thing 3", "a animal mammal emoji: thing 3"]  # duplicates dropped
 
 
 def test_not_the_tarball_and_no_npm_are_clear_errors(tmp_path, monkeypatch):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+from helpers import StubCLIP, unit
 
 from pictext.cli import main
-from pictext.evaluate import linear_probe, retrieval_recall
+from pictext.clip.io import load_clip
+from pictext.evaluate import evaluate_data, linear_probe, retrieval_recall, zero_shot_topk
 
 
 def test_retrieval_recall_counts_ranks_both_ways():
@@ -31,8 +34,17 @@ def test_linear_probe_separates_separable_classes():
     assert linear_probe(x[:70], y[:70], x[70:], ["a" if v == "b" else "b" for v in y[70:]]) == 0.0
 
 
-def test_eval_cli_on_digits(shapes_model, capsys):
-    assert main(["eval", "--data", "digits", "--model", str(shapes_model[0]), "--json"]) == 0
+def test_zero_shot_topk_counts_the_classes_ranked_above_the_truth(tiny_model_path):
+    stub = StubCLIP(load_clip(tiny_model_path))  # class "red" embeds as the red axis, and so on
+    red, blue, green = (stub.embed_words([w]).numpy() for w in ("red", "blue", "green"))
+    images = np.stack([red, unit(0.8 * red + 0.6 * blue), unit(0.8 * red + 0.5 * green + 0.3 * blue)])
+    labels = ["red", "blue", "blue"]  # ranked 1st, 2nd and 3rd among the classes
+    r = zero_shot_topk(stub, images, labels, ["red", "blue", "green"], templates=("a {}",), ks=(1, 2, 3))
+    assert r == pytest.approx({"top1": 1 / 3, "top2": 2 / 3, "top3": 1.0})
+
+
+def test_eval_cli_reports_what_the_library_computes(tiny_model_path, capsys):
+    assert main(["eval", "--data", "digits", "--model", str(tiny_model_path), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
-    assert {"top1", "top5", "linear_probe", "text_to_image_r@10"} <= set(results)
-    assert results["top5"] >= results["top1"] and 0 <= results["linear_probe"] <= 1
+    assert results == pytest.approx(evaluate_data(load_clip(tiny_model_path), "digits"), abs=1e-6)
+    assert {"top1", "top5", "linear_probe", "image_to_text_r@1", "text_to_image_r@10"} <= set(results)

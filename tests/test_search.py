@@ -9,35 +9,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from helpers import shape_image, stub_gallery, unit, wait_until, write_gallery
 from PIL import Image
 
 from pictext.cli import main
-from pictext.data.shapes import COLORS, SHAPES, Scene, Shape, render
+from pictext.clip.io import load_clip
 from pictext.search import Index, QueryError, SearchIndexError, Weighted, parse_terms
 from pictext.search.index import scan
 from pictext.search.vectors import FaissIVF, StaleIndexError, top_k
-
-
-def shape_image(color: str, shape: str, size: str = "large", position: str = "center", background: int = 40):
-    return render(Scene((Shape(color, shape, size, position),), background), size=64)
-
-
-def write_gallery(folder, n_per_combo: int = 1) -> dict[str, tuple[str, str, str]]:
-    """One image per (colour, shape, size, position variant); returns path -> (colour, shape, size)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    truth = {}
-    for color in COLORS:
-        for shape in SHAPES:
-            for size in ("small", "large"):
-                for j, position in enumerate(("left", "right", "center")[:n_per_combo]):
-                    path = folder / f"{color}-{shape}-{size}-{j}.png"
-                    shape_image(color, shape, size, position, background=20 + 30 * j).save(path)
-                    truth[str(path)] = (color, shape, size)
-    return truth
 
 
 def paths_in(index: Index) -> set[str]:
@@ -96,13 +78,13 @@ def test_copies_reuse_vectors_and_searches_agree_with_a_fresh_index(tmp_path, ti
         assert a == b
 
 
-def test_index_refuses_another_model(tmp_path, tiny_model_path, shapes_model):
+def test_index_refuses_another_model(tmp_path, tiny_model_path, other_model_path):
     photos = tmp_path / "photos"
     write_gallery(photos)
     Index(tmp_path / "index", model=tiny_model_path).add([photos])
     with pytest.raises(SearchIndexError, match="another model"):
-        Index(tmp_path / "index", model=shapes_model[1])
-    assert main(["search", "red", "--index", str(tmp_path / "index"), "--model", str(shapes_model[0])]) == 2
+        Index(tmp_path / "index", model=load_clip(other_model_path))
+    assert main(["search", "red", "--index", str(tmp_path / "index"), "--model", str(other_model_path)]) == 2
     assert len(Index(tmp_path / "index", model=tiny_model_path)) == 40  # nothing lost
 
 
@@ -146,8 +128,22 @@ def test_a_folder_that_disappears_mid_run_loses_nothing(tmp_path, tiny_model_pat
 
 
 CRASH_SCRIPT = """
-import sys
+import sys, time
+from pathlib import Path
 from pictext.search import Index
+from pictext.search.vectors import VectorFile
+
+append, calls = VectorFile.append, []
+
+def append_then_hang(self, vectors):
+    start = append(self, vectors)
+    calls.append(start)
+    if len(calls) == 3:  # this batch's vectors are fsynced, its rows not committed: the window a kill must survive
+        Path(sys.argv[4]).touch()
+        time.sleep(600)
+    return start
+
+VectorFile.append = append_then_hang
 Index(sys.argv[1], model=sys.argv[2]).add([sys.argv[3]], batch_size=4, workers=0)
 """
 
@@ -155,24 +151,18 @@ Index(sys.argv[1], model=sys.argv[2]).add([sys.argv[3]], batch_size=4, workers=0
 def test_sigkill_mid_run_then_restart_ends_complete(tmp_path, tiny_model_path):
     photos = tmp_path / "photos"
     truth = write_gallery(photos, n_per_combo=3)  # 120 images, 30 batches
-    index_dir = tmp_path / "index"
-    args = [sys.executable, "-c", CRASH_SCRIPT, str(index_dir), str(tiny_model_path), str(photos)]
+    index_dir, hanging = tmp_path / "index", tmp_path / "hanging"
+    args = [sys.executable, "-c", CRASH_SCRIPT, str(index_dir), str(tiny_model_path), str(photos), str(hanging)]
     proc = subprocess.Popen(args, env={**os.environ, "PICTEXT_QUIET": "1"})
-    committed = 0
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (index_dir / "catalog.sqlite").exists():
-            with sqlite3.connect(index_dir / "catalog.sqlite") as db:
-                try:
-                    committed = db.execute("SELECT count(*) FROM files").fetchone()[0]
-                except sqlite3.OperationalError:
-                    committed = 0
-            if committed >= 8:
-                break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 0 < committed < len(truth), f"kill landed at {committed} of {len(truth)}: no mid-run crash was tested"
+    try:
+        wait_until(lambda: hanging.exists() or proc.poll() is not None, 120, "the indexer to reach its third batch")
+        assert proc.poll() is None, "the indexer exited before the kill"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with sqlite3.connect(index_dir / "catalog.sqlite") as db:
+        committed = db.execute("SELECT count(*) FROM files").fetchone()[0]
+    assert committed == 8  # two batches of 4 committed; the third's vectors on disk without rows
 
     index = Index(index_dir, model=tiny_model_path)
     report = index.add([photos])
@@ -188,29 +178,38 @@ def test_sigkill_mid_run_then_restart_ends_complete(tmp_path, tiny_model_path):
         np.testing.assert_allclose(index.vectors.read([row]), want, atol=1e-3)
 
 
-def test_weighted_queries_mean_what_they_say(tmp_path, shapes_model):
-    path, model = shapes_model
-    truth = write_gallery(tmp_path / "gallery", n_per_combo=3)
-    index = Index(tmp_path / "index", model=path)
+def test_weighted_queries_mean_what_they_say(tmp_path, tiny_model_path):
+    """Scores follow from the weights exactly: the stub embeds each image as the sum of its colour, shape and
+    size axes, and a text as the sum of its words' axes (see helpers.StubCLIP)."""
+    stub, truth = stub_gallery(tmp_path / "gallery", load_clip(tiny_model_path), n_per_combo=3)
+    index = Index(tmp_path / "index", model=stub)
     index.add([tmp_path / "gallery"])
 
-    def top(query, k=5):
-        return [truth[h.path] for h in index.search(query, k=k)]
+    def top(query, k):
+        hits = index.search(query, k=k)
+        return [truth[h.path] for h in hits], [h.score for h in hits]
 
-    assert set(top(["red", "circle", (-1.0, "small")], k=3)) == {("red", "circle", "large")}
-    assert set(top(["blue", "square", (-1.0, "large")], k=3)) == {("blue", "square", "small")}
-    assert set(top(["a purple cross", (-1.0, "large")], k=3)) == {("purple", "cross", "small")}
-    assert {t[:2] for t in top("a green triangle", k=6)} == {("green", "triangle")}
-    by_image = top(shape_image("yellow", "cross", "large", "left"), k=3)
-    assert {t[:2] for t in by_image} == {("yellow", "cross")}
+    found, scores = top(["red", "circle", (-1.0, "small")], k=4)
+    # red+circle-small against red,circle,large: 2/sqrt(3)/sqrt(3); the runners-up share two of three words
+    assert set(found[:3]) == {("red", "circle", "large")} and found[3] != ("red", "circle", "large")
+    assert scores[0] == pytest.approx(2 / 3, abs=1e-3) and scores[3] == pytest.approx(1 / 3, abs=1e-3)
+    found, _ = top(["blue", "square", (-1.0, "large")], k=3)
+    assert set(found) == {("blue", "square", "small")}
+    found, _ = top(["a purple cross", (-1.0, "large")], k=3)
+    assert set(found) == {("purple", "cross", "small")}
+    found, _ = top("a green triangle", k=6)
+    assert {t[:2] for t in found} == {("green", "triangle")}
+    query = shape_image("yellow", "cross", "large", "left")
+    stub.register(query, ("yellow", "cross", "large"))
+    found, scores = top(query, k=3)
+    assert set(found) == {("yellow", "cross", "large")} and scores[0] == pytest.approx(1.0, abs=1e-3)
+    found, _ = top([query, (-1.0, "large"), "small"], k=3)  # an image and text terms mixed
+    assert set(found) == {("yellow", "cross", "small")}
 
     # the arithmetic itself: a weighted sum of normalized embeddings, renormalized
-    from pictext.api import encode_texts
-
-    e = encode_texts(["red", "circle"], model=model)
-    want = (2 * e[0] - 0.5 * e[1]) / np.linalg.norm(2 * e[0] - 0.5 * e[1])
+    red, circle = stub.embed_words(["red"]).numpy(), stub.embed_words(["circle"]).numpy()
     got = index.query_vector([Weighted(2, "red"), Weighted(-0.5, "circle")])
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, unit(2 * red - 0.5 * circle), atol=1e-6)
     assert parse_terms(["2:red", "-", "0.5:circle"]) == [Weighted(2.0, "red"), Weighted(-0.5, "circle")]
 
 
@@ -251,14 +250,29 @@ def test_faiss_ivf_meets_its_recall_and_updates_exactly(tmp_path):
         FaissIVF.load(tmp_path / "g.index")
 
 
-def test_index_with_faiss_gives_the_exact_answers_on_a_small_set(tmp_path, tiny_model_path):
+def test_a_synced_index_answers_through_faiss_and_drops_rows_no_longer_live(tmp_path, tiny_model_path, monkeypatch):
+    """The wiring between the index and faiss: ids map back to the right files, and a row deleted since the sync
+    is never returned. Probing every list makes faiss exact, so its answers must be exact search's (the recall of
+    a partial probe is tested on 6,000 vectors above)."""
     write_gallery(tmp_path / "g", n_per_combo=3)
     index = Index(tmp_path / "index", model=tiny_model_path)
     index.add([tmp_path / "g"])
-    exact = index.search("red", k=5, exact=True)
+    exact = index.search("red", k=6, exact=True)
     ivf = index.sync_faiss(force=True)
     assert ivf is not None and ivf.recall_at_10 >= 0.95
-    assert [h.id for h in index.search("red", k=5)] == [h.id for h in exact]
+    ivf.nprobe = ivf.index.nlist
+    ivf.save(index.path / "faiss.index")
+    asked, real_search = [], FaissIVF.search
+    monkeypatch.setattr(FaissIVF, "search", lambda self, q, k: asked.append(k) or real_search(self, q, k))
+    same = index.search("red", k=6)
+    assert asked, "the exact scan answered, not faiss"
+    assert [(h.id, h.path) for h in same] == [(h.id, h.path) for h in exact]
+    assert [h.score for h in same] == pytest.approx([h.score for h in exact], abs=1e-5)
+    with index.catalog.transaction():
+        index.catalog.delete([exact[0].id])
+    index._bump()
+    after = index.search("red", k=5)  # faiss still holds the deleted row; the index filters it out
+    assert asked[-1] > 5 and [h.id for h in after] == [h.id for h in exact[1:]]
 
 
 def test_cli_index_search_dupes(tmp_path, tiny_model_path, capsys):

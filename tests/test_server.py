@@ -5,17 +5,14 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import free_port, png_bytes, shape_image, start_server, write_gallery
 from PIL import Image
 
 from pictext.search import Index
 from pictext.server.app import create_app
-from tests.test_search import shape_image, write_gallery
 
 
 @pytest.fixture
@@ -29,12 +26,6 @@ def indexed(tmp_path, tiny_model_path):
     index = Index(tmp_path / "index", model=tiny_model_path)
     index.add([root])
     return index, root, outside
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_api_search_similar_classify_thumbs(indexed):
@@ -132,12 +123,6 @@ def test_uploads_over_the_limits_get_413_and_bad_ones_400(indexed):
     assert len(index) == 40
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -146,17 +131,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
     reason="no chromium here (make test installs Debian's and requires it)",
 )
 def test_the_page_in_a_real_browser(indexed, tmp_path):
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM is not None, "PICTEXT_REQUIRE_BROWSER is set but chromium is not installed"
     index, root, _ = indexed
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(index), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    port = free_port()
+    server, thread = start_server(create_app(index), port)
     query_file = tmp_path / "query.png"
     Image.open(root / "green-square-large-0.png").save(query_file)
     try:

@@ -6,8 +6,8 @@ import io
 import tarfile
 
 import pytest
+from helpers import fake_tarball
 from PIL import Image
-from test_emoji import fake_tarball
 
 from pictext.cli import main
 from pictext.data.emoji import build_emoji

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import pytest
+from helpers import wait_until
 
 from pictext.clip.train import ShapesRecipe, TrainConfig, build_shapes_model, train_clip
 from pictext.data.shapes import ShapesWorld, find_shapes
@@ -133,29 +134,47 @@ def test_a_full_disk_leaves_the_last_state_whole_and_says_so(tmp_path, monkeypat
         train_clip(_model_and_data(1000)[0], world, TINY.train, run_dir=tmp_path / "state.pt" / "x")
 
 
+TRAIN_THEN_HANG = """
+import sys, time
+from pathlib import Path
+import pictext.training as training
+from pictext.cli import main
+
+save_state = training.save_state
+
+def save_then_hang(path, state):
+    out = save_state(path, state)
+    if state["step"] == 10:  # the step-10 state is whole on disk: the kill lands after it, mid-run
+        Path(sys.argv[1]).touch()
+        time.sleep(600)
+    return out
+
+training.save_state = save_then_hang
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_kill_9_mid_run_then_resume_loses_at_most_one_interval(tmp_path):
     import os
     import signal
     import subprocess
     import sys
-    import time
 
     from pictext.training import load_state
 
-    out, run = tmp_path / "m.safetensors", tmp_path / "run"
-    cmd = [sys.executable, "-m", "pictext", "train", "clip", "--data", "digits", "--steps", "40", "--batch-size", "16"]
-    cmd += ["--precision", "fp32", "--checkpoint-every", "5", "--out", str(out), "--run-dir", str(run)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if (run / "state.pt").exists() and load_state(run / "state.pt")["step"] >= 10:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = load_state(run / "state.pt")["step"]
-    assert 10 <= killed_at < 40 and not out.exists(), "the kill did not land mid-run"
+    out, run, hanging = tmp_path / "m.safetensors", tmp_path / "run", tmp_path / "hanging"
+    argv = ["train", "clip", "--data", "digits", "--steps", "40", "--batch-size", "16", "--precision", "fp32"]
+    argv += ["--checkpoint-every", "5", "--out", str(out), "--run-dir", str(run)]
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_THEN_HANG, str(hanging), *argv], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: hanging.exists() or proc.poll() is not None, 240, "training to save its step-10 state")
+        assert proc.poll() is None, "training exited before the kill"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert load_state(run / "state.pt")["step"] == 10 and not out.exists()
     assert [p.name for p in run.iterdir()] == ["state.pt"]  # no half-written state beside it
+    cmd = [sys.executable, "-m", "pictext", *argv]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ})
     assert result.returncode == 0, result.stderr[-2000:]
     state = load_state(run / "state.pt")

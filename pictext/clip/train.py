@@ -119,7 +119,7 @@ def train_clip(
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} ranks; use a multiple of {world}")
     device = device or training.default_device()
-    precision = training.resolve_precision(cfg.precision, device)
+    precision = training.train_precision(cfg.precision, device)
     model.to(device).train()
     locked = {n for n, _ in model.text_parameters()} if "text" in cfg.lock else set()
     locked |= {n for n, _ in model.image_parameters()} if "image" in cfg.lock else set()
