@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/search.py
 	$(PY) bench/index.py
 	$(PY) bench/clip_train.py
+	$(PY) bench/oracle.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .cache

@@ -10,7 +10,7 @@ segmentation and template matching, so it can judge whether a picture shows
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,9 +90,9 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, f
     elif shape == "triangle":
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
     elif shape == "cross":
-        t = (x1 - x0) / 3
-        draw.rectangle((x0 + t, y0, x1 - t, y1), fill=fill)
-        draw.rectangle((x0, y0 + t, x1, y1 - t), fill=fill)
+        tx, ty = (x1 - x0) / 3, (y1 - y0) / 3  # arms a third of the box each way, so any box draws
+        draw.rectangle((x0 + tx, y0, x1 - tx, y1), fill=fill)
+        draw.rectangle((x0, y0 + ty, x1, y1 - ty), fill=fill)
     else:
         raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
 
@@ -172,34 +172,161 @@ class ShapesWorld:
         return f"{s.color} {s.shape}"
 
 
-def find_shapes(image: Image.Image, min_pixels: int = 12, tolerance: float = 60.0) -> list[tuple[str, str]]:
-    """The oracle: (color, shape) pairs it sees in `image`, by colour segmentation and template IoU."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    found = []
+@dataclass(frozen=True)
+class Region:
+    """One connected region of pixels near a named colour, as the oracle sees it."""
+
+    color: str
+    shape: str | None  # the template that explains it, or None when none fits (a blob, a fragment, a sliver)
+    pixels: int
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1, end-exclusive
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The oracle's two answers for a one-colour, one-shape prompt ("a red circle")."""
+
+    contains: bool  # lenient: some region of the colour has the shape, however much else the image holds
+    dominant: bool  # strict: the largest named-colour region is big enough and is the colour and the shape
+    regions: int  # separate regions of the requested colour (each of at least min_pixels)
+    largest: Region | None  # the dominant object, if any region is big enough to be one
+
+
+def find_regions(image: Image.Image | np.ndarray, min_pixels: int = 12, tolerance: float = 60.0) -> list[Region]:
+    """Every region of at least `min_pixels` within `tolerance` (RGB distance) of a named colour, largest first.
+
+    Takes any image: PIL in any mode (RGBA and palettes are flattened, greyscale is expanded), or an array of
+    shape (H, W), (H, W, 3) or (H, W, 4) in 0-255 (uint8) or 0-1 (float). Never raises on odd content or size.
+    """
+    return _regions(_rgb(image), min_pixels, tolerance)
+
+
+def _regions(pixels: np.ndarray, min_pixels: int, tolerance: float) -> list[Region]:
+    regions = []
     for color, rgb in COLORS.items():
         mask = np.linalg.norm(pixels - np.array(rgb, dtype=np.float32), axis=-1) < tolerance
         components, n = ndimage.label(mask)
-        for k in range(1, n + 1):
-            part = components == k
-            if part.sum() >= min_pixels and (shape := classify_mask(part)) is not None:
-                found.append((color, shape))
-    return found
+        if n == 0:
+            continue
+        counts = np.bincount(components.ravel(), minlength=n + 1)
+        for k, box in enumerate(ndimage.find_objects(components), start=1):
+            if box is None or counts[k] < min_pixels:
+                continue
+            part = components[box] == k
+            ys, xs = box
+            regions.append(Region(color, classify_mask(part), int(counts[k]), (xs.start, ys.start, xs.stop, ys.stop)))
+    return sorted(regions, key=lambda r: -r.pixels)
+
+
+def find_shapes(
+    image: Image.Image | np.ndarray, min_pixels: int = 12, tolerance: float = 60.0
+) -> list[tuple[str, str]]:
+    """The lenient oracle: every (color, shape) it recognises in `image`, by colour segmentation and template IoU."""
+    return [(r.color, r.shape) for r in find_regions(image, min_pixels, tolerance) if r.shape is not None]
+
+
+def judge(
+    image: Image.Image | np.ndarray,
+    color: str,
+    shape: str,
+    min_fraction: float = 0.01,
+    min_pixels: int = 12,
+    tolerance: float = 60.0,
+) -> Verdict:
+    """Both verdicts on whether `image` shows a `color` `shape`.
+
+    `dominant` holds when the largest region in any named colour covers at least `min_fraction` of the image
+    and is the requested colour and shape: a field of small red dots, one of which looks square, is not "a red
+    square". `contains` is `find_shapes`' lenient answer. Generators report `dominant` as their accuracy.
+    """
+    if color not in COLORS or shape not in SHAPES:
+        raise ValueError(
+            f"judge takes a colour in {list(COLORS)} and a shape in {list(SHAPES)}, got {color!r} {shape!r}"
+        )
+    pixels = _rgb(image)
+    regions = _regions(pixels, min_pixels, tolerance)
+    area = pixels.shape[0] * pixels.shape[1]
+    largest = regions[0] if regions and regions[0].pixels >= min_fraction * area else None
+    return Verdict(
+        contains=any(r.color == color and r.shape == shape for r in regions),
+        dominant=largest is not None and (largest.color, largest.shape) == (color, shape),
+        regions=sum(r.color == color for r in regions),
+        largest=largest,
+    )
+
+
+def prompt_target(prompt: str) -> tuple[str, str] | None:
+    """(colour, shape) when `prompt` names exactly one colour and one shape ("a small red circle"), else None."""
+    words = prompt.lower().replace(",", " ").split()
+    colors, shapes = [w for w in words if w in COLORS], [w for w in words if w in SHAPES]
+    return (colors[0], shapes[0]) if len(colors) == 1 and len(shapes) == 1 else None
+
+
+def _rgb(image: Image.Image | np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 in 0-255 from a PIL image of any mode or an array; transparent pixels count as black."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            array = np.asarray(image, dtype=np.float32)
+            image = Image.fromarray(np.clip(array / max(float(array.max()), 1.0) * 255, 0, 255).astype(np.uint8))
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+            image = Image.alpha_composite(background, image)
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+    array = np.asarray(image)
+    if array.dtype.kind == "f":
+        array = np.nan_to_num(array.astype(np.float32), nan=0.0) * (255.0 if array.size and array.max() <= 1 else 1)
+    array = array.astype(np.float32)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    return array[..., :3]
 
 
 def classify_mask(mask: np.ndarray, min_iou: float = 0.6) -> str | None:
-    """Which shape template best explains the mask's pixels within their bounding box, if any fits well."""
+    """Which shape template best explains the mask's pixels within their bounding box, if any fits well.
+
+    Regions under 3 pixels a side or longer than 1.6 times their width are no shape; never raises.
+    """
     ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    w, h = x1 - x0, y1 - y0
+    w, h = int(x1 - x0), int(y1 - y0)
     if min(w, h) < 3 or max(w, h) > 1.6 * min(w, h):
         return None
-    crop = mask[y0:y1, x0:x1]
-    best, best_iou = None, 0.0
+    crop = mask[y0:y1, x0:x1].astype(bool)
+    shapes, templates = _templates(w, h)  # (K,), (K, h, w)
+    iou = (templates & crop).sum((1, 2)) / np.maximum((templates | crop).sum((1, 2)), 1)
+    best = int(iou.argmax())
+    return shapes[best] if iou[best] >= min_iou else None
+
+
+# Sub-pixel shifts of a template's corners. A shape under 16 px rasterizes differently with where its box falls
+# on the pixel grid (a 7 px cross's arms come out 2, 3 or 4 px wide), so small regions are matched against
+# each shifted rasterization: 94% -> 100% of clean 32 px shapes-world images judged right (bench/oracle.py).
+_SHIFTS = (
+    (0.0, 0.0),
+    (-0.4, -0.4),
+    (-0.4, 0.0),
+    (-0.4, 0.4),
+    (0.0, -0.4),
+    (0.0, 0.4),
+    (0.4, -0.4),
+    (0.4, 0.0),
+    (0.4, 0.4),
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _templates(w: int, h: int) -> tuple[tuple[str, ...], np.ndarray]:
+    """Every shape drawn into a w x h box (and, under 16 px, at each shift of `_SHIFTS`): names and masks."""
+    names, masks = [], []
     for shape in SHAPES:
-        template = Image.new("L", (int(w), int(h)), 0)
-        draw_shape(ImageDraw.Draw(template), shape, (0, 0, w - 1, h - 1), 255)
-        t = np.asarray(template) > 127
-        iou = (t & crop).sum() / max((t | crop).sum(), 1)
-        if iou > best_iou:
-            best, best_iou = shape, iou
-    return best if best_iou >= min_iou and not math.isnan(best_iou) else None
+        for start, end in _SHIFTS if min(w, h) < 16 else _SHIFTS[:1]:
+            template = Image.new("L", (w, h), 0)
+            draw_shape(ImageDraw.Draw(template), shape, (start, start, w - 1 + end, h - 1 + end), 255)
+            names.append(shape)
+            masks.append(np.asarray(template) > 127)
+    return tuple(names), np.stack(masks)
