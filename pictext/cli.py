@@ -240,15 +240,37 @@ def cmd_dupes(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pictext.server.app import create_app
+    from pictext.server.app import LOCAL_HOSTS, create_app
 
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
-        raise ValueError(f"--host {args.host} exposes the server beyond this machine; add --token SECRET")
+    token = _serve_token(args)
+    wildcard = args.host in ("0.0.0.0", "::", "")
+    if args.host not in LOCAL_HOSTS and token is None:
+        raise ValueError(
+            f"--host {args.host} exposes the server beyond this machine; give a token in $PICTEXT_TOKEN "
+            "or --token-file FILE (or --token SECRET, which other local users can see in ps)"
+        )
+    allowed = None if wildcard else (*LOCAL_HOSTS, args.host.lower(), *(h.lower() for h in args.allow_host))
     index = _index(args)
-    index.model  # load now: the first request should not wait for it  # noqa: B018
+    app = create_app(index, token=token, allowed_hosts=allowed)  # loads the model now, not at the first request
     print(f"serving {index.path} ({len(index)} images) at http://{args.host}:{args.port}/", file=sys.stderr)
-    uvicorn.run(create_app(index, token=args.token), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _serve_token(args: argparse.Namespace) -> str | None:
+    """The token from --token-file, $PICTEXT_TOKEN or --token (in that order), or None."""
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as e:
+            raise FileNotFoundError(f"--token-file {args.token_file}: {e.strerror or e}") from e
+    return os.environ.get("PICTEXT_TOKEN") or args.token
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {text!r}")
+    return int(text)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -369,8 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a local web page and JSON API over the index")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost needs --token")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--token", help="a secret every request must carry (?token= or Authorization: Bearer)")
+    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--token-file", help="a file holding the token (16+ characters) every request must carry")
+    p.add_argument("--token", help="the token itself; $PICTEXT_TOKEN or --token-file keep it out of ps")
+    p.add_argument(
+        "--allow-host", action="append", default=[], help="another host name the server answers to (repeatable)"
+    )
     index_args(p)
     p.set_defaults(run=cmd_serve)
 

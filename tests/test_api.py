@@ -20,7 +20,7 @@ def test_load_is_a_module_with_the_openai_api(tiny_model_path):
     model = pictext.load(tiny_model_path)
     assert isinstance(model, torch.nn.Module) and not model.training
     tokens = pictext.tokenize(["a red circle", "a dog"], model=model)
-    assert tokens.shape == (2, 16) and tokens.dtype == torch.long
+    assert tokens.shape == (2, 32) and tokens.dtype == torch.long
     assert model.encode_text(tokens).shape == (2, 64)
     assert model.encode_image(torch.randn(1, 3, 32, 32)).shape == (1, 64)
 

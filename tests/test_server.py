@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import shutil
+import socket
+import stat
+import threading
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers import free_port, png_bytes, shape_image, start_server, write_gallery
+from helpers import free_port, png_bytes, shape_image, start_server, wait_until, write_gallery
 from PIL import Image
 
 from pictext.search import Index
 from pictext.server.app import create_app
+
+TOKEN = "a-token-of-some-length-0123"
+
+
+def local(app) -> TestClient:
+    """A test client that talks to the app as a browser on this machine would (Host: 127.0.0.1)."""
+    return TestClient(app, base_url="http://127.0.0.1")
 
 
 @pytest.fixture
@@ -30,7 +42,7 @@ def indexed(tmp_path, tiny_model_path):
 
 def test_api_search_similar_classify_thumbs(indexed):
     index, root, _ = indexed
-    client = TestClient(create_app(index))
+    client = local(create_app(index))
     assert client.get("/api/status").json()["images"] == 40
     found = client.get("/api/search", params={"q": '"red" + circle - 0.5:small', "k": 5}).json()["results"]
     assert len(found) == 5 and found[0]["score"] >= found[-1]["score"]
@@ -68,7 +80,7 @@ def test_api_search_similar_classify_thumbs(indexed):
 )
 def test_no_endpoint_reads_outside_the_indexed_folders(indexed, url):
     index, _, outside = indexed
-    client = TestClient(create_app(index))
+    client = local(create_app(index))
     response = client.get(url.replace("{abs}", str(outside / "secret.txt").replace("/", "%2F")))
     assert b"SECRET" not in response.content
     assert response.headers["content-type"].startswith("application/json")
@@ -78,7 +90,7 @@ def test_no_endpoint_reads_outside_the_indexed_folders(indexed, url):
 
 def test_a_symlink_swapped_in_after_indexing_is_not_served(indexed):
     index, root, outside = indexed
-    client = TestClient(create_app(index))
+    client = local(create_app(index))
     victim = root / "red-circle-large-0.png"
     record = index.catalog.at(str(victim))[str(victim)]
     victim.unlink()
@@ -92,18 +104,46 @@ def test_a_symlink_swapped_in_after_indexing_is_not_served(indexed):
 
 def test_token_is_required_when_set(indexed):
     index, _, _ = indexed
-    client = TestClient(create_app(index, token="s3cret"))
+    client = local(create_app(index, token=TOKEN))
     for url in ("/", "/api/status", "/api/search?q=red", "/openapi.json", "/api/thumb/1"):
         response = client.get(url)
         assert response.status_code == 401 and "token" in response.json()["error"]
-    assert client.get("/api/status", params={"token": "wrong"}).status_code == 401
-    assert client.get("/api/status", params={"token": "s3cret"}).status_code == 200
-    assert client.get("/api/status", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert client.get("/api/status", headers={"Authorization": TOKEN}).status_code == 401  # no scheme
+    assert client.get("/api/status", headers={"Authorization": "Bearer " + TOKEN[:-1]}).status_code == 401
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    wrong_in_url = client.get("/api/status", params={"token": "wrong"}, headers=right)
+    assert wrong_in_url.status_code == 400 and "header" in wrong_in_url.json()["error"]  # one way only
+    assert client.get("/", params={"token": "wrong"}).status_code == 401
+    login = client.get("/", params={"token": TOKEN}, follow_redirects=False)  # a browser's one-time login
+    assert login.status_code == 303 and login.headers["location"] == "/"
+    cookie = login.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert client.get("/api/status").status_code == 200  # the cookie now carries it
+    client.cookies.clear()
+    both = {**right, "Cookie": "pictext_token=wrong-but-long-enough-000"}
+    assert client.get("/api/status", headers=both).status_code == 401  # every credential must be right
+
+
+def test_short_tokens_are_refused(indexed, monkeypatch, tmp_path, capsys):
+    from pictext.cli import main
+    from pictext.server.app import TokenError
+
+    with pytest.raises(TokenError, match="at least 16"):
+        create_app(indexed[0], token="x")
+    monkeypatch.setenv("PICTEXT_TOKEN", "short")
+    assert main(["serve", "--host", "0.0.0.0", "--index", str(indexed[0].path)]) == 2
+    assert "at least 16" in capsys.readouterr().err
+    assert main(["serve", "--token-file", str(tmp_path / "none"), "--index", str(indexed[0].path)]) == 2
+    assert "--token-file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--port", "99999"])
+    assert "from 1 to 65535" in capsys.readouterr().err
 
 
 def test_uploads_over_the_limits_get_413_and_bad_ones_400(indexed):
     index, _, _ = indexed
-    client = TestClient(create_app(index, max_upload_bytes=50_000))
+    client = local(create_app(index, max_upload_bytes=50_000))
     big = os.urandom(60_000)
     response = client.post("/api/search/image", files={"file": ("big.png", big)})
     assert response.status_code == 413 and "limit" in response.json()["error"]
@@ -130,49 +170,62 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
     CHROMIUM is None and not os.environ.get("PICTEXT_REQUIRE_BROWSER"),
     reason="no chromium here (make test installs Debian's and requires it)",
 )
-def test_the_page_in_a_real_browser(indexed, tmp_path):
+def test_the_page_in_a_real_browser(indexed, tmp_path, serve):
+    from urllib.parse import quote
+
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM is not None, "PICTEXT_REQUIRE_BROWSER is set but chromium is not installed"
     index, root, _ = indexed
-    port = free_port()
-    server, thread = start_server(create_app(index), port)
+    base = serve(create_app(index))
+    locked = serve(create_app(index, token=TOKEN))
     query_file = tmp_path / "query.png"
     Image.open(root / "green-square-large-0.png").save(query_file)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-            )
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.getElementById('status').textContent.includes('40 images')")
-            page.fill("#q", '"red" + circle')
-            page.press("#q", "Enter")
-            page.wait_for_selector(".hit img")
-            page.wait_for_function("[...document.querySelectorAll('.hit img')].every(i => i.complete)")
-            assert page.locator(".hit").count() == 24
-            assert page.eval_on_selector(".hit img", "img => img.naturalWidth") > 0  # thumbnails really load
-            page.set_input_files("#upload", str(query_file))
-            page.wait_for_function(
-                "document.querySelector('.hit .meta span')?.textContent === 'green-square-large-0.png'"
-            )
-            page.click(".hit")  # more like this
-            page.wait_for_function("document.querySelectorAll('.hit').length === 24")
-            page.fill("#q", "a -")
-            page.press("#q", "Enter")
-            page.wait_for_function("document.getElementById('error').textContent.includes('operator')")
-            page.click("#tab-classify")
-            page.set_input_files("#classify-file", str(query_file))
-            page.fill("#labels", "red, green, blue")
-            page.click("#classify-form button")
-            page.wait_for_selector("#classify-results tr")
-            assert page.locator("#classify-results tr").count() == 3
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        blocked = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(f"{base}/?q={quote(chr(34) + 'red' + chr(34) + ' + circle')}")  # a search opened by its URL
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('40 images')")
+        page.wait_for_selector(".hit img")
+        page.wait_for_function("() => [...document.querySelectorAll('.hit img')].every(i => i.complete)")
+        assert page.locator(".hit").count() == 24 and page.input_value("#q") == '"red" + circle'
+        assert page.eval_on_selector(".hit img", "img => img.naturalWidth") > 0  # thumbnails really load
+        first = page.text_content(".hit .meta span")
+        page.fill("#q", "blue")
+        page.press("#q", "Enter")
+        page.wait_for_url("**/?q=blue&k=24")
+        page.click(".hit")  # more like this: the URL and the page say which image
+        page.wait_for_url("**/?like=*")
+        page.wait_for_function("() => document.getElementById('like').textContent.startsWith('More like ')")
+        page.go_back()
+        page.wait_for_function("() => document.getElementById('q').value === 'blue'")
+        page.go_back()
+        page.wait_for_function(f"() => document.querySelector('.hit .meta span')?.textContent === {first!r}")
+        assert page.input_value("#q") == '"red" + circle'
+        page.set_input_files("#upload", str(query_file))
+        page.wait_for_function(
+            "() => document.querySelector('.hit .meta span')?.textContent.startsWith('green-square-l')"
+        )
+        page.fill("#q", "a -")
+        page.press("#q", "Enter")
+        page.wait_for_function("() => document.getElementById('error').textContent.includes('operator')")
+        page.click("#tab-classify")
+        page.set_input_files("#classify-file", str(query_file))
+        page.fill("#labels", "red, green, blue")
+        page.click("#classify-form button")
+        page.wait_for_selector("#classify-results tr")
+        assert page.locator("#classify-results tr").count() == 3
+        assert not blocked, blocked  # the page runs under its own CSP without violations
+
+        page.goto(f"{locked}/?token={TOKEN}")  # a token server: one login, then the cookie carries it
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('40 images')")
+        assert "token" not in page.url
+        browser.close()
 
 
 def test_serve_refuses_a_public_address_without_a_token(capsys):
@@ -180,3 +233,210 @@ def test_serve_refuses_a_public_address_without_a_token(capsys):
 
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+# ---- security and limits through real HTTP (a uvicorn on 127.0.0.1) ---------------------------------------------
+
+
+@pytest.fixture
+def serve():
+    """serve(app) -> base URL of a real uvicorn running `app` on 127.0.0.1; stopped after the test."""
+    running = []
+
+    def start(app) -> str:
+        port = free_port()
+        running.append(start_server(app, port))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def assert_safe_headers(response) -> None:
+    csp = response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["cross-origin-resource-policy"] == "same-origin"
+
+
+def test_only_decoded_images_are_served_and_every_response_is_hardened(indexed, serve):
+    index, root, _ = indexed
+    (root / "page.html").write_text("<script>window.pwned = 1</script>")
+    os.symlink(root / "page.html", root / "page.jpg")  # a link inside the folder to a page
+    (root / "fake.jpg").write_text("<html><script>window.pwned = 1</script></html>")  # fails to index
+    index.add([root])
+    swapped = root / "red-circle-large-0.png"  # indexed as an image, then replaced by a link to the page
+    swapped.unlink()
+    os.symlink(root / "page.html", swapped)
+    ids = {name: index.catalog.at(str(root / name))[str(root / name)].id for name in ("page.jpg", "fake.jpg")}
+    ids["swapped"] = index.catalog.at(str(swapped))[str(swapped)].id
+    base = serve(create_app(index))
+    for name, file_id in ids.items():
+        for route in ("image", "thumb"):
+            response = httpx.get(f"{base}/api/{route}/{file_id}")
+            assert response.status_code == 404, (name, route)
+            assert response.headers["content-type"] == "application/json" and b"pwned" not in response.content
+            assert_safe_headers(response)
+    good = index.catalog.at(str(root / "blue-cross-small-0.png"))[str(root / "blue-cross-small-0.png")].id
+    response = httpx.get(f"{base}/api/image/{good}")
+    assert response.headers["content-type"] == "image/png" and response.content[:4] == b"\x89PNG"
+    assert_safe_headers(response)
+    for url in ("/", "/static/app.js", "/api/status", "/api/nothing"):
+        assert_safe_headers(httpx.get(base + url))
+
+
+def test_only_the_host_names_it_was_started_for(indexed, serve):
+    base = serve(create_app(indexed[0]))
+    port = base.rsplit(":", 1)[1]
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}"):
+        response = httpx.get(f"{base}/api/status", headers={"Host": host})  # a rebound DNS name
+        assert response.status_code == 421 and "answers to" in response.json()["error"]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST"):
+        assert httpx.get(f"{base}/api/status", headers={"Host": host}).status_code == 200
+    lan = serve(create_app(indexed[0], token=TOKEN, allowed_hosts=("127.0.0.1", "photos.lan")))
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(f"{lan}/api/status", headers={"Host": "photos.lan:80", **bearer}).status_code == 200
+    assert httpx.get(f"{lan}/api/status", headers={"Host": "other.lan", **bearer}).status_code == 421
+
+
+def test_requests_from_other_sites_are_refused(indexed, serve, monkeypatch):
+    index, _, _ = indexed
+    base = serve(create_app(index))
+    calls = []
+    real = index.query_vector
+    monkeypatch.setattr(index, "query_vector", lambda q: calls.append(q) or real(q))
+    upload = {"file": ("q.png", png_bytes(shape_image("red", "circle")))}
+    for origin in ("http://evil.example", "null", base.replace("127.0.0.1", "localhost"), base + ":1"):
+        response = httpx.post(f"{base}/api/classify", files=upload, data={"labels": "a, b"}, headers={"Origin": origin})
+        assert response.status_code == 403 and "other sites" in response.json()["error"]
+        response = httpx.post(f"{base}/api/search/image", files=upload, headers={"Origin": origin})
+        assert response.status_code == 403
+    cross = httpx.get(f"{base}/api/search", params={"q": "red"}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403 and not calls  # nothing ran for them
+    own = httpx.post(
+        f"{base}/api/search/image", files=upload, headers={"Origin": base, "Sec-Fetch-Site": "same-origin"}
+    )
+    assert own.status_code == 200 and len(calls) == 1
+    assert httpx.get(base + "/", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200  # a link to the page
+
+
+def test_a_chunked_upload_is_cut_off_at_the_limit(indexed, serve):
+    limit = 50_000
+    base = serve(create_app(indexed[0], max_upload_bytes=limit))
+    port = int(base.rsplit(":", 1)[1])
+    head = (
+        b"POST /api/search/image HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary=XX\r\n\r\n"
+    )
+    part = b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    reply, sent = b"", 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head + f"{len(part):x}\r\n".encode() + part + b"\r\n")
+        chunk = b"\0" * 16_384
+        try:
+            while sent < 200 * limit and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+            while b"}" not in reply and (data := sock.recv(65536)):  # headers, then the JSON body
+                reply += data
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    assert reply.startswith(b"HTTP/1.1 413"), (reply[:200], sent)
+    assert b"over the limit" in reply
+
+
+def test_the_body_limit_stops_reading_the_stream(indexed):
+    """At the ASGI level: no more than the limit plus one chunk is ever read from a chunked body."""
+    import anyio
+
+    pulled, chunk, limit = [0], b"x" * 10_000, 50_000
+
+    part = b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+
+    async def receive() -> dict:
+        body = part if pulled[0] == 0 else chunk
+        pulled[0] += len(body)
+        return {"type": "http.request", "body": body, "more_body": True}
+
+    sent = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    app = create_app(indexed[0], max_upload_bytes=limit)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/search/image", "raw_path": b"/api/search/image", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"multipart/form-data; boundary=XX")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    anyio.run(app, scope, receive, send)
+    assert sent[0]["status"] == 413 and pulled[0] <= limit + len(chunk)
+
+
+def test_big_requests_are_refused_and_light_routes_answer_while_the_model_works(indexed, serve, monkeypatch):
+    from pictext.server.app import MAX_PENDING
+
+    index, _, _ = indexed
+    base = serve(create_app(index))
+    long_query = " + ".join(f"word{i}" for i in range(3_000))  # 27 kB
+    response = httpx.get(f"{base}/api/search", params={"q": long_query})
+    assert response.status_code == 400 and "characters" in response.json()["error"]
+    many = " + ".join("ab" for _ in range(40))
+    assert "terms" in httpx.get(f"{base}/api/search", params={"q": many}).json()["error"]
+    upload = {"file": ("q.png", png_bytes(shape_image("red", "circle")))}
+    labels = ",".join(f"label {i}" for i in range(1000))
+    response = httpx.post(f"{base}/api/classify", files=upload, data={"labels": labels})
+    assert response.status_code == 400 and "labels" in response.json()["error"]
+
+    release, entered, real = threading.Event(), threading.Event(), index.query_vector
+
+    def slow(query):
+        entered.set()
+        release.wait(60)
+        return real(query)
+
+    monkeypatch.setattr(index, "query_vector", slow)
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(httpx.get(f"{base}/api/search?q=red", timeout=90).status_code))
+        for _ in range(MAX_PENDING)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        wait_until(entered.is_set, 30, "the model to start on the first search")
+        wait_until(lambda: httpx.get(f"{base}/api/status").json()["busy"] == MAX_PENDING, 30, "a full queue")
+        assert httpx.get(f"{base}/api/search", params={"q": "red"}).status_code == 503  # the queue is bounded
+        assert httpx.get(f"{base}/api/thumb/1").status_code == 200  # light routes answer meanwhile
+        assert httpx.get(f"{base}/").status_code == 200
+        assert all(t.is_alive() for t in threads)  # ...while every model request is still waiting
+    finally:
+        release.set()
+        for t in threads:
+            t.join(60)
+    assert results == [200] * MAX_PENDING
+
+
+def test_edge_values_are_clear_4xx_and_never_nan(indexed, serve, capsys):
+    from pictext.cli import main
+
+    index, _, _ = indexed
+    base = serve(create_app(index))
+    for url in ("/api/image/9223372036854775808", "/api/thumb/99999999999999999999", "/api/similar/-5"):
+        response = httpx.get(base + url)
+        assert response.status_code == 404 and "no indexed image" in response.json()["error"]
+    for q, message in (("red - red", "cancel out"), ("a - a", "cancel out"), ("999999:red", "at most 100")):
+        response = httpx.get(f"{base}/api/search", params={"q": q})
+        assert response.status_code == 400 and message in response.json()["error"], q
+    assert main(["search", "red", "-", "red", "--json", "--index", str(index.path)]) == 2
+    assert "cancel out" in capsys.readouterr().err
+
+
+def test_the_index_folder_is_private(indexed):
+    index, _, _ = indexed
+    assert stat.S_IMODE(os.stat(index.path).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(index.path / "catalog.sqlite").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(index.path / "vectors.f16").st_mode) == 0o600

@@ -53,6 +53,15 @@ def default_index_dir() -> Path:
     return hub.home() / "index"
 
 
+def private_folder(path: Path) -> Path:
+    """Create `path` readable by its owner alone (0700): an index lists every path and shows thumbnails of
+    private pictures. A folder that exists already keeps the permissions its owner gave it."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    return path
+
+
 def model_fingerprint(model: CLIP) -> str:
     """A hash of the architecture, preprocessing and every weight: two models share it only if they embed alike."""
     h = hashlib.blake2b(digest_size=12)
@@ -172,6 +181,7 @@ class Index:
             raise SearchIndexError(f"{self.path} is a file; an index is a folder (give a new or existing folder)")
         if not create and not (self.path / "catalog.sqlite").is_file():
             raise SearchIndexError(f"no index at {self.path}; build one first: pictext index FOLDER [--index DIR]")
+        private_folder(self.path)
         self.catalog = Catalog(self.path / "catalog.sqlite")
         self._model = model if isinstance(model, CLIP) else None
         self._model_spec = None if isinstance(model, CLIP) or model is None else _spec(model)

@@ -28,6 +28,7 @@ class Weighted:
     term: Term
 
 
+MAX_WEIGHT = 100.0  # |weight| of one term; larger ones are typos or attempts to overflow
 _WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.*)$", re.DOTALL)
 
 
@@ -61,6 +62,8 @@ def parse_terms(tokens: Sequence[str]) -> list[Weighted]:
             flush()
             sign = sign if not words else 1.0
             words, weight = [match[2].strip()], float(match[1])
+            if not weight or abs(weight) > MAX_WEIGHT:
+                raise QueryError(f"query term {token!r}: a weight must be non-zero and at most {MAX_WEIGHT:g}")
             if not words[0]:
                 raise QueryError(f"query term {token!r} has a weight but no text")
         elif token:
@@ -112,9 +115,16 @@ def _is_pair(item: object) -> bool:
 
 
 def combine(weights: Sequence[float], embeddings: np.ndarray) -> np.ndarray:
-    """Weighted sum of normalized rows, renormalized: the query vector."""
-    vector = np.asarray(weights, np.float32) @ embeddings  # (E,)
+    """Weighted sum of normalized rows, renormalized: the query vector.
+
+    Terms that (nearly) cancel out, as in `red - red`, leave no direction to search in: a QueryError, never a
+    vector of rounding noise or NaN.
+    """
+    weights = np.asarray(weights, np.float64)
+    if not np.all(np.isfinite(weights)) or np.abs(weights).max() > MAX_WEIGHT:
+        raise QueryError(f"query weights must be numbers between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+    vector = weights @ np.asarray(embeddings, np.float64)  # (E,)
     norm = float(np.linalg.norm(vector))
-    if norm < 1e-6:
+    if not np.isfinite(norm) or norm < 1e-3 * np.abs(weights).sum():
         raise QueryError("the query's terms cancel out (their weighted sum is zero); change a weight")
-    return vector / norm
+    return (vector / norm).astype(np.float32)

@@ -41,7 +41,7 @@ class VectorFile:
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected (n, {self.dim}) vectors, got {vectors.shape}")
         start = len(self)
-        with open(self.path, "ab" if self.path.exists() else "wb") as f:
+        with open(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600), "wb") as f:
             f.truncate(start * self.row_bytes)  # drop a partial row left by a crash mid-write
             f.seek(start * self.row_bytes)
             f.write(vectors.astype(self.dtype.newbyteorder("<"), copy=False).tobytes())

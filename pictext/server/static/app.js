@@ -1,0 +1,125 @@
+// The page keeps its state in the URL: /?q=a+cat runs that search, /?like=12 shows images like #12, and the
+// browser's back and forward buttons move between them. Same-origin requests only; a token, if the server
+// has one, travels in an HttpOnly cookie that the server set when the page was opened with ?token=.
+const $ = (id) => document.getElementById(id);
+
+async function call(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function show(body) {
+  const results = body.results;
+  $("like").hidden = !body.like;
+  $("like").textContent = body.like ? "More like " + body.like.name : "";
+  $("error").textContent = results.length ? "" : "no results";
+  $("results").replaceChildren(...results.map((r) => {
+    const card = document.createElement("div");
+    card.className = "hit";
+    card.dataset.id = r.id;
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = r.name;
+    img.src = "/api/thumb/" + r.id;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const name = document.createElement("span");
+    name.textContent = r.name;
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = r.score.toFixed(3);
+    meta.append(name, score);
+    card.append(img, meta);
+    card.addEventListener("click", () => navigate({ like: String(r.id), k: $("k").value }));
+    return card;
+  }));
+}
+
+async function run(request) {
+  $("error").textContent = "";
+  try { show(await request()); } catch (e) {
+    $("results").replaceChildren();
+    $("like").hidden = true;
+    $("error").textContent = e.message;
+  }
+}
+
+// Run what the URL asks for; `navigate` also records it in the history.
+function load() {
+  const params = new URLSearchParams(location.search);
+  const k = params.get("k") || "24";
+  $("k").value = k;
+  if (params.has("like")) {
+    run(() => call("/api/similar/" + encodeURIComponent(params.get("like")) + "?k=" + encodeURIComponent(k)));
+  } else if (params.has("q")) {
+    $("q").value = params.get("q");
+    run(() => call("/api/search?" + new URLSearchParams({ q: params.get("q"), k })));
+  } else {
+    $("results").replaceChildren();
+    $("like").hidden = true;
+  }
+}
+
+function navigate(state) {
+  history.pushState(null, "", "/?" + new URLSearchParams(state));
+  load();
+}
+
+window.addEventListener("popstate", load);
+
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  navigate({ q: $("q").value, k: $("k").value });
+});
+
+$("upload").addEventListener("change", () => {
+  const file = $("upload").files[0];
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file);
+  form.append("k", $("k").value);
+  history.pushState(null, "", "/");  // an uploaded image has no URL; back returns to the search before it
+  run(() => call("/api/search/image", { method: "POST", body: form }));
+});
+
+$("classify-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("classify-error").textContent = "";
+  const file = $("classify-file").files[0];
+  if (!file) { $("classify-error").textContent = "choose an image first"; return; }
+  const form = new FormData();
+  form.append("file", file);
+  form.append("labels", $("labels").value);
+  try {
+    const body = await call("/api/classify", { method: "POST", body: form });
+    $("classify-results").replaceChildren(...body.labels.map((item) => {
+      const row = document.createElement("tr");
+      const label = document.createElement("td");
+      label.textContent = item.label;
+      const prob = document.createElement("td");
+      prob.className = "prob";
+      prob.textContent = (100 * item.prob).toFixed(1) + "%";
+      const cell = document.createElement("td");
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.width = (200 * item.prob) + "px";
+      cell.append(bar);
+      row.append(label, prob, cell);
+      return row;
+    }));
+  } catch (e) { $("classify-error").textContent = e.message; }
+});
+
+for (const name of ["search", "classify"]) {
+  $("tab-" + name).addEventListener("click", () => {
+    for (const other of ["search", "classify"]) {
+      $(other + "-view").hidden = other !== name;
+      $("tab-" + other).classList.toggle("on", other === name);
+    }
+  });
+}
+
+call("/api/status").then((s) => { $("status").textContent = s.images + " images indexed"; }).catch(() => {});
+load();
