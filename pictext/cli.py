@@ -35,6 +35,14 @@ def _templates(name: str) -> tuple[str, ...]:
     return {"default": DEFAULT_TEMPLATES, "imagenet": imagenet_templates(), "none": ("{}",)}[name]
 
 
+def _images_in(inputs: Sequence[str]) -> list[Path]:
+    """The image files named or inside the folders named; ValueError when there are none."""
+    paths = list_images(inputs)
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     from pictext.api import embed_images, load
     from pictext.clip.zero_shot import class_embeddings, zero_shot_probs
@@ -43,6 +51,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     labels = [label.strip() for label in args.labels.split(",")] if args.labels.strip() else []
     classes = class_embeddings(model, labels, _templates(args.templates))
     paths = list_images(args.images)
+    if not paths:
+        raise ValueError(
+            f"no images found in {', '.join(args.images)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     indices, features, errors = embed_images(model, paths)
     probs = (
         zero_shot_probs(model, torch.from_numpy(features), classes).numpy() if indices else np.zeros((0, len(labels)))
@@ -68,13 +80,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     from pictext.api import embed_images, load
 
-    paths = list_images(args.inputs)
-    if not paths:
-        raise ValueError(
-            f"no images found in {', '.join(args.inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
+    paths = _images_in(args.inputs)
     model = load(args.model, activation=args.activation)
     indices, features, errors = embed_images(model, paths, batch_size=args.batch_size)
+    if not indices:
+        raise ImageError(", ".join(str(e.source) for e in errors), "no input is a readable image; nothing written")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "embeddings.npy", lambda tmp: np.save(open(tmp, "wb"), features))
@@ -184,16 +194,30 @@ def _index(args: argparse.Namespace, create: bool = False):  # noqa: ANN202 - pi
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from pictext.search.index import DEFAULT_EXCLUDE
+    import shutil
 
-    index = _index(args, create=True)
-    report = index.add(
-        args.paths,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        exclude=(*DEFAULT_EXCLUDE, *args.exclude),
-        fast_decode=not args.exact_decode,
-    )
+    from pictext.search.index import DEFAULT_EXCLUDE, default_index_dir, printable, repair
+
+    for given in args.paths:  # before anything is created
+        if not Path(given).expanduser().exists():
+            raise FileNotFoundError(f"{given}: no such file or folder to index")
+    folder = Path(args.index).expanduser() if args.index else default_index_dir()
+    new = not folder.exists()
+    try:
+        if args.rebuild and (folder / "catalog.sqlite").exists():
+            print(f"{folder}: {repair(folder)}")
+        index = _index(args, create=True)
+        report = index.add(
+            args.paths,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            exclude=(*DEFAULT_EXCLUDE, *args.exclude),
+            fast_decode=not args.exact_decode,
+        )
+    except BaseException:
+        if new and folder.is_dir() and not (folder / "vectors.f16").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a run that failed leaves no empty index behind
+        raise
     if args.faiss:
         ivf = index.sync_faiss(force=True)
         print(f"faiss IVF: nprobe {ivf.nprobe} of {ivf.index.nlist} lists, recall@10 vs exact {ivf.recall_at_10:.3f}")
@@ -201,8 +225,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(f"faiss IVF in use: recall@10 against exact search {report.faiss_recall_at_10:.3f}")
     print(f"{index.path}: {report}; {len(index)} images searchable")
     for path, reason in report.errors:
-        print(f"pictext: could not index {path}: {reason}", file=sys.stderr)
-    return 1 if report.errors else 0
+        print(f"pictext: could not index {printable(path)}: {reason}", file=sys.stderr)
+    for path, reason in report.failing:
+        print(f"pictext: still not indexed (unchanged since it failed) {printable(path)}: {reason}", file=sys.stderr)
+    return 1 if report.errors or report.failing else 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -372,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--exclude", action="append", default=[], help="folder names to skip (glob), repeatable")
     p.add_argument("--faiss", action="store_true", help="build the faiss index now, whatever the size")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="repair a damaged index first: keep the vectors that are intact, embed the rest again",
+    )
     index_args(p)
     p.set_defaults(run=cmd_index)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 
 import numpy as np
 import pytest
@@ -54,8 +56,9 @@ def test_bad_labels_are_refused(tiny_model_path, image_dir):
         pictext.classify(image, ["cat", " "], model=model)
     with pytest.raises(ValueError, match="'Cat' is given twice \\(positions 1 and 3\\)"):
         pictext.classify(image, ["cat", "dog", "Cat"], model=model)
-    with pytest.raises(TextTooLongError, match="over the context length"):
+    with pytest.raises(TextTooLongError, match=r"label 2 \('a very long label a very.*\.\.\.'\) is too long") as e:
         pictext.classify(image, ["cat", "a very long label " * 10], model=model)
+    assert "truncate" not in str(e.value)  # no advice the CLI cannot follow
 
 
 def test_corrupt_image_among_good_ones(tiny_model_path, image_dir):
@@ -77,10 +80,38 @@ def test_wrong_files_as_checkpoints(tmp_path, tiny_model_path):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
         pictext.load(truncated)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"w": _RunsCode()}, protocol=2))  # a pickle that would run code if unpickled normally
+    with pytest.raises(CheckpointError, match="not a checkpoint pictext can read") as e:
+        pictext.load(evil)
+    assert "weights_only" not in str(e.value)  # never the advice to load it unsafely
     with pytest.raises(FileNotFoundError, match="downloads nothing"):
         pictext.load("ViT-B/32")
     with pytest.raises(FileNotFoundError, match="neither a file nor a model"):
         pictext.load("no-such-model")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this should never run",))
+
+
+def test_a_hostile_config_is_refused_before_anything_is_built(tiny_model_path, tmp_path):
+    tensors, meta = checkpoint.load(tiny_model_path, "clip")
+    huge = json.loads(json.dumps(meta))
+    huge["config"]["vision"]["width"], huge["config"]["vision"]["layers"] = 32768, 64  # 12.9 GB if built
+    bad = checkpoint.save(tmp_path / "huge.safetensors", tensors, "clip", huge)
+    with pytest.raises(CheckpointError, match="tensors do not match its recorded config"):
+        pictext.load(bad)
+    negative = json.loads(json.dumps(meta))
+    negative["config"]["vision"]["width"] = -64
+    bad = checkpoint.save(tmp_path / "negative.safetensors", tensors, "clip", negative)
+    with pytest.raises(CheckpointError, match="does not describe a buildable CLIP"):
+        pictext.load(bad)
+    missing = {k: v for k, v in tensors.items() if not k.startswith("visual.")}
+    bad = checkpoint.save(tmp_path / "missing.safetensors", missing, "clip", meta)
+    with pytest.raises(CheckpointError, match="visual"):
+        pictext.load(bad)
 
 
 def test_cli_classify_json(tiny_model_path, image_dir, capsys):
@@ -115,6 +146,11 @@ def test_cli_errors_name_the_argument(tiny_model_path, tmp_path, capsys):
     assert "label list is empty" in capsys.readouterr().err
     assert main(["classify", "x.png", "--labels", "a", "--model", str(tmp_path / "nope.safetensors")]) == 2
     assert "neither a file nor a model" in capsys.readouterr().err
+    assert main(["classify", str(tmp_path / "empty"), "--labels", "a,b", "--model", str(tiny_model_path)]) == 2
+    assert "no images found" in capsys.readouterr().err
+    nope = ["encode", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]
+    assert main(nope) == 2
+    assert "nope.jpg" in capsys.readouterr().err and not (tmp_path / "o").exists()  # nothing written
 
 
 def test_cli_models_and_convert(tiny_model_path, tmp_path, capsys, private_home):

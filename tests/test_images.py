@@ -100,3 +100,19 @@ def test_draft_decoding_shrinks_jpegs_but_never_below_the_model_input(tmp_path):
     png = tmp_path / "photo.png"
     Image.new("RGB", (640, 480)).save(png)
     assert decode_image(png, draft=64).size == (640, 480)  # only JPEG has a draft mode
+
+
+def test_the_pixel_limit_is_the_documented_one(tmp_path):
+    from pictext.images.decode import MAX_PIXELS
+
+    under = tmp_path / "under.png"
+    Image.new("1", (9_500, 9_500)).save(under)  # 90 Mpixel: over PIL's own warning level, under pictext's 100 M
+    assert decode_image(under).size == (9_500, 9_500)
+    over = tmp_path / "over.png"
+    Image.new("1", (10_001, 10_000)).save(over)
+    with pytest.raises(ImageError, match=f"over the limit of {MAX_PIXELS}"):
+        decode_image(over)
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (14_000, 14_000)).save(bomb)  # past twice PIL's limit: PIL refuses before we can look
+    with pytest.raises(ImageError, match=f"over the limit of {MAX_PIXELS}"):
+        decode_image(bomb)

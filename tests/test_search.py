@@ -60,8 +60,9 @@ def test_incremental_index_follows_adds_edits_renames_and_deletes(tmp_path, tiny
     assert "not a readable image" in records[str(photos / "a" / "fake.jpg")].error
     assert len(index) == 40
 
-    same = index.add([photos])  # the broken file is not retried until it changes
+    same = index.add([photos])  # the broken file is not retried until it changes, but it is still reported
     assert (same.embedded, same.reused, same.removed, len(same.errors)) == (0, 0, 0, 0)
+    assert [p for p, _ in same.failing] == [str(photos / "a" / "fake.jpg")] and "1 earlier errors" in str(same)
 
 
 def test_copies_reuse_vectors_and_searches_agree_with_a_fresh_index(tmp_path, tiny_model_path):
@@ -114,8 +115,8 @@ def test_a_folder_that_disappears_mid_run_loses_nothing(tmp_path, tiny_model_pat
     index.add([photos / "keep"])
     real_scan = scan
 
-    def scan_then_vanish(roots, exclude):
-        found = real_scan(roots, exclude)
+    def scan_then_vanish(roots, exclude, skip):
+        found = real_scan(roots, exclude, skip)
         shutil.rmtree(photos / "vanish")
         return found
 
@@ -335,3 +336,114 @@ def test_searching_where_there_is_no_index_says_so(tmp_path, capsys):
     assert main(["search", "red", "--index", str(tmp_path / "nowhere")]) == 2
     assert "no index at" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+# ---- reliability: concurrent writers, odd names, damaged files, leftovers -----------------------------------------
+
+
+def test_a_second_writer_is_refused_while_readers_keep_working(tmp_path, tiny_model_path, capsys):
+    photos = tmp_path / "photos"
+    truth = write_gallery(photos, n_per_combo=3)
+    index_dir, hanging = tmp_path / "index", tmp_path / "hanging"
+    args = [sys.executable, "-c", CRASH_SCRIPT, str(index_dir), str(tiny_model_path), str(photos), str(hanging)]
+    writer = subprocess.Popen(args, env={**os.environ, "PICTEXT_QUIET": "1"})
+    try:
+        wait_until(lambda: hanging.exists() or writer.poll() is not None, 120, "the first writer to be mid-run")
+        common = ["--index", str(index_dir), "--model", str(tiny_model_path)]
+        second = subprocess.run(
+            [sys.executable, "-m", "pictext", "index", str(photos), *common], capture_output=True, text=True
+        )
+        assert second.returncode == 2 and "another process is adding" in second.stderr
+        assert main(["search", "red", "--json", *common]) == 0  # a reader is not blocked by the writer
+        assert len(json.loads(capsys.readouterr().out)["results"]) == 8
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    index = Index(index_dir, model=tiny_model_path)
+    index.add([photos])  # the lock died with its holder
+    rows = [r.row for r in index.catalog.records()]
+    assert len(rows) == len(truth) and len(set(rows)) == len(rows)
+
+
+def test_a_name_that_is_not_utf8_is_skipped_by_name_and_the_run_goes_on(tmp_path, tiny_model_path, capsys):
+    photos = tmp_path / "photos"
+    write_gallery(photos)
+    bad = os.path.join(os.fsencode(photos), b"caf\xe9-\xff.png")  # Latin-1 bytes from an old camera or disk
+    shape_image("red", "circle").save(os.fsdecode(bad))
+    common = ["--index", str(tmp_path / "index"), "--model", str(tiny_model_path)]
+    assert main(["index", str(photos), *common]) == 1
+    captured = capsys.readouterr()
+    assert "40 embedded" in captured.out and "caf\\xe9-\\xff.png" in captured.err and "not valid UTF-8" in captured.err
+    index = Index(tmp_path / "index", model=tiny_model_path)
+    before = len(index.vectors)
+    assert main(["index", *common]) == 1  # again: still named, still no orphan vectors
+    assert len(index.vectors) == before == 40 and len(index) == 40
+
+
+def test_damaged_vectors_are_detected_and_rebuilt_keeping_what_is_intact(tmp_path, tiny_model_path, capsys):
+    photos = tmp_path / "photos"
+    truth = write_gallery(photos)
+    common = ["--index", str(tmp_path / "index"), "--model", str(tiny_model_path)]
+    assert main(["index", str(photos), *common]) == 0
+    vectors = tmp_path / "index" / "vectors.f16"
+    keep = 10 * (vectors.stat().st_size // 40)
+    vectors.write_bytes(vectors.read_bytes()[: keep + 7])  # truncated mid-row, after 10 whole rows
+    capsys.readouterr()
+    assert main(["search", "red", *common]) == 2
+    assert "holds 10 vectors but the catalog needs 40" in capsys.readouterr().err
+    assert main(["index", str(photos), *common]) == 2  # adding to it is refused too, with the same advice
+    assert "--rebuild" in capsys.readouterr().err
+    assert main(["index", "--rebuild", *common]) == 0
+    out = capsys.readouterr().out
+    assert "kept 10 vectors; 30 files lost theirs" in out and "30 embedded" in out
+    index = Index(tmp_path / "index", model=tiny_model_path)
+    assert len(index) == 40 and len(index.search("red", k=40)) == 40
+    fresh = Index(tmp_path / "fresh", model=tiny_model_path)
+    fresh.add([photos], workers=0)
+    for path in truth:
+        mine, theirs = index.catalog.at(path)[path].row, fresh.catalog.at(path)[path].row
+        np.testing.assert_allclose(index.vectors.read([mine]), fresh.vectors.read([theirs]), atol=1e-3)
+
+    vectors.unlink()  # deleted outright
+    assert main(["search", "red", *common]) == 2 and "is missing" in capsys.readouterr().err
+    assert main(["index", "--rebuild", *common]) == 0 and "40 embedded" in capsys.readouterr().out
+
+
+def test_a_garbage_catalog_is_named_and_rebuilt(tmp_path, tiny_model_path, capsys):
+    photos = tmp_path / "photos"
+    write_gallery(photos)
+    common = ["--index", str(tmp_path / "index"), "--model", str(tiny_model_path)]
+    assert main(["index", str(photos), *common]) == 0
+    for name in ("catalog.sqlite-wal", "catalog.sqlite-shm"):
+        (tmp_path / "index" / name).unlink(missing_ok=True)
+    (tmp_path / "index" / "catalog.sqlite").write_bytes(os.urandom(8192))
+    capsys.readouterr()
+    assert main(["search", "red", *common]) == 2
+    assert "not a readable catalog" in capsys.readouterr().err
+    assert main(["index", "--rebuild", str(photos), *common]) == 0
+    assert "catalog.sqlite.broken" in capsys.readouterr().out
+    assert len(Index(tmp_path / "index", model=tiny_model_path)) == 40
+
+
+def test_leftovers_thumbnails_own_folder_and_failed_runs(tmp_path, tiny_model_path, capsys):
+    photos = tmp_path / "photos"
+    write_gallery(photos)
+    index = Index(photos / "my-index", model=tiny_model_path)  # an index inside the folder it indexes
+    index.add([photos])
+    thumbs = index.path / "thumbs"
+    thumbs.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shape_image("red", "circle").save(thumbs / name)  # would be indexed if the scan entered the index
+    records = {r.path: r.id for r in index.catalog.records()}
+    gone, kept = records[str(photos / "red-circle-large-0.png")], records[str(photos / "blue-cross-small-0.png")]
+    for file_id in (gone, kept):
+        shape_image("red", "circle").save(thumbs / f"{file_id}.jpg")
+    (photos / "red-circle-large-0.png").unlink()
+    report = index.add([photos])
+    assert report.removed == 1 and report.scanned == 39 and len(index) == 39
+    assert not (thumbs / f"{gone}.jpg").exists() and (thumbs / f"{kept}.jpg").exists()
+
+    new = tmp_path / "never"
+    assert main(["index", "no/such/folder", "--index", str(new)]) == 2
+    assert main(["index", str(photos), "--index", str(new), "--model", str(tmp_path / "nope.pt")]) == 2
+    assert not new.exists()  # a run that failed leaves no empty index behind

@@ -59,8 +59,20 @@ def read_foreign(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # the safe unpickler: tensors and containers only
     except Exception as e:  # a random or truncated file fails inside the unpickler in many ways
-        raise CheckpointError(f"{path} is not a checkpoint pictext can read (truncated or another format): {e}") from e
+        raise CheckpointError(
+            f"{path} is not a checkpoint pictext can read (truncated or another format): {unpickler_reason(e)}"
+        ) from e
     return _unwrap(obj, path), None, "state_dict"
+
+
+def unpickler_reason(e: Exception) -> str:
+    """torch's error without its advice to retry with weights_only=False, which would run the file's code."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        return "the safe unpickler refused it: " + " ".join(detail.split())
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return type(e).__name__ if not first or "weights_only" in first else first
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from importlib import resources
 import torch
 
 from pictext.clip.model import CLIP
+from pictext.text.tokenizer import TextTooLongError
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "{}")
 
@@ -40,6 +41,21 @@ def check_labels(labels: Sequence[str]) -> list[str]:
     return labels
 
 
+def _name_the_long_label(model: CLIP, labels: Sequence[str], templates: Sequence[str]) -> None:
+    """Raise TextTooLongError naming the first label whose prompt does not fit the model's context."""
+    assert model.tokenizer is not None
+    for i, label in enumerate(labels):
+        for template in templates:
+            try:
+                model.tokenizer([template.format(label)], truncate=False)
+            except TextTooLongError as e:
+                shown = label if len(label) <= 40 else label[:40] + "..."
+                raise TextTooLongError(
+                    f"label {i + 1} ({shown!r}) is too long: in the prompt {template!r} it is over the model's "
+                    f"context of {model.tokenizer.context_length} tokens; shorten the label"
+                ) from e
+
+
 @torch.no_grad()
 def class_embeddings(model: CLIP, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
     """(C, E) normalized class embeddings, one per label, averaged over templates."""
@@ -48,7 +64,11 @@ def class_embeddings(model: CLIP, labels: Sequence[str], templates: Sequence[str
     labels = check_labels(labels)
     device = model.text_projection.device
     prompts = [template.format(label) for label in labels for template in templates]
-    tokens = model.tokenizer(prompts, truncate=False).to(device)  # a label over the context raises, naming it
+    try:
+        tokens = model.tokenizer(prompts, truncate=False).to(device)
+    except TextTooLongError:
+        _name_the_long_label(model, labels, templates)
+        raise
     emb = model.encode_text(tokens, normalize=True).view(len(labels), len(templates), -1)
     return torch.nn.functional.normalize(emb.mean(dim=1), dim=-1)
 

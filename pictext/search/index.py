@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import fnmatch
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,25 +99,30 @@ class Report:
     embedded: int = 0
     reused: int = 0  # renamed, copied or touched files whose vector was kept
     removed: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), recorded in the catalog
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) new this run, in the catalog
+    failing: list[tuple[str, str]] = field(default_factory=list)  # earlier errors, unchanged, so not retried
     vanished: int = 0  # listed by the scan, gone before they could be read
     faiss_recall_at_10: float | None = None  # measured on this collection when a faiss index is in use
 
     def __str__(self) -> str:
+        earlier = f" ({len(self.failing)} earlier errors remain)" if self.failing else ""
         return (
             f"{self.scanned} files: {self.embedded} embedded, {self.reused} reused, {self.unchanged} unchanged, "
-            f"{self.removed} removed, {len(self.errors)} errors"
+            f"{self.removed} removed, {len(self.errors)} errors{earlier}"
         )
 
 
-def scan(roots: Sequence[Path], exclude: Sequence[str] = DEFAULT_EXCLUDE) -> dict[str, os.stat_result]:
+def scan(
+    roots: Sequence[Path], exclude: Sequence[str] = DEFAULT_EXCLUDE, skip: Sequence[str | os.PathLike] = ()
+) -> dict[str, os.stat_result]:
     """Image files under `roots` (folders, or files given by name) by absolute path.
 
-    Symlinks are followed only where they resolve inside a root, and each real folder is walked once.
+    Symlinks are followed only where they resolve inside a root, and each real folder is walked once; the
+    folders in `skip` (an index's own folder, with its thumbnails) are never entered.
     """
     real_roots = [os.path.realpath(r) for r in roots]
     found: dict[str, os.stat_result] = {}
-    visited: set[str] = set()
+    visited: set[str] = {os.path.realpath(p) for p in skip}
     for root in roots:
         if not root.is_dir():
             with contextlib.suppress(OSError):  # gone since it was given
@@ -182,7 +189,14 @@ class Index:
         if not create and not (self.path / "catalog.sqlite").is_file():
             raise SearchIndexError(f"no index at {self.path}; build one first: pictext index FOLDER [--index DIR]")
         private_folder(self.path)
-        self.catalog = Catalog(self.path / "catalog.sqlite")
+        try:
+            self.catalog = Catalog(self.path / "catalog.sqlite")
+        except sqlite3.DatabaseError as e:
+            raise SearchIndexError(
+                f"{self.path / 'catalog.sqlite'} is not a readable catalog ({e}); "
+                "`pictext index --rebuild FOLDER...` starts it again and re-embeds the folders"
+            ) from e
+        self._writing = 0  # depth of this object's hold on the writer lock
         self._model = model if isinstance(model, CLIP) else None
         self._model_spec = None if isinstance(model, CLIP) or model is None else _spec(model)
         self._cache: tuple[str, list[int], set[int], np.ndarray] | None = None  # generation, ids, id set, matrix
@@ -248,28 +262,86 @@ class Index:
         fast_decode: JPEGs decode at a reduced scale no smaller than the model's input (see `decode_image`);
         vectors then differ slightly from exact preprocessing (bench/index.py measures by how much).
         """
-        roots = self._roots(paths)
-        model = self.model
-        report = Report()
-        found = scan(roots, exclude)
-        report.scanned = len(found)
-        known: dict[str, Record] = {}
-        for root in roots:
-            known.update(self.catalog.under(str(root)) if root.is_dir() else self.catalog.at(str(root)))
+        with self.writing():
+            roots = self._roots(paths)
+            model = self.model
+            self.check()
+            report = Report()
+            found = scan(roots, exclude, skip=[self.path])
+            report.scanned = len(found)
+            for path in [p for p in found if not _storable(p)]:  # SQLite stores text as UTF-8 only
+                del found[path]
+                report.errors.append((printable(path), "the file name is not valid UTF-8; rename it to index it"))
+            known: dict[str, Record] = {}
+            for root in roots:
+                known.update(self.catalog.under(str(root)) if root.is_dir() else self.catalog.at(str(root)))
 
-        changed = [p for p, st in found.items() if _changed(known.get(p), st)]
-        report.unchanged = len(found) - len(changed)
-        missing = {p: r for p, r in known.items() if p not in found}
-        to_embed, hashes = self._reuse(changed, found, missing, report)
-        self._embed(to_embed, hashes, found, model, batch_size, workers, fast_decode, report)
-        gone = [r.id for p, r in missing.items() if not os.path.exists(p)]
-        with self.catalog.transaction():
-            self.catalog.delete(gone)
-        report.removed = len(gone)
-        self._bump()
-        ivf = self.sync_faiss()
+            changed = [p for p, st in found.items() if _changed(known.get(p), st)]
+            report.unchanged = len(found) - len(changed)
+            retried = set(changed)
+            report.failing = [
+                (p, r.error or "") for p, r in known.items() if r.status == "error" and p in found and p not in retried
+            ]
+            missing = {p: r for p, r in known.items() if p not in found}
+            to_embed, hashes = self._reuse(changed, found, missing, report)
+            self._embed(to_embed, hashes, found, model, batch_size, workers, fast_decode, report)
+            gone = [r.id for p, r in missing.items() if not os.path.exists(p)]
+            with self.catalog.transaction():
+                self.catalog.delete(gone)
+            report.removed = len(gone)
+            self._bump()
+            self._prune_thumbnails()
+            ivf = self.sync_faiss()
         report.faiss_recall_at_10 = None if ivf is None else ivf.recall_at_10
         return report
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the index's writer lock: one writer at a time (searching needs no lock); a second writer gets a
+        SearchIndexError at once. The lock dies with its process, so a killed writer never leaves it stuck."""
+        if self._writing:
+            self._writing += 1
+            try:
+                yield
+            finally:
+                self._writing -= 1
+            return
+        with open(os.open(self.path / "writer.lock", os.O_CREAT | os.O_RDWR, 0o600), "r+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise SearchIndexError(
+                    f"another process is adding to the index at {self.path}; wait for it to finish "
+                    "(searching the index works meanwhile)"
+                ) from e
+            self._writing = 1
+            try:
+                yield
+            finally:
+                self._writing = 0
+
+    def check(self) -> None:
+        """SearchIndexError when the vector file has lost rows the catalog points at (deleted or truncated)."""
+        _, rows = self.catalog.live_rows()
+        if not rows:
+            return
+        held, needed = len(self.vectors), max(rows) + 1
+        if held < needed:
+            state = "is missing" if held == 0 else f"holds {held} vectors"
+            raise SearchIndexError(
+                f"{self.vectors.path} {state} but the catalog needs {needed}; `pictext index --rebuild` keeps the "
+                "vectors that are still there and embeds the rest again"
+            )
+
+    def _prune_thumbnails(self) -> None:
+        """Drop cached thumbnails of files no longer in the catalog (removed, or changed and re-embedded)."""
+        folder = self.path / "thumbs"
+        if not folder.is_dir():
+            return
+        live = set(self.catalog.live_rows()[0])
+        for thumb in folder.glob("*.jpg"):
+            if not thumb.stem.isdigit() or int(thumb.stem) not in live:
+                thumb.unlink(missing_ok=True)
 
     def _roots(self, paths: Iterable[str | os.PathLike]) -> list[Path]:
         """Absolute folders and files to scan, remembered for later runs; none given: all remembered ones."""
@@ -383,6 +455,7 @@ class Index:
         changes: a query at 1M images must not rebuild any of them."""
         generation = self.catalog.get("generation") or "0"
         if self._cache is None or self._cache[0] != generation:
+            self.check()
             ids, rows = self.catalog.live_rows()
             matrix = self.vectors.read(rows) if ids else np.zeros((0, 1), np.float32)
             self._cache = (generation, ids, set(ids), matrix)
@@ -516,6 +589,48 @@ def _image(term: object) -> object:
 
 def _excluded(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _storable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the name, held by Python as surrogate escapes
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """A path as text that any terminal and JSON can carry: undecodable bytes shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def repair(path: str | os.PathLike) -> str:
+    """Make the index at `path` consistent again, keeping what is still good; says what it did.
+
+    An unreadable catalog is moved aside (with it, the vectors lose their files, so they go too); rows whose
+    vectors are gone from a deleted or truncated vector file are dropped, so the next `add` embeds those files
+    again while every intact vector is kept.
+    """
+    folder = Path(path).expanduser()
+    catalog_file = folder / "catalog.sqlite"
+    try:
+        catalog = Catalog(catalog_file)
+    except sqlite3.DatabaseError:
+        broken = catalog_file.with_name("catalog.sqlite.broken")
+        os.replace(catalog_file, broken)
+        for name in ("catalog.sqlite-wal", "catalog.sqlite-shm", "vectors.f16", "faiss.index", "faiss.ids.npz"):
+            (folder / name).unlink(missing_ok=True)
+        return f"the catalog was unreadable and is kept as {broken}; every file will be embedded again"
+    try:
+        dim = catalog.get("dim")
+        held = len(VectorFile(folder / "vectors.f16", int(dim), "float16")) if dim else 0
+        lost = [r.id for r in catalog.records("status = 'ok' AND row >= ?", (held,))]
+        with catalog.transaction():
+            catalog.delete(lost)
+            catalog.set("generation", str(int(catalog.get("generation") or 0) + 1))
+        return f"kept {held} vectors; {len(lost)} files lost theirs and will be embedded again"
+    finally:
+        catalog.close()
 
 
 def _safe_hash(path: str) -> str | None:
