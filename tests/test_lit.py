@@ -64,6 +64,16 @@ def test_lit_model_round_trips_through_the_native_format(lit, tmp_path):
         again.tokenizer(["word " * 40], truncate=False)
 
 
+def test_converting_lit_to_a_foreign_layout_is_a_clear_error(lit, tmp_path, capsys):
+    from pictext.cli import main
+
+    path = save_clip(lit, tmp_path / "lit.safetensors")
+    for target in ("hf", "open_clip"):
+        assert main(["convert", str(path), "-o", str(tmp_path / f"out-{target}"), "--to", target]) == 2
+        assert "BERT encoder (LiT)" in capsys.readouterr().err
+        assert not (tmp_path / f"out-{target}").exists()
+
+
 def test_a_folder_that_is_not_a_sentence_encoder_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         lit_model(VISION, 32, folder=tmp_path)

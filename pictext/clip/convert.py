@@ -232,6 +232,7 @@ def hf_preprocess(folder: Path, image_size: int) -> Preprocess:
 def export_hf(model: CLIP, folder: str | os.PathLike) -> Path:
     """Write a folder that `transformers.CLIPModel.from_pretrained` loads (ViT image towers only)."""
     cfg = model.config
+    _refuse_bert_text(model, "Hugging Face CLIPModel")
     if cfg.vision.is_resnet:
         raise ValueError("Hugging Face CLIPModel has no ResNet image tower; export ResNet models to OpenCLIP instead")
     sd = model.state_dict()
@@ -290,5 +291,14 @@ def export_hf(model: CLIP, folder: str | os.PathLike) -> Path:
 
 def export_open_clip(model: CLIP, path: str | os.PathLike) -> Path:
     """Write an OpenCLIP/OpenAI-layout `.safetensors` state dict (open_clip's `pretrained=` accepts it)."""
+    _refuse_bert_text(model, "OpenCLIP's CLIP layout")
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(sd, tmp))
+
+
+def _refuse_bert_text(model: CLIP, target: str) -> None:
+    if model.config.text.kind == "bert":
+        raise ValueError(
+            f"this model's text tower is a BERT encoder (LiT), which {target} has no place for; "
+            "keep it in pictext's native format (--to native)"
+        )
