@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/index.py
 	$(PY) bench/clip_train.py
 	$(PY) bench/oracle.py
+	$(PY) bench/serve_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .cache

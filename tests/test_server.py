@@ -377,8 +377,8 @@ def test_the_body_limit_stops_reading_the_stream(indexed):
 
 
 def test_big_requests_are_refused_and_light_routes_answer_while_the_model_works(indexed, serve, monkeypatch):
-    from pictext.server.app import MAX_PENDING
-
+    MAX_PENDING = 6
+    monkeypatch.setattr("pictext.server.app.MAX_PENDING", MAX_PENDING)  # a short queue for a short test
     index, _, _ = indexed
     base = serve(create_app(index))
     long_query = " + ".join(f"word{i}" for i in range(3_000))  # 27 kB
@@ -409,7 +409,8 @@ def test_big_requests_are_refused_and_light_routes_answer_while_the_model_works(
             t.start()
         wait_until(entered.is_set, 30, "the model to start on the first search")
         wait_until(lambda: httpx.get(f"{base}/api/status").json()["busy"] == MAX_PENDING, 30, "a full queue")
-        assert httpx.get(f"{base}/api/search", params={"q": "red"}).status_code == 503  # the queue is bounded
+        busy = httpx.get(f"{base}/api/search", params={"q": "red"})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "2"  # the queue is bounded
         assert httpx.get(f"{base}/api/thumb/1").status_code == 200  # light routes answer meanwhile
         assert httpx.get(f"{base}/").status_code == 200
         assert all(t.is_alive() for t in threads)  # ...while every model request is still waiting

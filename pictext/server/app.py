@@ -13,17 +13,20 @@ Security by default (README, "Security", has the threat model):
   carries nosniff, a Content-Security-Policy that allows only the page's own script and style, and a
   same-origin resource policy.
 - Uploads are limited in bytes while they stream (chunked bodies too) and in pixels; queries, terms and labels
-  are limited in size. Model work runs off the event loop, one request at a time, behind a bounded queue
-  (503 when full), so light routes keep answering. Every error is JSON with a message.
+  are limited in size. Model work runs off the event loop on one worker thread, behind a bounded queue
+  (503 when full) whose waiting requests hold no thread, so light routes keep answering. Every error is JSON
+  with a message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import io
 import os
 import threading
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -49,7 +52,8 @@ MIN_TOKEN_LENGTH = 16
 MAX_QUERY_CHARS = 1000
 MAX_TERMS = 16
 MAX_LABELS = 64
-MAX_PENDING = 8  # model requests running or waiting; more get 503
+MAX_PENDING = 256  # model requests running or waiting; more get 503
+MAX_PENDING_BYTES = 256 * 1024 * 1024  # uploads held by those requests; more get 503
 MAX_ID = 2**63 - 1  # SQLite's largest integer
 COOKIE = "pictext_token"
 SECURITY_HEADERS = {
@@ -123,8 +127,8 @@ def create_app(
     )
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
     db_lock = threading.Lock()  # the catalog's SQLite connection and the index's vector cache
-    model_lock = threading.Lock()  # one model request at a time; the model never touches the catalog
-    pending = [0]  # model requests running or waiting, read and written on the event loop only
+    model_worker = ThreadPoolExecutor(1, thread_name_prefix="pictext-model")  # one model request at a time
+    pending = [0, 0]  # model requests running or waiting, and their upload bytes; used on the event loop only
     model = index.model  # loaded now, so that no request loads it under the locks
 
     @app.middleware("http")
@@ -140,7 +144,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return _error(e.status_code, str(e.detail))
+        return _error(e.status_code, str(e.detail), e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -151,23 +155,25 @@ def create_app(
     async def crash(request: Request, e: Exception) -> JSONResponse:
         return _error(500, f"internal error ({e.__class__.__name__}); see the server log")
 
-    async def model_work(fn: Callable[[], T]) -> T:
-        """Run `fn` in a worker thread, one at a time, behind a queue of MAX_PENDING; QueryError and
-        ValueError (bad labels, say) become 400."""
-        if pending[0] >= MAX_PENDING:
-            raise HTTPException(503, f"busy: {pending[0]} requests are waiting for the model; try again shortly")
+    async def model_work(fn: Callable[[], T], upload_bytes: int = 0) -> T:
+        """Run `fn` on the model's own worker thread, in arrival order, behind a queue bounded in requests and in
+        the upload bytes they hold; waiting requests hold no thread, so light routes keep the shared pool.
+        QueryError and ValueError (bad labels, say) become 400."""
+        if pending[0] >= MAX_PENDING or pending[1] + upload_bytes > MAX_PENDING_BYTES:
+            raise HTTPException(
+                503,
+                f"busy: {pending[0]} requests are waiting for the model; try again shortly",
+                headers={"Retry-After": "2"},
+            )
         pending[0] += 1
-
-        def locked() -> T:
-            with model_lock:
-                return fn()
-
+        pending[1] += upload_bytes
         try:
-            return await run_in_threadpool(locked)
+            return await asyncio.get_running_loop().run_in_executor(model_worker, fn)
         except ValueError as e:  # QueryError, ImageError and label errors are ValueErrors
             raise HTTPException(413 if "over the limit" in str(e) else 400, str(e)) from e
         finally:
             pending[0] -= 1
+            pending[1] -= upload_bytes
 
     def ranked(query: np.ndarray | int, k: int) -> dict:
         """Hits for a query vector, or for an indexed file's id ('more like this'), under the catalog lock."""
@@ -217,7 +223,7 @@ def create_app(
     async def search_image(file: Annotated[UploadFile, File()], k: Annotated[int, Form()] = 24):
         _check_k(k)
         data, name = await read_upload(file), file.filename or "upload"
-        vector = await model_work(lambda: index.query_vector(_decode(data, name)))
+        vector = await model_work(lambda: index.query_vector(_decode(data, name)), len(data))
         return await run_in_threadpool(ranked, vector, k)
 
     @app.get("/api/similar/{file_id}")
@@ -233,7 +239,7 @@ def create_app(
         if len(names) > MAX_LABELS:
             raise HTTPException(400, f"{len(names)} labels; at most {MAX_LABELS} at a time")
         data, name = await read_upload(file), file.filename or "upload"
-        probs = await model_work(lambda: zero_shot([_decode(data, name)], names, model=model)[0])
+        probs = await model_work(lambda: zero_shot([_decode(data, name)], names, model=model)[0], len(data))
         order = np.argsort(-probs)
         return {"labels": [{"label": names[i], "prob": round(float(probs[i]), 5)} for i in order]}
 
@@ -314,8 +320,8 @@ def _secured(response: Response) -> Response:
     return response
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _hit(h: Hit) -> dict:
