@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# taming-transformers for the VQGAN parity test: its model modules need only torch; --no-deps keeps its
+	# pytorch-lightning and omegaconf pins (for training code the test never imports) out of the environment.
+	$(PY) -m pip install --quiet --no-deps 'taming-transformers==0.0.1'
 	touch $(STAMP)
 
 demo: $(STAMP)
