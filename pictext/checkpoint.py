@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,25 @@ def load(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], d
     except SafetensorError as e:
         raise CheckpointError(f"{path} could not be read: {e}") from e
     return tensors, meta
+
+
+def build_checked(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], path: object) -> Any:
+    """`build()`, once the module it makes matches `tensors` name for name and shape for shape.
+
+    It is first built on the meta device, which allocates nothing, so a hostile or corrupt config (a width of
+    32768, a negative depth) is refused by name instead of allocating gigabytes or crashing.
+    """
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    except Exception as e:  # any failure to build the recorded config is the file's fault
+        raise CheckpointError(f"{path}: its recorded config does not describe a model that can be built ({e})") from e
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != found:
+        wrong = sorted(set(expected) ^ set(found))[:3] or [k for k in expected if expected[k] != found[k]][:3]
+        detail = ", ".join(f"{k}: config {expected.get(k)}, file {found.get(k)}" for k in wrong)
+        raise CheckpointError(f"{path}: its tensors do not match its recorded config ({detail})")
+    return build()
 
 
 def is_native(path: str | os.PathLike) -> bool:

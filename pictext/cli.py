@@ -103,11 +103,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.family == "vqgan":
+        return _train_vqgan(args)
     from pictext import hub
     from pictext.clip.train import RECIPES, recipe_data, train_on
     from pictext.data.pairs import load_pairs
 
-    recipe = RECIPES[args.recipe]
+    recipe = RECIPES[args.recipe or "shapes"]
     given = {
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -125,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data is None or args.data == "shapes":
         recipe = recipe if args.data is None else dataclasses.replace(recipe, data="shapes")
         data = recipe_data(recipe)
-        name = args.recipe if args.data is None else "shapes"
+        name = (args.recipe or "shapes") if args.data is None else "shapes"
     else:
         data = load_pairs(args.data, cfg.seed, args.image_column, args.caption_column)
         name = args.data if args.data == "digits" else Path(args.data).stem
@@ -136,6 +138,76 @@ def cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")
     return 0
+
+
+def _train_vqgan(args: argparse.Namespace) -> int:
+    from pictext import hub
+    from pictext.data.pairs import load_pairs
+    from pictext.data.shapes import ShapesWorld
+    from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
+
+    clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock}
+    clip_only |= {"--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe}
+    given_clip = [flag for flag, value in clip_only.items() if value is not None]
+    if given_clip:
+        raise ValueError(f"{', '.join(given_clip)}: CLIP training options; pictext train vqgan does not take them")
+    recipe = VQGANRecipe()
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
+    train = dataclasses.replace(recipe.train, **{k: v for k, v in given.items() if v is not None})
+    recipe = dataclasses.replace(recipe, train=train)
+    if args.data is None:
+        data, name = vqgan_recipe_data(recipe), "vqgan"
+    elif args.data == "shapes":
+        data, name = ShapesWorld(size=64, max_shapes=2, length=100_000, seed=train.seed), "vqgan-shapes"
+    else:
+        data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
+        name = f"vqgan-{Path(args.data).stem}"
+    custom = args.data is not None or any(v is not None for v in given.values())
+    suffix = "-custom" if custom and args.data is None else ""
+    out = Path(args.out) if args.out else hub.models_dir() / f"{name}{suffix}.safetensors"
+    run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
+    train_vqgan_on(recipe, data, out=out, run_dir=run_dir)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"saved {out}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from pictext import hub
+    from pictext.images.decode import decode_image
+    from pictext.vqgan.io import load_vqgan
+    from pictext.vqgan.loss import psnr
+    from pictext.vqgan.train import to_pixels
+
+    model = load_vqgan(hub.resolve(args.vqgan), args.config)
+    size, f = args.size or model.config.resolution, model.config.factor
+    if size % f:
+        size = max(f, round(size / f) * f)
+        print(f"pictext: --size is not a multiple of the VQGAN's factor {f}; using {size}", file=sys.stderr)
+    paths = _images_in(args.images)
+    out = Path(args.output)
+    errors = 0
+    for path in paths:
+        try:
+            image = decode_image(path)
+        except ImageError as e:
+            print(f"pictext: skipped {e}", file=sys.stderr)
+            errors += 1
+            continue
+        x = to_pixels([image], size)
+        with torch.no_grad():
+            result = model(x)
+        y = result.reconstruction.clamp(-1, 1)
+        pair = torch.cat([x, y], dim=3)[0]  # original | reconstruction
+        array = ((pair.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        target = out / f"{Path(path).stem}-reconstruction.png"
+        atomic_write(target, lambda tmp, a=array: Image.fromarray(a).save(tmp, format="PNG"))
+        codes = len(torch.unique(result.quantized.indices))
+        print(f"{target}  PSNR {psnr(x, y).item():.2f} dB, {codes} distinct codes of {model.config.n_embed}")
+    return 1 if errors else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -341,8 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_encode)
 
     p = sub.add_parser("train", help="train a model")
-    p.add_argument("family", choices=["clip"])
-    p.add_argument("--recipe", choices=["default", "shapes"], default="shapes", help="model size, data and schedule")
+    p.add_argument("family", choices=["clip", "vqgan"])
+    p.add_argument("--recipe", choices=["default", "shapes"], help="CLIP's model size, data and schedule (shapes)")
     data_args(p, default=None)
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
     p.add_argument("--batch-size", type=int)
@@ -357,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to save (default: $PICTEXT_HOME/models/RECIPE.safetensors, or NAME-custom)")
     p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("reconstruct", help="encode and decode images with a VQGAN: what its codes keep")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--vqgan", default="vqgan", help="native VQGAN file, taming .ckpt, or local model name")
+    p.add_argument("--config", help="the YAML of a taming .ckpt (default: the .yaml beside it)")
+    p.add_argument("--size", type=int, help="side to resize to (default: the VQGAN's training resolution)")
+    p.add_argument("-o", "--output", default=".", help="folder for NAME-reconstruction.png (original | result)")
+    p.set_defaults(run=cmd_reconstruct)
 
     p = sub.add_parser("eval", help="zero-shot top-1/5, recall@1/5/10 both ways, linear probe")
     data_args(p)

@@ -48,7 +48,8 @@ def resolve(name: str | os.PathLike) -> Path:
             "`pictext convert`"
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
-    raise ModelNotFoundError(f"{name!r} is neither a file nor a model in {models_dir()} (available: {available})")
+    hint = "; build the default VQGAN with `pictext train vqgan`" if str(name) == "vqgan" else ""
+    raise ModelNotFoundError(f"{name!r} is neither a file nor a model in {models_dir()} (available: {available}){hint}")
 
 
 def ensure_recipe_model(name: str = DEFAULT_MODEL) -> Path:

@@ -6,7 +6,8 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,23 @@ def batches(n_items: int, batch_size: int, seed: int, start_step: int) -> Iterat
         rng = np.random.default_rng([seed, step])
         yield step, rng.choice(n_items, size=batch_size, replace=n_items < batch_size)
         step += 1
+
+
+def read_batch(data: Sequence[tuple[Any, str]], indices: Iterable[int]) -> list[tuple[Any, str]]:
+    """The (image, caption) pairs at `indices`. An unreadable image is skipped with a message naming it and the
+    next readable item takes its place, so every batch (and every rank's shard, which all-gather needs) keeps
+    its size."""
+    from pictext.images.decode import ImageError
+
+    pairs = []
+    for i in indices:
+        for attempt in range(len(data)):
+            j = (int(i) + attempt) % len(data)
+            try:
+                pairs.append(data[j])
+                break
+            except ImageError as e:
+                print(f"pictext: skipping {e}", file=sys.stderr)
+        else:
+            raise ImageError(data, "no image in the dataset can be read")
+    return pairs

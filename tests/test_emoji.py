@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import EMOJI_ENTRIES, fake_tarball
 
 from pictext.data.emoji import build_emoji, captions, fetch_tarball, held_out
 from pictext.data.pairs import DatasetError, FolderPairs
+
+from helpers import EMOJI_ENTRIES, fake_tarball
 
 
 def test_build_writes_inspectable_pairs_split_by_base_emoji(tmp_path):

@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from helpers import StubCLIP, unit
 
 from pictext.cli import main
 from pictext.clip.io import load_clip
 from pictext.evaluate import evaluate_data, linear_probe, retrieval_recall, zero_shot_topk
+
+from helpers import StubCLIP, unit
 
 
 def test_retrieval_recall_counts_ranks_both_ways():

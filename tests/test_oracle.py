@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import shape_image
 from PIL import Image, ImageDraw
 
 from pictext.data.shapes import (
@@ -17,6 +16,8 @@ from pictext.data.shapes import (
     judge,
     prompt_target,
 )
+
+from helpers import shape_image
 
 
 def test_masks_of_every_small_size_and_aspect_never_raise():

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import shape_image, stub_gallery, unit, wait_until, write_gallery
 from PIL import Image
 
 from pictext.cli import main
@@ -20,6 +19,8 @@ from pictext.clip.io import load_clip
 from pictext.search import Index, QueryError, SearchIndexError, Weighted, parse_terms
 from pictext.search.index import scan
 from pictext.search.vectors import FaissIVF, StaleIndexError, top_k
+
+from helpers import shape_image, stub_gallery, unit, wait_until, write_gallery
 
 
 def paths_in(index: Index) -> set[str]:

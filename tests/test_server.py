@@ -13,11 +13,12 @@ import threading
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers import free_port, png_bytes, shape_image, start_server, wait_until, write_gallery
 from PIL import Image
 
 from pictext.search import Index
 from pictext.server.app import create_app
+
+from helpers import free_port, png_bytes, shape_image, start_server, wait_until, write_gallery
 
 TOKEN = "a-token-of-some-length-0123"
 

@@ -6,7 +6,6 @@ import io
 import tarfile
 
 import pytest
-from helpers import fake_tarball
 from PIL import Image
 
 from pictext.cli import main
@@ -14,6 +13,8 @@ from pictext.data.emoji import build_emoji
 from pictext.data.pairs import DatasetError, load_pairs
 from pictext.data.shards import ShardPairs, write_shards
 from pictext.images.decode import ImageError
+
+from helpers import fake_tarball
 
 
 def _png(value: int) -> bytes:

@@ -6,11 +6,13 @@ import dataclasses
 import math
 
 import pytest
-from helpers import wait_until
+import torch
 
 from pictext.clip.train import ShapesRecipe, TrainConfig, build_shapes_model, train_clip
 from pictext.data.shapes import ShapesWorld, find_shapes
-from pictext.training import load_state
+from pictext.training import load_state, train_precision
+
+from helpers import wait_until
 
 TINY = ShapesRecipe(
     image_size=32,
@@ -78,7 +80,10 @@ def test_siglip_trains_and_gradcache_follows_the_full_batch_path(tmp_path):
     assert losses[-1] < 0.5 * losses[0]
     full = train_clip(_model_and_data(1000)[0], world, dataclasses.replace(cfg, steps=4))
     cached = train_clip(_model_and_data(1000)[0], world, dataclasses.replace(cfg, steps=4, micro_batch=5))
-    assert cached == pytest.approx(full, rel=1e-4)  # same trajectory: exact gradients from micro-batches
+    # Same trajectory: exact gradients from micro-batches. Under bf16 (PICTEXT_TRAIN_PRECISION) the forward keeps
+    # 8 mantissa bits, and micro-batches round their matrix products differently by a few units in the last place.
+    bf16 = train_precision(cfg.precision, torch.device("cpu")) == "bf16"
+    assert cached == pytest.approx(full, rel=3e-2 if bf16 else 1e-4)
 
 
 def test_torchrun_two_ranks_train_and_rank_zero_saves(tmp_path):

@@ -241,3 +241,120 @@ def test_gumbel_checkpoint_layout_loads(tmp_path):
     model = load_taming(tmp_path / "gumbel.ckpt")
     assert model.config.quantizer == "gumbel" and model.config.kl_weight == 1e-8
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
+
+
+# ---- losses, training, files ---------------------------------------------------------------------------------------
+
+
+def test_hinge_adaptive_weight_and_psnr_on_known_values():
+    from pictext.vqgan.loss import adaptive_weight, hinge_d_loss, psnr
+
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.5])
+    assert hinge_d_loss(real, fake).item() == pytest.approx(0.5 * (0.25 + 0.75))  # relu(1-x) and relu(1+x)
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    nll, g = (3 * w).sum(), (w**2).sum()  # gradients (3, 3) and (2, 4) at the last layer
+    expected = (torch.tensor([3.0, 3.0]).norm() / (torch.tensor([2.0, 4.0]).norm() + 1e-4)).item()
+    assert adaptive_weight(nll, g, w).item() == pytest.approx(expected)
+    x = torch.zeros(1, 3, 4, 4)
+    assert psnr(x, x + 0.2).item() == pytest.approx(20.0, abs=1e-4)  # a 0.1 error on [0, 1]: 20 dB
+
+
+def _tiny_data(n: int = 8):
+    from pictext.data.shapes import ShapesWorld
+
+    return ShapesWorld(size=32, split="all", max_shapes=1, length=n)
+
+
+TINY_TRAIN = dict(batch_size=4, lr=2e-3, warmup=1, precision="fp32", checkpoint_every=3, disc_start=4)
+
+
+def test_reconstruction_loss_falls_and_the_adversarial_phase_runs():
+    from pictext.vqgan.discriminator import DiscriminatorConfig, PatchDiscriminator
+    from pictext.vqgan.train import VQGANTrainConfig, train_vqgan
+
+    torch.manual_seed(0)
+    model = VQGAN(TINY)
+    disc = PatchDiscriminator(DiscriminatorConfig(ndf=16, n_layers=2))
+    logs = train_vqgan(model, _tiny_data(), VQGANTrainConfig(steps=40, **TINY_TRAIN), discriminator=disc)
+    first, last = sum(x.rec for x in logs[:3]) / 3, sum(x.rec for x in logs[-3:]) / 3
+    assert last < 0.6 * first, (first, last)
+    assert all(x.d == 0 for x in logs[:4]) and all(x.d > 0 for x in logs[4:])  # the discriminator starts at 4
+    assert 0 < logs[-1].usage <= 1 and logs[-1].perplexity >= 1
+
+
+def test_vqgan_training_resumes_exactly(tmp_path):
+    from pictext.vqgan.discriminator import DiscriminatorConfig, PatchDiscriminator
+    from pictext.vqgan.train import VQGANTrainConfig, train_vqgan
+
+    cfg = VQGANTrainConfig(steps=6, **TINY_TRAIN)
+
+    def fresh():
+        torch.manual_seed(0)
+        return VQGAN(TINY), PatchDiscriminator(DiscriminatorConfig(ndf=16, n_layers=2))
+
+    model, disc = fresh()
+    straight = train_vqgan(model, _tiny_data(), cfg, discriminator=disc)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_3(step, log):
+        if step == 2:
+            raise Stop
+
+    model, disc = fresh()
+    with pytest.raises(Stop):
+        train_vqgan(model, _tiny_data(), cfg, discriminator=disc, run_dir=tmp_path, on_step=stop_after_3)
+    model, disc = fresh()
+    rest = train_vqgan(model, _tiny_data(), cfg, discriminator=disc, run_dir=tmp_path)
+    assert len(rest) == 3
+    assert [x.rec for x in rest] == pytest.approx([x.rec for x in straight[3:]], rel=1e-5)
+    assert [x.d for x in rest] == pytest.approx([x.d for x in straight[3:]], rel=1e-5)
+
+
+def test_native_files_round_trip_and_the_wrong_family_is_named(tmp_path, tiny_model_path):
+    import pictext
+    from pictext.vqgan.io import load_vqgan, save_vqgan
+
+    torch.manual_seed(0)
+    model = VQGAN(TINY).eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    again = load_vqgan(save_vqgan(model, tmp_path / "v.safetensors"))
+    assert again.config == model.config
+    with torch.no_grad():
+        assert torch.equal(again(x).reconstruction, model(x).reconstruction)
+    half = load_vqgan(save_vqgan(model, tmp_path / "h.safetensors", half=True))
+    assert next(half.parameters()).dtype == torch.float32  # stored as fp16, used as fp32
+    assert (tmp_path / "h.safetensors").stat().st_size < 0.6 * (tmp_path / "v.safetensors").stat().st_size
+    with pytest.raises(CheckpointError, match="'clip' checkpoint, not a 'vqgan' model"):
+        load_vqgan(tiny_model_path)
+    with pytest.raises(CheckpointError, match="'vqgan' checkpoint, not a 'clip' model"):
+        pictext.load(tmp_path / "v.safetensors")
+
+
+def test_cli_trains_and_reconstructs_and_names_bad_input(tmp_path, capsys):
+    from PIL import Image
+
+    from pictext.cli import main
+    from pictext.data.shapes import ShapesWorld
+
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    world = ShapesWorld(size=64, split="all", max_shapes=1, length=6)
+    for i in range(6):
+        image, caption = world[i]
+        image.save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(caption)
+    out = tmp_path / "v.safetensors"
+    argv = ["train", "vqgan", "--data", str(folder), "--steps", "2", "--batch-size", "2", "--out", str(out)]
+    assert main([*argv, "--precision", "fp32"]) == 0 and out.is_file()
+    assert main([*argv, "--loss", "siglip"]) == 2
+    assert "--loss: CLIP training options" in capsys.readouterr().err
+    (tmp_path / "bad.png").write_text("not an image")
+    code = main(["reconstruct", str(folder / "0.png"), str(tmp_path / "bad.png"), "--vqgan", str(out),
+                 "--size", "60", "-o", str(tmp_path / "rec")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1 and "bad.png" in captured.err and "multiple of the VQGAN's factor 8; using 64" in captured.err
+    assert "PSNR" in captured.out and Image.open(tmp_path / "rec" / "0-reconstruction.png").size == (128, 64)
+    assert main(["reconstruct", str(folder / "0.png"), "--vqgan", "vqgan"]) == 2
+    assert "pictext train vqgan" in capsys.readouterr().err

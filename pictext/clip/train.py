@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pictext.clip.lit import lit_model
 from pictext.clip.loss import SigLIPLoss, clip_loss, gather_features, gradcache_backward
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
 from pictext.data.shapes import ShapesWorld
-from pictext.images.decode import ImageError
 from pictext.text.tokenizer import train_bpe_tokenizer
 
 PairDataset = Sequence[tuple[Image.Image, str]]
@@ -40,23 +38,6 @@ class TrainConfig:
     micro_batch: int | None = None  # GradCache: exact gradients of batch_size, activations of micro_batch per rank
     lock: tuple[str, ...] = ()  # towers kept frozen, projections still trained: ("text",) is LiT; also "image"
     grad_checkpointing: bool = False  # recompute transformer blocks in backward: less memory, ~30% more time
-
-
-def _read(data: PairDataset, indices) -> list[tuple[Image.Image, str]]:  # noqa: ANN001 - numpy indices
-    """The pairs at `indices`. An unreadable image is skipped with a message naming it and the next readable
-    item takes its place, so every batch (and every rank's shard, which all-gather needs) keeps its size."""
-    pairs = []
-    for i in indices:
-        for attempt in range(len(data)):
-            j = (int(i) + attempt) % len(data)
-            try:
-                pairs.append(data[j])
-                break
-            except ImageError as e:
-                print(f"pictext: skipping {e}", file=sys.stderr)
-        else:
-            raise ImageError(data, "no image in the dataset can be read")
-    return pairs
 
 
 class LockedTextCache:
@@ -166,7 +147,7 @@ def train_clip(
         began = time.perf_counter()
         if hasattr(data, "set_epoch"):
             data.set_epoch(step * cfg.batch_size // len(data))
-        pairs = _read(data, indices[rank * local : (rank + 1) * local])  # this rank's shard
+        pairs = training.read_batch(data, indices[rank * local : (rank + 1) * local])  # this rank's shard
         pixels = model.preprocess.batch([image for image, _ in pairs]).to(device)
         captions = [caption for _, caption in pairs]
         if text_cache is not None:  # a locked tower's output is a pure function of the caption: compute each once

@@ -1,0 +1,36 @@
+"""Save and load VQGANs: the native format, and taming-transformers checkpoints through the converter."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pictext import checkpoint
+from pictext.checkpoint import CheckpointError
+from pictext.config import from_dict, to_dict
+from pictext.vqgan.model import VQGAN, VQGANConfig
+
+KIND = "vqgan"
+
+
+def save_vqgan(model: VQGAN, path: str | os.PathLike, half: bool = False) -> Path:
+    """One self-describing .safetensors file (config in its metadata); `half` stores weights in float16."""
+    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    return checkpoint.save(path, tensors, KIND, {"config": to_dict(model.config)})
+
+
+def load_vqgan(path: str | os.PathLike, config: str | os.PathLike | None = None) -> VQGAN:
+    """A VQGAN in eval mode, float32: a native file, or a taming `.ckpt` (with its YAML, `config`)."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        from pictext.vqgan.convert import load_taming
+
+        return load_taming(path, config)
+    tensors, meta = checkpoint.load(path, KIND)
+    try:
+        cfg = from_dict(VQGANConfig, meta.get("config"))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its recorded config is not a VQGAN config ({e})") from e
+    model = checkpoint.build_checked(lambda: VQGAN(cfg), tensors, path)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return model.eval()
