@@ -228,11 +228,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     from pictext import hub
     from pictext.data.emoji import build_emoji, fetch_tarball
 
-    tarball = Path(args.tarball) if args.tarball else fetch_tarball(hub.home() / "downloads")
+    tarball = Path(args.tarball) if args.tarball else fetch_tarball(hub.home() / "downloads", args.vendor)
     if not tarball.is_file():
         raise FileNotFoundError(f"--tarball {tarball}: no such file")
-    out = Path(args.out) if args.out else hub.home() / "data" / "emoji"
-    counts = build_emoji(out, tarball, per_shard=args.per_shard if args.format == "shards" else None)
+    folder = "emoji" if args.vendor == "google" else f"emoji-{args.vendor}"
+    out = Path(args.out) if args.out else hub.home() / "data" / folder
+    counts = build_emoji(out, tarball, args.per_shard if args.format == "shards" else None, args.vendor)
     print(f"wrote {counts['train']} training and {counts['held_out']} held-out emoji to {out}/")
     return 0
 
@@ -448,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build"])
     p.add_argument("name", choices=["emoji"])
     p.add_argument("--out", help="output folder (default: $PICTEXT_HOME/data/emoji)")
-    p.add_argument("--tarball", help="a .tgz from `npm pack emoji-datasource-google`, instead of running npm")
+    p.add_argument("--vendor", choices=["google", "twitter", "facebook"], default="google", help="whose drawings")
+    p.add_argument("--tarball", help="a .tgz from `npm pack emoji-datasource-VENDOR`, instead of running npm")
     p.add_argument("--format", choices=["folder", "shards"], default="folder", help="pair folders or WebDataset .tar")
     p.add_argument("--per-shard", type=int, default=1000, help="samples per shard with --format shards")
     p.set_defaults(run=cmd_data)

@@ -20,26 +20,32 @@ from pathlib import Path
 from pictext.checkpoint import atomic_write
 from pictext.data.pairs import DatasetError
 
-PACKAGE = "emoji-datasource-google"
-IMAGES = "package/img/google/64/"
+VENDORS = ("google", "twitter", "facebook")  # facebook's drawings are not openly licensed: evaluation only
 
 
-def fetch_tarball(cache: Path) -> Path:
-    """The package tarball in `cache`, fetched once with `npm pack` (npm's registry; nothing else)."""
+def package(vendor: str) -> str:
+    if vendor not in VENDORS:
+        raise DatasetError(f"emoji vendor must be one of {VENDORS}, got {vendor!r}")
+    return f"emoji-datasource-{vendor}"
+
+
+def fetch_tarball(cache: Path, vendor: str = "google") -> Path:
+    """The vendor's package tarball in `cache`, fetched once with `npm pack` (npm's registry; nothing else)."""
+    name = package(vendor)
     cache.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache.glob(f"{PACKAGE}-*.tgz"))
+    found = sorted(cache.glob(f"{name}-*.tgz"))
     if found:
         return found[-1]
     npm = shutil.which("npm")
     if npm is None:
         raise DatasetError(
-            f"npm is not installed, and pictext needs it once to fetch {PACKAGE}. Install Node.js, or run "
-            f"`npm pack {PACKAGE}` elsewhere and pass the .tgz with --tarball"
+            f"npm is not installed, and pictext needs it once to fetch {name}. Install Node.js, or run "
+            f"`npm pack {name}` elsewhere and pass the .tgz with --tarball"
         )
-    result = subprocess.run([npm, "pack", PACKAGE, "--silent"], cwd=cache, capture_output=True, text=True)
-    found = sorted(cache.glob(f"{PACKAGE}-*.tgz"))
+    result = subprocess.run([npm, "pack", name, "--silent"], cwd=cache, capture_output=True, text=True)
+    found = sorted(cache.glob(f"{name}-*.tgz"))
     if result.returncode != 0 or not found:
-        raise DatasetError(f"`npm pack {PACKAGE}` failed: {result.stderr.strip()[-500:]}")
+        raise DatasetError(f"`npm pack {name}` failed: {result.stderr.strip()[-500:]}")
     return found[-1]
 
 
@@ -54,37 +60,39 @@ def captions(entry: dict) -> list[str]:
     return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
-def emoji_samples(tarball: Path) -> Iterator[tuple[str, str, bytes, list[str], str]]:
-    """(split, file stem, PNG bytes, captions, category) for every emoji image in the package tarball."""
+def emoji_samples(tarball: Path, vendor: str = "google") -> Iterator[tuple[str, str, bytes, list[str], str]]:
+    """(split, file stem, PNG bytes, captions, category) for every emoji image in the vendor's package tarball."""
+    name, images = package(vendor), f"package/img/{vendor}/64/"
     try:
         archive = tarfile.open(tarball, "r:gz")
     except (OSError, tarfile.TarError) as e:
-        raise DatasetError(f"{tarball} is not the {PACKAGE} tarball: {e}") from e
+        raise DatasetError(f"{tarball} is not the {name} tarball: {e}") from e
     with archive:
         try:
             entries = json.load(archive.extractfile("package/emoji.json"))  # type: ignore[arg-type]
         except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise DatasetError(f"{tarball} has no readable package/emoji.json; is it {PACKAGE}?") from e
+            raise DatasetError(f"{tarball} has no readable package/emoji.json; is it {name}?") from e
         for entry in entries:
             split = "held_out" if held_out(entry["unified"]) else "train"
             variants = [entry, *({**entry, **v} for v in (entry.get("skin_variations") or {}).values())]
             for variant in variants:
                 try:
-                    data = archive.extractfile(IMAGES + variant["image"])
+                    data = archive.extractfile(images + variant["image"])
                 except KeyError:
                     continue  # no Google image for this one
-                if data is None or not variant.get("has_img_google", True):
+                if data is None or not variant.get(f"has_img_{vendor}", True):
                     continue
                 yield split, Path(variant["image"]).stem, data.read(), captions(entry), entry.get("category", "")
 
 
-def build_emoji(out: Path, tarball: Path, per_shard: int | None = None) -> dict[str, int]:
-    """Write train/ and held_out/ from the package tarball, as pair folders or, with `per_shard`, as WebDataset
-    shards of that many samples; returns counts."""
+def build_emoji(out: Path, tarball: Path, per_shard: int | None = None, vendor: str = "google") -> dict[str, int]:
+    """Write train/ and held_out/ from the vendor's package tarball, as pair folders or, with `per_shard`, as
+    WebDataset shards of that many samples; returns counts. The split depends on the emoji alone, so every
+    vendor's held-out emoji are the same ones."""
     counts = {"train": 0, "held_out": 0}
     labels: dict[str, dict[str, str]] = {"train": {}, "held_out": {}}
     samples: dict[str, list[tuple[str, bytes, str, str]]] = {"train": [], "held_out": []}
-    for split, stem, png, lines, category in emoji_samples(tarball):
+    for split, stem, png, lines, category in emoji_samples(tarball, vendor):
         text = "\n".join(lines) + "\n"
         if per_shard:
             samples[split].append((stem, png, "png", text))
@@ -111,9 +119,10 @@ def named_images(folder: Path, split: str = "held_out") -> tuple[list[Path], lis
     return pngs, [p.with_suffix(".txt").read_text().splitlines()[0] for p in pngs]
 
 
-def ensure_emoji(home: Path) -> Path:
-    """The emoji pair folders under `home`/data/emoji, built once (npm's registry is asked only then)."""
-    out = home / "data" / "emoji"
+def ensure_emoji(home: Path, vendor: str = "google") -> Path:
+    """The vendor's emoji pair folders under `home`/data (emoji, emoji-twitter, ...), built once (npm's registry
+    is asked only then)."""
+    out = home / "data" / ("emoji" if vendor == "google" else f"emoji-{vendor}")
     if not (out / "held_out" / "labels.json").is_file():  # written last: its presence means the build finished
-        build_emoji(out, fetch_tarball(home / "downloads"))
+        build_emoji(out, fetch_tarball(home / "downloads", vendor), vendor=vendor)
     return out

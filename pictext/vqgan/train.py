@@ -223,12 +223,19 @@ class _UsageWindow:
 # ---- the default VQGAN's recipe -------------------------------------------------------------------------------------
 
 
+DEFAULT_VQGAN = VQGANConfig(
+    resolution=64, ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), z_channels=64, embed_dim=64,
+    n_embed=512, restart_after=100,
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class VQGANRecipe:
-    """The default VQGAN: 64 px, f8 (an 8x8 grid of codes), 512 codes, trained on emoji and the shapes world."""
+    """The default VQGAN: 64 px, f4 (a 16x16 grid of codes), 512 codes with dead-code restart, trained on
+    Google's emoji and the shapes world."""
 
-    model: VQGANConfig = VQGANConfig()
-    train: VQGANTrainConfig = VQGANTrainConfig()
+    model: VQGANConfig = DEFAULT_VQGAN
+    train: VQGANTrainConfig = VQGANTrainConfig(steps=2000, disc_start=800)
     emoji_repeats: int = 2  # each training emoji counted this often against `shapes_length` shapes
     shapes_length: int = 6000
 

@@ -1,0 +1,89 @@
+"""Text-to-image generation on top of the model families: VQGAN+CLIP, and the outputs every generator writes.
+
+result = pictext.generate("a red circle", method="vqgan-clip", vqgan="my-vqgan.safetensors", seed=3)
+result.image.save("red-circle.png"); result.clip_score
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+
+from PIL import Image
+
+from pictext.clip.model import CLIP
+from pictext.generate.vqgan_clip import (
+    GenerateConfig,
+    Generated,
+    GenerationError,
+    Prompt,
+    Step,
+    generate_vqgan_clip,
+    parse_prompts,
+)
+from pictext.vqgan.model import VQGAN
+
+METHODS = ("vqgan-clip",)
+ModelSpec = str | os.PathLike | None
+
+
+def default_clip_for(prompt: str) -> str:
+    """The CLIP that guides by default: the `shapes` model for a shapes-world prompt, else the default model."""
+    from pictext.data.shapes import prompt_target
+
+    return "shapes" if prompt_target(prompt) is not None else "default"
+
+
+def generate(
+    prompt: str,
+    method: str = "vqgan-clip",
+    *,
+    clip: CLIP | ModelSpec | Sequence[CLIP | ModelSpec] = None,
+    vqgan: VQGAN | ModelSpec = None,
+    image_prompts: Sequence[Image.Image] = (),
+    init_image: Image.Image | None = None,
+    callback: Callable[[Step, Image.Image], bool | None] | None = None,
+    **settings: object,
+) -> Generated:
+    """Draw `prompt` ('a red apple:1 | green:-0.5') and return the picture, its CLIP score and every step.
+
+    clip: one or several CLIPs (models, files or names) whose losses are summed; default: see default_clip_for.
+    vqgan: the VQGAN whose latent is optimized (default: the local model 'vqgan'). settings: GenerateConfig's
+    fields (steps, size, seed, cutouts, lr, drawer, init, ...). `callback(step, frame)` returning False stops.
+    """
+    if method not in METHODS:
+        raise GenerationError(f"method must be one of {METHODS}, got {method!r}")
+    unknown = set(settings) - {f.name for f in dataclasses.fields(GenerateConfig)}
+    if unknown:
+        raise GenerationError(f"unknown settings {sorted(unknown)}; known: GenerateConfig's fields")
+    if isinstance(settings.get("size"), int):
+        settings["size"] = (settings["size"], settings["size"])
+    config = GenerateConfig(**settings)  # type: ignore[arg-type]
+    prompts = parse_prompts(prompt) + [Prompt(1.0, image=image) for image in image_prompts]
+    clips = [_clip(c) for c in (clip if isinstance(clip, list | tuple) else [clip or default_clip_for(prompt)])]
+    model = _vqgan(vqgan) if config.drawer == "vqgan" else None
+    return generate_vqgan_clip(prompts, clips, model, config, init_image=init_image, callback=callback)
+
+
+def _clip(spec: CLIP | ModelSpec) -> CLIP:
+    from pictext.api import load
+
+    if isinstance(spec, CLIP):
+        return spec.eval().requires_grad_(False)
+    model = load(spec)
+    if not isinstance(model, CLIP):
+        raise GenerationError(f"{spec} is not a CLIP model")
+    return model.requires_grad_(False)
+
+
+def _vqgan(spec: VQGAN | ModelSpec) -> VQGAN:
+    from pictext import hub
+    from pictext.vqgan.io import load_vqgan
+
+    if isinstance(spec, VQGAN):
+        return spec.eval()
+    return load_vqgan(hub.resolve(spec or "vqgan"))
+
+
+__all__ = ["GenerateConfig", "Generated", "GenerationError", "Prompt", "Step", "generate", "parse_prompts"]

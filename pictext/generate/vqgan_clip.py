@@ -1,0 +1,361 @@
+"""VQGAN+CLIP: draw a prompt by optimizing a latent so that CLIP scores the decoded picture as matching it.
+
+As popularised by Katherine Crowson's notebook, nerdyrodent/VQGAN-CLIP and Pixray: start from a grid of
+codes, decode it, cut the picture into randomly sized and augmented cutouts, embed them with CLIP, and move
+the latent down the spherical distance to the prompts' embeddings. Each step quantizes the latent to the
+nearest codes with a straight-through gradient, clamps pixels with a pass-through gradient, and keeps the
+latent inside the codebook's range. One seeded `torch.Generator` drives the initial codes, the cutouts and
+the augmentations, so a seed reproduces its picture exactly on the same machine.
+
+Drawers: `vqgan` (the latent is a VQGAN code grid) and `pixel` (a small grid of coloured cells, no VQGAN).
+Extra losses: smoothness (total variation), saturation, symmetry (left-right), palette (pull colours towards
+a few given ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pictext.clip.model import CLIP
+from pictext.vqgan.model import VQGAN
+
+DRAWERS = ("vqgan", "pixel")
+
+
+class GenerationError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A weighted target: text, or an image; a negative weight pushes the picture away from it."""
+
+    weight: float
+    text: str | None = None
+    image: Image.Image | None = None
+
+
+def parse_prompts(text: str) -> list[Prompt]:
+    """'a red apple:1 | green:-0.5' -> [Prompt(1, 'a red apple'), Prompt(-0.5, 'green')] (Pixray's syntax)."""
+    prompts = []
+    for part in text.split("|"):
+        body, weight = part.strip(), 1.0
+        head, colon, tail = body.rpartition(":")
+        if colon and tail.strip() and " " not in tail.strip():  # 'text:WEIGHT'; a colon inside text stays text
+            try:
+                weight = float(tail)
+            except ValueError:
+                raise GenerationError(f"prompt {body!r}: the weight after ':' must be a number, got {tail!r}") from None
+            if not math.isfinite(weight):
+                raise GenerationError(f"prompt {body!r}: the weight must be a finite number")
+            body = head.strip()
+        if not body:
+            raise GenerationError("a prompt is empty; give text such as 'a red circle' (several: 'a | b:0.5')")
+        prompts.append(Prompt(weight, text=body))
+    if not any(p.weight > 0 for p in prompts):
+        raise GenerationError("at least one prompt needs a positive weight; negative ones only push away")
+    return prompts
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    steps: int = 200  # optimizer steps
+    size: tuple[int, int] = (64, 64)  # (width, height), multiples of the VQGAN's factor
+    lr: float = 0.2  # Adam on the latent
+    lr_drops: tuple[float, ...] = (0.75,)  # fractions of the run after which lr is divided by 10
+    cutouts: int = 16  # random crops per step, each embedded by every CLIP
+    cut_power: float = 1.0  # > 1 favours small cutouts, < 1 large ones
+    augment: bool = True  # flips, affine, perspective and noise on cutouts (kornia)
+    init: str = "random"  # "random" codes, "noise" pixels (encoded), or "image" (init_image)
+    drawer: str = "vqgan"  # "vqgan" or "pixel"
+    pixel_cells: int = 16  # pixel drawer: cells per side
+    seed: int = 0
+    smoothness: float = 0.0  # weight of total variation
+    saturation: float = 0.0  # weight of a penalty on over-saturated colours
+    symmetry: float = 0.0  # weight of the left-right difference
+    palette: tuple[tuple[int, int, int], ...] = ()  # colours to pull pixels towards
+    palette_weight: float = 0.0
+    frame_every: int = 10  # keep a frame every this many steps (0: none)
+
+
+@dataclass
+class Step:
+    step: int
+    loss: float
+    clip_score: float  # cosine of the whole picture with the positive prompts, averaged over CLIPs and prompts
+    terms: dict[str, float]
+
+
+@dataclass
+class Generated:
+    image: Image.Image
+    steps: list[Step]
+    frames: list[Image.Image] = field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def clip_score(self) -> float:
+        return self.steps[-1].clip_score if self.steps else float("nan")
+
+
+def generate_vqgan_clip(
+    prompts: Sequence[Prompt],
+    clips: Sequence[CLIP],
+    vqgan: VQGAN | None,
+    config: GenerateConfig = GenerateConfig(),
+    init_image: Image.Image | None = None,
+    callback: Callable[[Step, Image.Image], bool | None] | None = None,
+) -> Generated:
+    """Optimize a picture for `prompts`; `callback(step, frame)` sees each step and stops the run by returning
+    False. Runs on CPU in float32 (generation is small; bf16 autocast changes the picture, not the speed much)."""
+    _check(prompts, clips, vqgan, config, init_image)
+    g = torch.Generator().manual_seed(config.seed)
+    targets = [_targets(clip, prompts) for clip in clips]  # per CLIP: (P, E) embeddings and (P,) weights
+    drawer = _VQGANDrawer(vqgan, config, g, init_image) if config.drawer == "vqgan" else _PixelDrawer(config, g)
+    optimizer = torch.optim.Adam(drawer.parameters(), lr=config.lr)
+    drops = sorted(int(f * config.steps) for f in config.lr_drops)
+    result = Generated(image=Image.new("RGB", config.size), steps=[])
+    for step in range(config.steps):
+        if step in drops:
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.1
+        optimizer.zero_grad(set_to_none=True)
+        picture = drawer.picture()  # (1, 3, H, W) in [0, 1]
+        terms = {}
+        for i, (clip, (embeddings, weights)) in enumerate(zip(clips, targets)):
+            cuts = make_cutouts(picture, clip.preprocess.image_size, config, g)
+            image_emb = clip.encode_image(_normalize(cuts, clip), normalize=True)  # (N, E)
+            terms[f"clip{i}"] = spherical_loss(image_emb, embeddings, weights)
+        terms |= _extra_losses(picture, config)
+        loss = sum(terms.values())
+        loss.backward()
+        optimizer.step()
+        drawer.clamp()
+        with torch.no_grad():
+            frame = to_image(picture)
+            score = clip_score(picture, clips, targets)
+        record = Step(step, float(loss), score, {k: float(v) for k, v in terms.items()})
+        result.steps.append(record)
+        if config.frame_every and (step % config.frame_every == 0 or step == config.steps - 1):
+            result.frames.append(frame)
+        if callback is not None and callback(record, frame) is False:
+            result.stopped_early = True
+            break
+    with torch.no_grad():
+        result.image = to_image(drawer.picture())
+    return result
+
+
+def spherical_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted squared great-circle distance between normalized embeddings, averaged over cutouts.
+
+    (N, E) images, (P, E) prompts, (P,) weights: sum_p w_p * mean_n 2 arcsin(|x_n - y_p| / 2)^2. A negative
+    weight rewards distance, as Pixray's negative prompts do.
+    """
+    chord = (image_emb[:, None, :] - text_emb[None, :, :]).norm(dim=-1).div(2).clamp(max=1.0)  # (N, P)
+    distance = chord.arcsin().pow(2).mul(2)
+    return (distance.mean(0) * weights).sum()
+
+
+def make_cutouts(picture: torch.Tensor, size: int, config: GenerateConfig, g: torch.Generator) -> torch.Tensor:
+    """(N, 3, size, size) random square crops of (1, 3, H, W), sized by `cut_power`, resized and augmented."""
+    _, _, h, w = picture.shape
+    side = min(h, w)
+    min_size = min(side, size) if side > size else max(1, side // 2)
+    cuts = []
+    for _ in range(config.cutouts):
+        u = float(torch.rand((), generator=g))
+        s = int(u**config.cut_power * (side - min_size) + min_size)
+        x0 = int(torch.randint(0, w - s + 1, (), generator=g))
+        y0 = int(torch.randint(0, h - s + 1, (), generator=g))
+        crop = picture[:, :, y0 : y0 + s, x0 : x0 + s]
+        cuts.append(F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False))
+    batch = torch.cat(cuts)
+    if not config.augment:
+        return batch
+    return _augment(batch, g)
+
+
+def _augment(batch: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Flips, affine, perspective (kornia) and Gaussian noise, drawn from `g` so a seed reproduces them."""
+    import kornia.augmentation as K
+
+    augment = torch.nn.Sequential(
+        K.RandomHorizontalFlip(p=0.5),
+        K.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5, p=0.7, padding_mode="border"),
+        K.RandomPerspective(distortion_scale=0.2, p=0.5),
+    )
+    seed = int(torch.randint(0, 2**62, (), generator=g))
+    with torch.random.fork_rng(devices=[]):  # kornia draws from the global RNG: seed it from ours, then restore
+        torch.manual_seed(seed)
+        out = augment(batch)
+    noise = torch.randn(out.shape, generator=g) * 0.05 * torch.rand((out.shape[0], 1, 1, 1), generator=g)
+    return (out + noise).clamp(0, 1)
+
+
+def clip_score(picture: torch.Tensor, clips: Sequence[CLIP], targets: Sequence[tuple]) -> float:
+    """Mean cosine of the whole picture (resized to each CLIP's input) with the positive prompts."""
+    scores = []
+    for clip, (embeddings, weights) in zip(clips, targets):
+        x = F.interpolate(picture, size=(clip.preprocess.image_size,) * 2, mode="bilinear", align_corners=False)
+        e = clip.encode_image(_normalize(x, clip), normalize=True)[0]
+        positive = weights > 0
+        scores.append(float((embeddings[positive] @ e).mean()))
+    return sum(scores) / len(scores)
+
+
+def to_image(picture: torch.Tensor) -> Image.Image:
+    array = picture[0].detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+class _ClampWithGrad(torch.autograd.Function):
+    """Clamp to [lo, hi] in the forward pass; in the backward pass let through gradients that point back
+    inside, so pixels stuck at a bound can still return (the anchors' clamp_with_grad)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # noqa: ANN001
+        ctx.lo, ctx.hi = lo, hi
+        ctx.save_for_backward(x)
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        (x,) = ctx.saved_tensors
+        outward = ((x < ctx.lo) & (grad > 0)) | ((x > ctx.hi) & (grad < 0))  # descent would push further out
+        return grad * (~outward), None, None
+
+
+def clamp_with_grad(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    return _ClampWithGrad.apply(x, lo, hi)
+
+
+class _VQGANDrawer(torch.nn.Module):
+    """The latent is a (1, D, h, w) grid in codebook space; each picture snaps it to the nearest codes."""
+
+    def __init__(self, vqgan: VQGAN, config: GenerateConfig, g: torch.Generator, init: Image.Image | None):
+        super().__init__()
+        self.vqgan = vqgan.eval().requires_grad_(False)
+        f = vqgan.config.factor
+        w, h = config.size[0] // f, config.size[1] // f
+        codebook = vqgan.codebook.detach()
+        self.lo, self.hi = codebook.min(0).values[None, :, None, None], codebook.max(0).values[None, :, None, None]
+        if config.init == "random":
+            codes = torch.randint(0, codebook.shape[0], (1, h, w), generator=g)
+            z = vqgan.quantize.lookup(codes)
+        else:
+            if config.init == "noise":
+                pixels = torch.rand((1, 3, h * f, w * f), generator=g) * 2 - 1
+            else:
+                from pictext.vqgan.train import to_pixels
+
+                pixels = F.interpolate(to_pixels([init], max(w, h) * f), size=(h * f, w * f), mode="bicubic")
+            with torch.no_grad():
+                z = vqgan.quant_conv(vqgan.encoder(pixels))
+        self.z = torch.nn.Parameter(z.detach().clone())
+
+    def picture(self) -> torch.Tensor:
+        flat = self.z.permute(0, 2, 3, 1).reshape(-1, self.z.shape[1])
+        codes = self.vqgan.quantize.nearest(flat.detach()) if hasattr(self.vqgan.quantize, "nearest") else None
+        if codes is None:  # Gumbel codebooks: nearest code by distance too
+            codes = torch.cdist(flat.detach(), self.vqgan.codebook).argmin(1)
+        z_q = self.vqgan.codebook[codes].view(1, self.z.shape[2], self.z.shape[3], -1).permute(0, 3, 1, 2)
+        z_q = self.z + (z_q - self.z).detach()  # straight-through
+        return clamp_with_grad((self.vqgan.decode(z_q) + 1) / 2, 0.0, 1.0)
+
+    def clamp(self) -> None:
+        with torch.no_grad():
+            self.z.copy_(torch.maximum(torch.minimum(self.z, self.hi), self.lo))
+
+
+class _PixelDrawer(torch.nn.Module):
+    """A (1, 3, cells, cells*W/H) grid of colours, shown at the output size with nearest upsampling."""
+
+    def __init__(self, config: GenerateConfig, g: torch.Generator) -> None:
+        super().__init__()
+        w, h = config.size
+        rows = config.pixel_cells
+        cols = max(1, round(rows * w / h))
+        self.size = (h, w)
+        self.logits = torch.nn.Parameter(torch.randn((1, 3, rows, cols), generator=g) * 0.5)
+
+    def picture(self) -> torch.Tensor:
+        return F.interpolate(torch.sigmoid(self.logits), size=self.size, mode="nearest")
+
+    def clamp(self) -> None:
+        pass
+
+
+def _targets(clip: CLIP, prompts: Sequence[Prompt]) -> tuple[torch.Tensor, torch.Tensor]:
+    from pictext.api import encode_images, encode_texts
+
+    rows = []
+    for p in prompts:
+        if p.text is not None:
+            rows.append(torch.from_numpy(encode_texts([p.text], model=clip, truncate=True))[0])
+        else:
+            rows.append(torch.from_numpy(encode_images([p.image], model=clip))[0])
+    return torch.stack(rows), torch.tensor([p.weight for p in prompts], dtype=torch.float32)
+
+
+def _normalize(x: torch.Tensor, clip: CLIP) -> torch.Tensor:  # [0, 1] pixels -> the CLIP's input statistics
+    mean = torch.tensor(clip.preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(clip.preprocess.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _extra_losses(picture: torch.Tensor, config: GenerateConfig) -> dict[str, torch.Tensor]:
+    terms = {}
+    if config.smoothness:
+        tv = (picture[..., 1:, :] - picture[..., :-1, :]).abs().mean()
+        tv = tv + (picture[..., :, 1:] - picture[..., :, :-1]).abs().mean()
+        terms["smoothness"] = config.smoothness * tv
+    if config.saturation:
+        terms["saturation"] = config.saturation * (picture.max(1).values - picture.min(1).values).pow(2).mean()
+    if config.symmetry:
+        terms["symmetry"] = config.symmetry * (picture - picture.flip(-1)).abs().mean()
+    if config.palette and config.palette_weight:
+        colors = torch.tensor(config.palette, dtype=torch.float32) / 255  # (K, 3)
+        pixels = picture.permute(0, 2, 3, 1).reshape(-1, 3)
+        terms["palette"] = config.palette_weight * torch.cdist(pixels, colors).min(1).values.mean()
+    return terms
+
+
+def _check(
+    prompts: Sequence[Prompt],
+    clips: Sequence[CLIP],
+    vqgan: VQGAN | None,
+    config: GenerateConfig,
+    init_image: Image.Image | None,
+) -> None:
+    if not prompts:
+        raise GenerationError("no prompt given; give text such as 'a red circle'")
+    if not clips:
+        raise GenerationError("no CLIP model given to guide the picture")
+    if config.steps <= 0:
+        raise GenerationError(f"steps must be at least 1, got {config.steps}")
+    if config.drawer not in DRAWERS:
+        raise GenerationError(f"drawer must be one of {DRAWERS}, got {config.drawer!r}")
+    if config.cutouts <= 0:
+        raise GenerationError(f"cutouts must be at least 1, got {config.cutouts}")
+    if config.init not in ("random", "noise", "image"):
+        raise GenerationError(f"init must be random, noise or image, got {config.init!r}")
+    if config.init == "image" and init_image is None:
+        raise GenerationError("init='image' needs an init image")
+    if config.drawer == "vqgan":
+        if vqgan is None:
+            raise GenerationError("the vqgan drawer needs a VQGAN model")
+        f = vqgan.config.factor
+        if config.size[0] % f or config.size[1] % f or min(config.size) <= 0:
+            raise GenerationError(f"size {config.size} must be positive multiples of the VQGAN's factor {f}")
+
+
+def round_size(size: int, factor: int) -> int:
+    """The nearest positive multiple of `factor` (VQGAN grids need one)."""
+    return max(factor, round(size / factor) * factor)
