@@ -210,6 +210,76 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pictext import hub
+    from pictext.checkpoint import is_native, read_metadata
+    from pictext.generate import default_clip_for, generate
+    from pictext.generate.outputs import slug, write_outputs
+    from pictext.generate.vqgan_clip import GenerationError, parse_prompts, round_size
+    from pictext.images.decode import decode_image
+    from pictext.training import progress
+
+    parse_prompts(args.prompt)  # bad prompts are named before any model loads
+    if args.steps <= 0:
+        raise GenerationError(f"--steps must be at least 1, got {args.steps}")
+    clips = args.clip or [default_clip_for(args.prompt)]
+    for spec in clips:
+        path = Path(spec)
+        if path.is_file() and is_native(path) and read_metadata(path).get("pictext.kind") != "clip":
+            raise GenerationError(f"--clip {spec} is a {read_metadata(path).get('pictext.kind')} model, not a CLIP")
+    vqgan = None
+    if args.drawer == "vqgan":
+        from pictext.vqgan.io import load_vqgan
+
+        try:
+            vqgan = load_vqgan(hub.resolve(args.vqgan))
+        except CheckpointError as e:
+            raise GenerationError(f"--vqgan {args.vqgan}: {e}") from e
+    width, height = _size(args.size)
+    if vqgan is not None:
+        f = vqgan.config.factor
+        rounded = (round_size(width, f), round_size(height, f))
+        if rounded != (width, height):
+            print(f"pictext: --size {width}x{height} is not a multiple of the VQGAN's factor {f}; "
+                  f"using {rounded[0]}x{rounded[1]}", file=sys.stderr)  # fmt: skip
+            width, height = rounded
+    init_image = None
+    init = args.init
+    if init not in ("random", "noise"):
+        init_image, init = decode_image(init), "image"
+    image_prompts = [decode_image(p) for p in args.image_prompt]
+    settings = dict(steps=args.steps, size=(width, height), seed=args.seed, cutouts=args.cutouts, lr=args.lr,
+                    init=init, drawer=args.drawer, smoothness=args.smoothness, saturation=args.saturation,
+                    symmetry=args.symmetry, frame_every=args.frame_every)  # fmt: skip
+    bar = progress(args.steps, "generate")
+
+    def show(step, frame):  # noqa: ANN001, ANN202
+        bar.set_postfix(loss=f"{step.loss:.3f}", clip=f"{step.clip_score:.3f}")
+        bar.update(1)
+
+    result = generate(args.prompt, method=args.method, clip=clips, vqgan=vqgan, image_prompts=image_prompts,
+                      init_image=init_image, callback=show, **settings)  # fmt: skip
+    bar.close()
+    record = {"prompt": args.prompt, "method": args.method, "clip": [str(c) for c in clips],
+              "vqgan": None if vqgan is None else str(args.vqgan), "init": args.init,
+              "image_prompts": args.image_prompt, **settings, "size": [width, height],
+              "clip_score_first": result.steps[0].clip_score, "clip_score": result.clip_score}  # fmt: skip
+    name = f"{slug(args.prompt)}-{args.seed}"
+    written = write_outputs(args.out, name, result.image, record, result.frames)
+    print(f"{written['png']}  CLIP score {result.steps[0].clip_score:.3f} -> {result.clip_score:.3f}")
+    for kind in ("json", "gif", "frames"):
+        if kind in written:
+            print(f"  {kind}: {written[kind]}")
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    if not w.isdigit() or (h and not h.isdigit()) or int(w) <= 0 or (h and int(h) <= 0):
+        raise ValueError(f"--size must be N or WxH in pixels, e.g. 64 or 96x64; got {text!r}")
+    return int(w), int(h or w)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pictext.api import load
     from pictext.evaluate import evaluate_data
@@ -430,6 +500,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to save (default: $PICTEXT_HOME/models/RECIPE.safetensors, or NAME-custom)")
     p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("generate", help="draw a prompt: VQGAN+CLIP ('a red apple:1 | green:-0.5')")
+    p.add_argument("prompt", help="text; several with weights: 'a red apple:1 | green:-0.5'")
+    p.add_argument("--method", choices=["vqgan-clip"], default="vqgan-clip")
+    p.add_argument("--clip", action="append", help="guiding CLIP, repeatable (default: shapes model for shapes "
+                   "prompts, else the default model)")  # fmt: skip
+    p.add_argument("--vqgan", default="vqgan", help="native VQGAN file, taming .ckpt, or local model name")
+    p.add_argument("--drawer", choices=["vqgan", "pixel"], default="vqgan")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--size", default="64", help="N or WxH pixels (rounded to the VQGAN's factor)")
+    p.add_argument("--cutouts", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--init", default="random", help="random (codes), noise (pixels), or an image file")
+    p.add_argument("--image-prompt", action="append", default=[], help="an image to aim at, repeatable")
+    p.add_argument("--smoothness", type=float, default=0.0)
+    p.add_argument("--saturation", type=float, default=0.0)
+    p.add_argument("--symmetry", type=float, default=0.0)
+    p.add_argument("--frame-every", type=int, default=10, help="steps between saved frames (0: none)")
+    p.add_argument("--out", default="generated", help="output folder")
+    p.set_defaults(run=cmd_generate)
 
     p = sub.add_parser("reconstruct", help="encode and decode images with a VQGAN: what its codes keep")
     p.add_argument("images", nargs="+", help="image files or folders")

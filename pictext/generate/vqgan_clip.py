@@ -140,7 +140,7 @@ def generate_vqgan_clip(
         with torch.no_grad():
             frame = to_image(picture)
             score = clip_score(picture, clips, targets)
-        record = Step(step, float(loss), score, {k: float(v) for k, v in terms.items()})
+        record = Step(step, loss.item(), score, {k: v.item() for k, v in terms.items()})
         result.steps.append(record)
         if config.frame_every and (step % config.frame_every == 0 or step == config.steps - 1):
             result.frames.append(frame)

@@ -1,0 +1,144 @@
+"""VQGAN+CLIP generation on tiny random models: prompts, determinism, the optimization doing its job, the
+outputs, and bad input named before anything is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from pictext.clip.io import load_clip
+from pictext.generate import GenerationError, Prompt, generate, parse_prompts
+from pictext.generate.vqgan_clip import clamp_with_grad, spherical_loss
+from pictext.vqgan import VQGAN, VQGANConfig
+from pictext.vqgan.io import save_vqgan
+
+TINY_VQGAN = VQGANConfig(
+    resolution=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=32, embed_dim=16,
+    n_embed=64,
+)  # fmt: skip
+FAST = dict(steps=4, size=32, cutouts=4, frame_every=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_vqgan_path(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_vqgan(VQGAN(TINY_VQGAN), tmp_path_factory.mktemp("vqgan") / "tiny-vqgan.safetensors")
+
+
+def test_prompts_with_weights_negatives_and_colons():
+    assert parse_prompts("a red apple:1 | green:-0.5") == [Prompt(1.0, "a red apple"), Prompt(-0.5, "green")]
+    assert parse_prompts("a circle") == [Prompt(1.0, "a circle")]
+    assert parse_prompts("time: half past two") == [Prompt(1.0, "time: half past two")]  # a colon in the text
+    for bad, message in (("", "empty"), ("a | ", "empty"), ("red:abc", "must be a number"), ("red:-1", "positive")):
+        with pytest.raises(GenerationError, match=message):
+            parse_prompts(bad)
+
+
+def test_spherical_loss_and_clamp_on_known_values():
+    e = torch.eye(3)
+    assert spherical_loss(e[:1], e[:1], torch.tensor([1.0])).item() == pytest.approx(0.0, abs=1e-6)
+    # orthogonal unit vectors: chord sqrt(2), angle pi/2, loss 2 * (pi/4)^2
+    assert spherical_loss(e[:1], e[1:2], torch.tensor([1.0])).item() == pytest.approx(2 * (torch.pi / 4) ** 2)
+    assert spherical_loss(e[:1], e[1:2], torch.tensor([-0.5])).item() == pytest.approx(-((torch.pi / 4) ** 2))
+    x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
+    y = clamp_with_grad(x, 0.0, 1.0)
+    assert y.tolist() == [0.0, 0.5, 1.0]
+    (y * torch.tensor([-1.0, 1.0, 1.0])).sum().backward()  # descent on x: up, down, down
+    assert x.grad.tolist() == [-1.0, 1.0, 1.0]  # every direction that leads back inside passes
+    x.grad = None
+    clamp_with_grad(x, 0.0, 1.0).sum().backward()  # descent pushes all down: x[0] would leave further
+    assert x.grad.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_same_seed_same_bytes_and_another_seed_differs(tiny_model_path, tiny_vqgan_path, tmp_path):
+    from pictext.cli import main
+
+    def run(seed, out):
+        argv = ["generate", "a red circle", "--clip", str(tiny_model_path), "--vqgan", str(tiny_vqgan_path)]
+        argv += ["--steps", "3", "--size", "32", "--cutouts", "4", "--seed", str(seed), "--out", str(out)]
+        assert main(argv) == 0
+        return (out / f"a-red-circle-{seed}.png").read_bytes()
+
+    assert run(3, tmp_path / "a") == run(3, tmp_path / "b")
+    assert run(4, tmp_path / "c") != run(3, tmp_path / "a")
+
+
+def test_the_optimization_moves_the_picture_towards_the_prompt(tiny_model_path):
+    clip = load_clip(tiny_model_path)
+    result = generate("a red circle", clip=clip, drawer="pixel", steps=30, size=32, cutouts=8, lr=0.1,
+                      augment=False, seed=0)  # fmt: skip
+    losses = [s.loss for s in result.steps]
+    assert sum(losses[-3:]) < sum(losses[:3]) and result.clip_score > result.steps[0].clip_score
+    assert result.image.size == (32, 32) and len(result.frames) == 4  # frames at 0, 10, 20 and the last step
+
+
+def test_vqgan_drawer_inits_and_callback_can_stop(tiny_model_path, tiny_vqgan_path):
+    clip = load_clip(tiny_model_path)
+    seen = []
+    for init in ("random", "noise"):
+        result = generate("a blue square", clip=clip, vqgan=tiny_vqgan_path, init=init, **FAST)
+        assert len(result.steps) == 4 and not result.stopped_early
+    picture = Image.new("RGB", (40, 30), (200, 30, 30))
+    stopped = generate("a blue square | red:-0.5", clip=[clip, clip], vqgan=tiny_vqgan_path, init="image",
+                       init_image=picture, callback=lambda step, frame: seen.append(frame.size) or step.step < 1,
+                       **FAST)  # fmt: skip
+    assert stopped.stopped_early and len(stopped.steps) == 2 and seen == [(32, 32), (32, 32)]
+    assert set(stopped.steps[0].terms) == {"clip0", "clip1"}
+    with pytest.raises(GenerationError, match="unknown settings"):
+        generate("a red circle", clip=clip, vqgan=tiny_vqgan_path, temperature=2)
+
+
+def test_outputs_carry_their_settings(tiny_model_path, tiny_vqgan_path, tmp_path, capsys):
+    from pictext.cli import main
+
+    argv = ["generate", "a green cross:1 | blue:-0.3", "--clip", str(tiny_model_path), "--vqgan", str(tiny_vqgan_path),
+            "--steps", "3", "--size", "30", "--cutouts", "4", "--seed", "5", "--out", str(tmp_path / "out"),
+            "--frame-every", "1", "--smoothness", "0.1"]  # fmt: skip
+    assert main(argv) == 0
+    assert "CLIP score" in capsys.readouterr().out
+    name = tmp_path / "out" / "a-green-cross-1-blue-0-3-5"
+    png = Image.open(f"{name}.png")
+    settings = json.loads(png.text["pictext"])
+    assert png.text["prompt"] == "a green cross:1 | blue:-0.3" and png.text["seed"] == "5"
+    assert settings == json.loads(name.with_suffix(".json").read_text())
+    assert settings["steps"] == 3 and settings["size"] == [30, 30] and settings["smoothness"] == 0.1
+    assert len(list((tmp_path / "out" / f"{name.name}-frames").iterdir())) == 3
+    assert Image.open(f"{name}.gif").n_frames == 3
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--size", "abc"], "--size must be N or WxH"),
+        (["--init", "{text}"], "not a readable image"),
+        (["--vqgan", "{clip}"], "'clip' checkpoint, not a 'vqgan' model"),
+        (["--clip", "{vqgan}"], "is a vqgan model, not a CLIP"),
+    ],
+)
+def test_bad_input_is_named_and_nothing_is_written(tiny_model_path, tiny_vqgan_path, tmp_path, capsys, extra, message):
+    from pictext.cli import main
+
+    (tmp_path / "text.png").write_text("not an image")
+    subs = {"{text}": str(tmp_path / "text.png"), "{clip}": str(tiny_model_path), "{vqgan}": str(tiny_vqgan_path)}
+    extra = [subs.get(a, a) for a in extra]
+    argv = ["generate", "a red circle", "--vqgan", str(tiny_vqgan_path), "--out", str(tmp_path / "out")]
+    if "--clip" not in extra:
+        argv += ["--clip", str(tiny_model_path)]
+    assert main([*argv, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_prompt_and_a_size_off_the_grid(tiny_model_path, tiny_vqgan_path, tmp_path, capsys):
+    from pictext.cli import main
+
+    common = ["--clip", str(tiny_model_path), "--vqgan", str(tiny_vqgan_path), "--out", str(tmp_path / "o")]
+    assert main(["generate", "  ", *common]) == 2 and "prompt is empty" in capsys.readouterr().err
+    assert main(["generate", "red:x1", *common]) == 2 and "must be a number" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--size", "33", "--steps", "1", "--cutouts", "2", *common]) == 0
+    assert "factor 2; using 32x32" in capsys.readouterr().err
