@@ -311,12 +311,36 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from pictext import hub
 
+    if args.action == "build":
+        return _build_model(args.name, args.out)
     models = hub.list_models()
-    print(f"models in {hub.models_dir()}:")
+    print(f"models (local ones in {hub.models_dir()}, shipped ones in the package):")
     for path in models:
-        print(f"  {path.stem:24s} {path.stat().st_size / 1e6:8.1f} MB")
+        where = "shipped" if path.parent == hub.SHIPPED else "local"
+        print(f"  {path.stem:24s} {path.stat().st_size / 1e6:8.1f} MB  {where}")
     if not models:
         print(f"  none yet; `pictext demo` trains the default model '{hub.DEFAULT_MODEL}'")
+    return 0
+
+
+def _build_model(name: str | None, out: str | None) -> int:
+    """Run a model's recipe from nothing (resuming a stopped run) and save it where name lookup finds it."""
+    from pictext import hub
+
+    if name == "vqgan":
+        from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
+
+        recipe = VQGANRecipe()
+        target = Path(out) if out else hub.models_dir() / "vqgan.safetensors"
+        train_vqgan_on(recipe, vqgan_recipe_data(recipe), out=target, run_dir=target.with_suffix(".run"))
+    elif name in hub.RECIPE_MODELS:
+        from pictext.clip.train import RECIPES, train_shapes
+
+        target = Path(out) if out else hub.models_dir() / f"{name}.safetensors"
+        train_shapes(RECIPES[name], out=target, run_dir=target.with_suffix(".run"))
+    else:
+        raise ValueError(f"pictext models build takes vqgan, {', '.join(hub.RECIPE_MODELS)}; got {name!r}")
+    print(f"saved {target}")
     return 0
 
 
@@ -546,7 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-shard", type=int, default=1000, help="samples per shard with --format shards")
     p.set_defaults(run=cmd_data)
 
-    p = sub.add_parser("models", help="list local models")
+    p = sub.add_parser("models", help="list the models here, or build one from its recipe")
+    p.add_argument("action", nargs="?", choices=["list", "build"], default="list")
+    p.add_argument("name", nargs="?", help="with build: vqgan, default or shapes")
+    p.add_argument("--out", help="with build: where to save (default: $PICTEXT_HOME/models/NAME.safetensors)")
     p.set_defaults(run=cmd_models)
 
     p = sub.add_parser("convert", help="import a foreign checkpoint, or export to Hugging Face / OpenCLIP layout")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pictext.clip.configs import CLIP_CONFIGS
 
+SHIPPED = Path(__file__).parent / "weights"  # models trained by the project's recipes, inside the package
 DEFAULT_MODEL = "default"
 RECIPE_MODELS = ("default", "shapes")  # built by their recipe on first use (pictext/clip/train.py)
 
@@ -26,8 +27,12 @@ def models_dir() -> Path:
 
 
 def list_models() -> list[Path]:
-    folder = models_dir()
-    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    """Models in $PICTEXT_HOME/models, then those shipped in the package (a local file of the same name wins)."""
+    found = {}
+    for folder in (SHIPPED, models_dir()):
+        if folder.is_dir():
+            found |= {p.stem: p for p in folder.glob("*.safetensors")}
+    return sorted(found.values(), key=lambda p: p.stem)
 
 
 def resolve(name: str | os.PathLike) -> Path:
@@ -38,6 +43,9 @@ def resolve(name: str | os.PathLike) -> Path:
     local = models_dir() / f"{name}.safetensors"
     if local.is_file():
         return local
+    shipped = SHIPPED / f"{name}.safetensors"
+    if shipped.is_file():
+        return shipped
     if str(name) in RECIPE_MODELS:
         return ensure_recipe_model(str(name))
     slugs = {k.replace("/", "-").lower() for k in CLIP_CONFIGS}

@@ -154,10 +154,14 @@ def test_cli_errors_name_the_argument(tiny_model_path, tmp_path, capsys):
 
 
 def test_cli_models_and_convert(tiny_model_path, tmp_path, capsys, private_home):
+    from pictext import hub
+
     assert main(["models"]) == 0
-    assert "none yet" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "mine" not in listed and all(p.stem in listed for p in hub.SHIPPED.glob("*.safetensors"))
     target = private_home / "models" / "mine.safetensors"
     assert main(["convert", str(tiny_model_path), "-o", str(target)]) == 0
     assert main(["models"]) == 0
     assert "mine" in capsys.readouterr().out
+    assert main(["models", "build", "nothing"]) == 2 and "takes vqgan" in capsys.readouterr().err
     assert pictext.load("mine").config == pictext.load(tiny_model_path).config
