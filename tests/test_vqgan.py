@@ -358,3 +358,14 @@ def test_cli_trains_and_reconstructs_and_names_bad_input(tmp_path, capsys):
     assert "PSNR" in captured.out and Image.open(tmp_path / "rec" / "0-reconstruction.png").size == (128, 64)
     assert main(["reconstruct", str(folder / "0.png"), "--vqgan", "vqgan"]) == 2
     assert "pictext train vqgan" in capsys.readouterr().err
+
+
+def test_quantizer_under_bf16_autocast_picks_and_updates_codes_in_fp32():
+    torch.manual_seed(0)
+    q = VectorQuantizer(n_embed=8, embed_dim=4, ema_decay=0.9, restart_after=1).train()
+    z = torch.randn(2, 4, 3, 3).bfloat16()
+    expected = q.nearest(z.float().permute(0, 2, 3, 1).reshape(-1, 4))  # fp32 distances to the current codebook
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(z)  # EMA update and dead-code restart write bf16 activations into the fp32 codebook
+    assert out.z_q.dtype == torch.float32 and q.embedding.weight.dtype == torch.float32
+    assert torch.equal(out.indices.flatten(), expected)

@@ -67,6 +67,10 @@ class VectorQuantizer(nn.Module):
         return distances.argmin(dim=1)
 
     def forward(self, z: torch.Tensor) -> Quantized:
+        with torch.autocast(device_type=z.device.type, enabled=False):  # codes are chosen and updated in fp32
+            return self._quantize(z.float())
+
+    def _quantize(self, z: torch.Tensor) -> Quantized:
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)  # (B*H*W, D)
         indices = self.nearest(flat.detach())
