@@ -352,9 +352,9 @@ def test_cli_trains_and_reconstructs_and_names_bad_input(tmp_path, capsys):
     assert "--loss: CLIP training options" in capsys.readouterr().err
     (tmp_path / "bad.png").write_text("not an image")
     code = main(["reconstruct", str(folder / "0.png"), str(tmp_path / "bad.png"), "--vqgan", str(out),
-                 "--size", "60", "-o", str(tmp_path / "rec")])  # fmt: skip
+                 "--size", "62", "-o", str(tmp_path / "rec")])  # fmt: skip
     captured = capsys.readouterr()
-    assert code == 1 and "bad.png" in captured.err and "multiple of the VQGAN's factor 8; using 64" in captured.err
+    assert code == 1 and "bad.png" in captured.err and "multiple of the VQGAN's factor 4; using 64" in captured.err
     assert "PSNR" in captured.out and Image.open(tmp_path / "rec" / "0-reconstruction.png").size == (128, 64)
     assert main(["reconstruct", str(folder / "0.png"), "--vqgan", "vqgan"]) == 2
     assert "pictext train vqgan" in capsys.readouterr().err
