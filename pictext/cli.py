@@ -444,10 +444,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     allowed = None if wildcard else (*LOCAL_HOSTS, args.host.lower(), *(h.lower() for h in args.allow_host))
     index = _index(args)
-    app = create_app(index, token=token, allowed_hosts=allowed)  # loads the model now, not at the first request
+    app = create_app(index, token=token, allowed_hosts=allowed, generator=_server_generator(index, args.vqgan))
+    # create_app loaded the model now, not at the first request
     print(f"serving {index.path} ({len(index)} images) at http://{args.host}:{args.port}/", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _server_generator(index, vqgan: str | None):  # noqa: ANN001, ANN202 - Index and Generator, imported late
+    """The Generate tab's models: the index's CLIP and the VQGAN named (default: the default VQGAN, if there is
+    one; without it the tab says generation is unavailable)."""
+    from pictext import hub
+    from pictext.server.generate import Generator
+    from pictext.vqgan.io import load_vqgan
+
+    try:
+        model = load_vqgan(hub.resolve(vqgan or "vqgan"))
+    except (ModelNotFoundError, CheckpointError) as e:
+        if vqgan is not None:
+            raise
+        print(f"pictext: the Generate tab is off ({e})", file=sys.stderr)
+        return None
+    return Generator(clip=index.model, vqgan=model)
 
 
 def _serve_token(args: argparse.Namespace) -> str | None:
@@ -628,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-host", action="append", default=[], help="another host name the server answers to (repeatable)"
     )
+    p.add_argument("--vqgan", help="the VQGAN of the Generate tab (default: the default VQGAN, if there is one)")
     index_args(p)
     p.set_defaults(run=cmd_serve)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import select
 import shutil
@@ -12,6 +14,7 @@ import threading
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -442,3 +445,82 @@ def test_the_index_folder_is_private(indexed):
     assert stat.S_IMODE(os.stat(index.path).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(index.path / "catalog.sqlite").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(index.path / "vectors.f16").st_mode) == 0o600
+
+
+# ---- the Generate tab ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def generator(tiny_model_path):
+    from pictext.clip.io import load_clip
+    from pictext.server.generate import Generator
+    from pictext.vqgan import VQGAN, VQGANConfig
+
+    torch.manual_seed(0)
+    vqgan = VQGAN(VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2), attn_resolutions=(), z_channels=32,
+                              embed_dim=16, n_embed=64))  # fmt: skip
+    return Generator(clip=load_clip(tiny_model_path), vqgan=vqgan.eval())
+
+
+def stream_lines(response) -> list[dict]:
+    return [json.loads(line) for line in response.text.splitlines() if line]
+
+
+def test_generate_streams_frames_then_the_png_and_refuses_bad_or_concurrent_jobs(indexed, generator):
+    index = indexed[0]
+    off = local(create_app(index))
+    assert off.get("/api/generate/status").json()["available"] is False
+    assert off.get("/api/generate", params={"prompt": "a red circle"}).status_code == 404
+    client = local(create_app(index, generator=generator))
+    assert client.get("/api/generate/status").json() == {
+        "available": True, "drawer": "vqgan", "running": False, "max_steps": 500, "max_size": 128,
+    }  # fmt: skip
+    response = client.get("/api/generate", params={"prompt": "a red circle", "steps": 4, "seed": 2, "size": 30})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
+    lines = stream_lines(response)
+    assert [x["type"] for x in lines] == ["frame"] * 4 + ["done"]
+    assert [x["step"] for x in lines[:4]] == [1, 2, 3, 4] and lines[-1]["name"] == "a-red-circle-2.png"
+    png = base64.b64decode(lines[-1]["image"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(png)).size == (30, 30)
+    for params, message in (({"prompt": " "}, "empty"), ({"prompt": "a", "steps": 0}, "steps"),
+                            ({"prompt": "a", "size": 4096}, "size"), ({"prompt": "a:x"}, "number")):  # fmt: skip
+        response = client.get("/api/generate", params=params)
+        assert response.status_code == 400 and message in response.json()["error"]
+    with generator.busy:  # a job is running
+        busy = client.get("/api/generate", params={"prompt": "a red circle", "steps": 2})
+        assert busy.status_code == 409 and "one at a time" in busy.json()["error"]
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("PICTEXT_REQUIRE_BROWSER"),
+    reason="no chromium here (make test installs Debian's and requires it)",
+)
+def test_the_generate_tab_in_a_real_browser(indexed, generator, serve, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None, "PICTEXT_REQUIRE_BROWSER is set but chromium is not installed"
+    base = serve(create_app(indexed[0], generator=generator))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(accept_downloads=True)
+        page.goto(base + "/")
+        page.click("#tab-generate")
+        page.fill("#prompt", "a red circle")
+        page.fill("#steps", "500")
+        page.fill("#size", "32")
+        page.click("#generate-run")
+        page.wait_for_function("() => Number(document.getElementById('generate-status').dataset.frames) >= 2")
+        assert page.eval_on_selector("#generate-frame", "img => img.naturalWidth") == 32  # frames really show
+        page.click("#generate-cancel")
+        page.wait_for_function("() => document.getElementById('generate-status').textContent === 'cancelled'")
+        wait_until(lambda: not generator.busy.locked(), 30, "the server to stop the cancelled job")
+        assert 25 < generator.last_run_steps < 500  # the job stopped when the page went away, not at its end
+        page.fill("#steps", "3")
+        page.click("#generate-run")
+        page.wait_for_selector("#generate-download:not([hidden])")
+        with page.expect_download() as download:
+            page.click("#generate-download")
+        saved = tmp_path / "download.png"
+        download.value.save_as(saved)
+        assert download.value.suggested_filename == "a-red-circle-0.png" and Image.open(saved).size == (32, 32)
+        browser.close()

@@ -42,6 +42,7 @@ from pictext.checkpoint import atomic_write
 from pictext.images.decode import ImageError, decode_bytes, decode_image
 from pictext.search.index import MAX_UPLOAD_PIXELS, Hit, Index, inside, private_folder
 from pictext.search.query import QueryError, Weighted, parse_query
+from pictext.server.generate import Generator, add_generate_routes
 
 STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
@@ -113,8 +114,10 @@ def create_app(
     token: str | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     allowed_hosts: Collection[str] | None = LOCAL_HOSTS,
+    generator: Generator | None = None,
 ) -> FastAPI:
-    """The app over `index`. allowed_hosts: the names the server answers to (None: any, only with a token)."""
+    """The app over `index`. allowed_hosts: the names the server answers to (None: any, only with a token).
+    generator: the CLIP and VQGAN of the Generate tab (None: the tab says generation is unavailable)."""
     if token is not None:
         token = check_token(token)
     elif allowed_hosts is None:
@@ -264,6 +267,7 @@ def create_app(
             atomic_write(cached, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
         return FileResponse(cached, media_type="image/jpeg")
 
+    add_generate_routes(app, generator)
     return app
 
 

@@ -112,9 +112,78 @@ $("classify-form").addEventListener("submit", async (event) => {
   } catch (e) { $("classify-error").textContent = e.message; }
 });
 
-for (const name of ["search", "classify"]) {
+// Generate: the server streams one JSON line per frame; Cancel aborts the request, which stops the job.
+let generation = null;
+
+async function runGeneration() {
+  $("generate-error").textContent = "";
+  $("generate-download").hidden = true;
+  const params = new URLSearchParams({ prompt: $("prompt").value, steps: $("steps").value,
+                                       seed: $("seed").value, size: $("size").value });
+  generation = new AbortController();
+  $("generate-run").disabled = true;
+  $("generate-cancel").disabled = false;
+  $("generate-status").dataset.frames = "0";
+  try {
+    const response = await fetch("/api/generate?" + params, { signal: generation.signal });
+    if (!response.ok) throw new Error((await response.json()).error || response.statusText);
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let newline;
+      while ((newline = buffer.indexOf("\n")) >= 0) {
+        showLine(JSON.parse(buffer.slice(0, newline)));
+        buffer = buffer.slice(newline + 1);
+      }
+    }
+  } catch (e) {
+    if (e.name === "AbortError") $("generate-status").textContent = "cancelled";
+    else $("generate-error").textContent = e.message;
+  } finally {
+    generation = null;
+    $("generate-run").disabled = false;
+    $("generate-cancel").disabled = true;
+  }
+}
+
+function showLine(line) {
+  const status = $("generate-status");
+  if (line.image) {
+    $("generate-frame").src = line.image;
+    $("generate-frame").hidden = false;
+  }
+  if (line.type === "frame") {
+    status.dataset.frames = String(Number(status.dataset.frames) + 1);
+    status.textContent = `step ${line.step} of ${line.steps}, CLIP score ${line.clip_score.toFixed(3)}`;
+  } else if (line.type === "done") {
+    status.textContent = `done, CLIP score ${line.clip_score.toFixed(3)}`;
+    const link = $("generate-download");
+    link.href = line.image;
+    link.download = line.name;
+    link.hidden = false;
+  } else if (line.type === "cancelled") {
+    status.textContent = "cancelled";
+  } else if (line.type === "error") {
+    $("generate-error").textContent = line.message;
+  }
+}
+
+$("generate-form").addEventListener("submit", (event) => { event.preventDefault(); runGeneration(); });
+$("generate-cancel").addEventListener("click", () => { if (generation) generation.abort(); });
+call("/api/generate/status").then((s) => {
+  if (!s.available) {
+    $("generate-status").textContent = s.reason;
+    $("generate-run").disabled = true;
+  }
+}).catch(() => {});
+
+for (const name of ["search", "classify", "generate"]) {
   $("tab-" + name).addEventListener("click", () => {
-    for (const other of ["search", "classify"]) {
+    for (const other of ["search", "classify", "generate"]) {
       $(other + "-view").hidden = other !== name;
       $("tab-" + other).classList.toggle("on", other === name);
     }

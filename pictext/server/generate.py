@@ -1,0 +1,137 @@
+"""The Generate tab's route: VQGAN+CLIP streamed to the page as it runs, one job at a time per server.
+
+`GET /api/generate?prompt=...&steps=...&seed=...&size=...` answers with newline-delimited JSON: a `frame`
+line (step, loss, CLIP score, the picture as a PNG data URL) every few steps, then `done` (the final PNG) or
+`error`. The job runs in its own thread; when the client goes away (the page's Cancel aborts the request),
+the job is told to stop at its next step. A second request while one runs gets 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from PIL import Image
+
+from pictext.clip.model import CLIP
+from pictext.vqgan.model import VQGAN
+
+MAX_STEPS = 500
+MAX_SIZE = 128
+
+
+@dataclass
+class Generator:
+    """What the server generates with: a guiding CLIP and a VQGAN (None: the pixel drawer)."""
+
+    clip: CLIP
+    vqgan: VQGAN | None
+    busy: threading.Lock = field(default_factory=threading.Lock)
+    last_run_steps: int = 0  # steps the last job ran (fewer than asked when it was cancelled)
+
+
+def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
+    @app.get("/api/generate/status")
+    def generate_status() -> dict:
+        if generator is None:
+            return {"available": False, "reason": "this server was started without a VQGAN to generate with"}
+        return {"available": True, "drawer": "vqgan" if generator.vqgan is not None else "pixel",
+                "running": generator.busy.locked(), "max_steps": MAX_STEPS, "max_size": MAX_SIZE}  # fmt: skip
+
+    @app.get("/api/generate")
+    async def generate_route(request: Request, prompt: str, steps: int = 100, seed: int = 0, size: int = 64):
+        from pictext.generate.outputs import slug
+        from pictext.generate.vqgan_clip import GenerationError, parse_prompts, round_size
+
+        if generator is None:
+            raise HTTPException(404, "this server was started without a VQGAN to generate with")
+        try:
+            parse_prompts(prompt)
+        except GenerationError as e:
+            raise HTTPException(400, str(e)) from e
+        if not 1 <= steps <= MAX_STEPS:
+            raise HTTPException(400, f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        if not 16 <= size <= MAX_SIZE:
+            raise HTTPException(400, f"size must be between 16 and {MAX_SIZE} pixels, got {size}")
+        if not 0 <= seed < 2**63:
+            raise HTTPException(400, f"seed must be between 0 and 2^63 - 1, got {seed}")
+        if generator.vqgan is not None:
+            size = round_size(size, generator.vqgan.config.factor)
+        if not generator.busy.acquire(blocking=False):
+            raise HTTPException(409, "a generation is already running; one at a time on this server")
+        settings = {"steps": steps, "seed": seed, "size": (size, size), "frame_every": max(1, steps // 20)}
+        lines: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=64)
+        cancel = threading.Event()
+        thread = threading.Thread(target=_run, args=(generator, prompt, settings, lines, cancel), daemon=True)
+        thread.start()
+        name = f"{slug(prompt)}-{seed}.png"
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    try:
+                        line = lines.get_nowait()
+                    except queue.Empty:
+                        if await request.is_disconnected():
+                            return
+                        await asyncio.sleep(0.02)
+                        continue
+                    if line is None:
+                        return
+                    yield (json.dumps(line | ({"name": name} if line["type"] == "done" else {})) + "\n").encode()
+            finally:
+                cancel.set()  # the client left or the job ended: stop at the next step either way
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+def _run(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, cancel: threading.Event) -> None:
+    from pictext.generate import generate
+
+    every = settings["frame_every"]
+
+    def on_step(step, frame: Image.Image) -> bool:  # noqa: ANN001
+        if step.step % every == 0:
+            line = {"type": "frame", "step": step.step + 1, "steps": settings["steps"], "loss": round(step.loss, 4),
+                    "clip_score": round(step.clip_score, 4), "image": _data_url(frame)}  # fmt: skip
+            _put(lines, line, cancel)
+        return not cancel.is_set()
+
+    try:
+        drawer = "vqgan" if generator.vqgan is not None else "pixel"
+        result = generate(prompt, clip=generator.clip, vqgan=generator.vqgan, drawer=drawer, callback=on_step,
+                          **settings)  # fmt: skip
+        generator.last_run_steps = len(result.steps)
+        if result.stopped_early:
+            _put(lines, {"type": "cancelled", "step": len(result.steps)}, cancel, force=True)
+        else:
+            done = {"type": "done", "clip_score": round(result.clip_score, 4), "image": _data_url(result.image)}
+            _put(lines, done, cancel, force=True)
+    except Exception as e:  # reported to the page as a line, like every other outcome
+        _put(lines, {"type": "error", "message": f"{e.__class__.__name__}: {e}"}, cancel, force=True)
+    finally:
+        _put(lines, None, cancel, force=True)
+        generator.busy.release()
+
+
+def _put(lines: queue.Queue, line: dict | None, cancel: threading.Event, force: bool = False) -> None:
+    """Queue a line for the page; a slow page drops frames (never blocks the job), never the last lines."""
+    try:
+        lines.put(line, block=force, timeout=5 if force else None)
+    except queue.Full:
+        pass
+
+
+def _data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
