@@ -105,7 +105,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.family == "vqgan":
         return _train_vqgan(args)
-    from pictext import hub
     from pictext.clip.train import RECIPES, recipe_data, train_on
     from pictext.data.pairs import load_pairs
 
@@ -132,16 +131,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = load_pairs(args.data, cfg.seed, args.image_column, args.caption_column)
         name = args.data if args.data == "digits" else Path(args.data).stem
     custom = args.data is not None or any(v is not None for v in given.values())
-    out = Path(args.out) if args.out else hub.models_dir() / f"{name}{'-custom' if custom else ''}.safetensors"
-    run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
+    out, run_dir = _train_paths(args, f"{name}{'-custom' if custom else ''}")
     train_on(recipe, data, out=out, run_dir=run_dir)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")
     return 0
 
 
-def _train_vqgan(args: argparse.Namespace) -> int:
+def _train_paths(args: argparse.Namespace, name: str) -> tuple[Path, Path]:
+    """--out (default: the model NAME in $PICTEXT_HOME/models) and --run-dir (default: beside it)."""
     from pictext import hub
+
+    out = Path(args.out) if args.out else hub.models_dir() / f"{name}.safetensors"
+    return out, Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
+
+
+def _train_vqgan(args: argparse.Namespace) -> int:
     from pictext.data.pairs import load_pairs
     from pictext.data.shapes import ShapesWorld
     from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
@@ -163,10 +168,8 @@ def _train_vqgan(args: argparse.Namespace) -> int:
     else:
         data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
         name = f"vqgan-{Path(args.data).stem}"
-    custom = args.data is not None or any(v is not None for v in given.values())
-    suffix = "-custom" if custom and args.data is None else ""
-    out = Path(args.out) if args.out else hub.models_dir() / f"{name}{suffix}.safetensors"
-    run_dir = Path(args.run_dir) if args.run_dir else out.with_suffix(".run")
+    custom = args.data is None and any(v is not None for v in given.values())
+    out, run_dir = _train_paths(args, f"{name}{'-custom' if custom else ''}")
     train_vqgan_on(recipe, data, out=out, run_dir=run_dir)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")

@@ -9,7 +9,6 @@ loss's weights (`loss.*`: discriminator, LPIPS) are left out, since pictext's tr
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 
 from pictext.checkpoint import CheckpointError
-from pictext.torchscript import _STORAGE_DTYPES, _rebuild_tensor
+from pictext.torchscript import _SafeUnpickler
 from pictext.vqgan.model import VQGAN, VQGANConfig
 
 
@@ -44,28 +43,19 @@ def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
     return data
 
 
-class _DataUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str) -> None:
-        super().__init__(io.BytesIO(data))
-        self.archive, self.prefix = archive, prefix
+class _DataUnpickler(_SafeUnpickler):
+    """TorchScript's allow-list unpickler, with parameters and ordered dicts read too, and every other class or
+    function the pickle names turned into an inert placeholder instead of an error."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor")):
-            return _rebuild_tensor
         if (module, name) in (("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_v2")):
             return _rebuild_parameter
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return name
         if (module, name) == ("collections", "OrderedDict"):
             return _OrderedDict
-        return type(f"{module}.{name}", (_Inert,), {})  # anything else: a named placeholder, never the real thing
-
-    def persistent_load(self, pid: Any) -> torch.Tensor:
-        kind, dtype_name, key, _location, _numel = pid
-        if kind != "storage" or dtype_name not in _STORAGE_DTYPES:
-            raise pickle.UnpicklingError(f"unsupported storage record {pid!r}")
-        raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
-        return torch.frombuffer(raw, dtype=_STORAGE_DTYPES[dtype_name]) if raw else torch.empty(0)
+        try:
+            return super().find_class(module, name)
+        except pickle.UnpicklingError:
+            return type(f"{module}.{name}", (_Inert,), {})  # a named placeholder, never the real thing
 
 
 def read_checkpoint_data(path: str | os.PathLike) -> Any:
