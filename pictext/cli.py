@@ -29,6 +29,15 @@ USER_ERRORS = (  # DatasetError, QueryError and SearchIndexError are ValueErrors
 )
 
 
+def _say_precision(model):  # noqa: ANN001, ANN202 - a CLIP, imported late
+    """Print, once per command, the precision the model runs in."""
+    from pictext.training import cpu_has_fast_bf16
+
+    why = " (native on this CPU)" if model.precision == "bf16" and cpu_has_fast_bf16() else ""
+    print(f"pictext: inference in {model.precision}{why}", file=sys.stderr)
+    return model
+
+
 def _templates(name: str) -> tuple[str, ...]:
     from pictext.clip.zero_shot import DEFAULT_TEMPLATES, imagenet_templates
 
@@ -44,17 +53,14 @@ def _images_in(inputs: Sequence[str]) -> list[Path]:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from pictext.api import embed_images, load
+    from pictext.api import embed_images, inference, load, unit_rows
     from pictext.clip.zero_shot import class_embeddings, zero_shot_probs
 
-    model = load(args.model, activation=args.activation)
+    model = _say_precision(load(args.model, activation=args.activation, precision=args.precision))
     labels = [label.strip() for label in args.labels.split(",")] if args.labels.strip() else []
-    classes = class_embeddings(model, labels, _templates(args.templates))
-    paths = list_images(args.images)
-    if not paths:
-        raise ValueError(
-            f"no images found in {', '.join(args.images)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
+    with inference(model):
+        classes = torch.from_numpy(unit_rows(class_embeddings(model, labels, _templates(args.templates))))
+    paths = _images_in(args.images)
     indices, features, errors = embed_images(model, paths)
     probs = (
         zero_shot_probs(model, torch.from_numpy(features), classes).numpy() if indices else np.zeros((0, len(labels)))
@@ -81,7 +87,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from pictext.api import embed_images, load
 
     paths = _images_in(args.inputs)
-    model = load(args.model, activation=args.activation)
+    model = _say_precision(load(args.model, activation=args.activation, precision=args.precision))
     indices, features, errors = embed_images(model, paths, batch_size=args.batch_size)
     if not indices:
         raise ImageError(", ".join(str(e.source) for e in errors), "no input is a readable image; nothing written")
@@ -287,7 +293,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pictext.api import load
     from pictext.evaluate import evaluate_data
 
-    model = load(args.model, activation=args.activation)
+    model = load(args.model, activation=args.activation, precision="fp32")  # figures that hold on any machine
     results = evaluate_data(model, args.data, image_column=args.image_column, caption_column=args.caption_column)
     if args.json:
         print(json.dumps({"model": args.model or "default", "data": args.data, "results": results}, indent=2))
@@ -360,7 +366,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace, create: bool = False):  # noqa: ANN202 - pictext.search.Index, imported late
     from pictext.search import Index
 
-    return Index(args.index, model=args.model, create=create)
+    return Index(args.index, model=args.model, create=create, precision=args.precision)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -377,8 +383,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         if args.rebuild and (folder / "catalog.sqlite").exists():
             print(f"{folder}: {repair(folder)}")
         index = _index(args, create=True)
+        _say_precision(index.model)
         report = index.add(
             args.paths,
+            mixed_precision=args.mixed_precision,
             batch_size=args.batch_size,
             workers=args.workers,
             exclude=(*DEFAULT_EXCLUDE, *args.exclude),
@@ -498,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pictext", description="CLIP models, zero-shot classification, embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def precision_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
+        help = "inference precision; auto: bf16 where the CPU or GPU has it natively (default: %(default)s)"
+        p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=default, help=help)
+
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", help="checkpoint file, Hugging Face folder, or local model name (default: shapes)")
         p.add_argument("--activation", choices=["quick_gelu", "gelu"], help="for OpenCLIP state dicts, which omit it")
@@ -519,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="labels to print per image")
     p.add_argument("--json", action="store_true", help="print JSON")
     model_args(p)
+    precision_arg(p)
     p.set_defaults(run=cmd_classify)
 
     p = sub.add_parser("encode", help="write normalized image embeddings (.npy) and a manifest")
@@ -526,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=64)
     model_args(p)
+    precision_arg(p)
     p.set_defaults(run=cmd_encode)
 
     p = sub.add_parser("train", help="train a model")
@@ -607,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     def index_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--index", help="index folder (default: $PICTEXT_HOME/index)")
         p.add_argument("--model", help="model to embed with (default: the one the index was built with)")
+        precision_arg(p)
 
     p = sub.add_parser("index", help="embed the images under folders, incrementally, for search")
     p.add_argument("paths", nargs="*", help="folders or image files (none: re-scan every folder indexed before)")
@@ -619,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--exclude", action="append", default=[], help="folder names to skip (glob), repeatable")
     p.add_argument("--faiss", action="store_true", help="build the faiss index now, whatever the size")
+    p.add_argument(
+        "--mixed-precision", action="store_true", help="add vectors made in another precision than the index's"
+    )
     p.add_argument(
         "--rebuild",
         action="store_true",

@@ -165,3 +165,23 @@ def test_cli_models_and_convert(tiny_model_path, tmp_path, capsys, private_home)
     assert "mine" in capsys.readouterr().out
     assert main(["models", "build", "nothing"]) == 2 and "takes vqgan" in capsys.readouterr().err
     assert pictext.load("mine").config == pictext.load(tiny_model_path).config
+
+
+def test_precision_auto_follows_the_hardware_and_bf16_stays_close(tiny_model_path, image_dir, monkeypatch, capsys):
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr("pictext.training.cpu_has_fast_bf16", lambda native=native: native)
+        assert pictext.load(tiny_model_path).precision == want
+    monkeypatch.undo()
+    fp32, bf16 = (pictext.load(tiny_model_path, precision=p) for p in ("fp32", "bf16"))
+    images = [image_dir / "red.png", image_dir / "blue.png"]
+    a, b = pictext.encode_images(images, model=fp32), pictext.encode_images(images, model=bf16)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)  # normalized in float32 after a bf16 pass
+    assert (a * b).sum(1).min() > 0.99 and not np.array_equal(a, b)  # close, and really computed in bf16
+    assert np.array_equal(pictext.encode_images(images, model=bf16, precision="fp32"), a)  # a per-call override
+    t = pictext.encode_texts(["a red circle"], model=bf16)
+    assert (t @ pictext.encode_texts(["a red circle"], model=fp32).T).item() > 0.99
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+        pictext.load(tiny_model_path, precision="int8")
+    argv = ["classify", str(image_dir / "red.png"), "--labels", "a,b", "--model", str(tiny_model_path)]
+    assert main([*argv, "--precision", "bf16"]) == 0
+    assert "pictext: inference in bf16" in capsys.readouterr().err

@@ -448,3 +448,18 @@ def test_leftovers_thumbnails_own_folder_and_failed_runs(tmp_path, tiny_model_pa
     assert main(["index", "no/such/folder", "--index", str(new)]) == 2
     assert main(["index", str(photos), "--index", str(new), "--model", str(tmp_path / "nope.pt")]) == 2
     assert not new.exists()  # a run that failed leaves no empty index behind
+
+
+def test_an_index_records_its_precision_and_refuses_to_mix(tmp_path, tiny_model_path, capsys):
+    photos = tmp_path / "photos"
+    write_gallery(photos / "a")
+    write_gallery(photos / "b")
+    common = ["--index", str(tmp_path / "index"), "--model", str(tiny_model_path)]
+    assert main(["index", str(photos / "a"), *common, "--precision", "fp32"]) == 0
+    assert "inference in fp32" in capsys.readouterr().err
+    assert main(["index", str(photos / "b"), *common, "--precision", "bf16"]) == 2
+    assert "were made in fp32, and this model runs in bf16" in capsys.readouterr().err
+    assert len(Index(tmp_path / "index", model=tiny_model_path)) == 40  # nothing was added
+    assert main(["index", str(photos / "b"), *common, "--precision", "bf16", "--mixed-precision"]) == 0
+    index = Index(tmp_path / "index", model=tiny_model_path)
+    assert len(index) == 80 and index.catalog.get("precision") == "mixed"

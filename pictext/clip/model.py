@@ -210,6 +210,7 @@ class CLIP(nn.Module):
         self.config = config
         self.preprocess = Preprocess(image_size=config.vision.image_size)  # replaced by what a checkpoint records
         self.tokenizer: Tokenizer | None = None  # set by pictext.load; None for a bare architecture
+        self.precision = "fp32"  # what pictext.api and Index run it in ("fp32" or "bf16"); pictext.load sets it
         t = config.text
         if config.vision.is_resnet:
             self.visual: nn.Module = ModifiedResNet(config.vision, config.embed_dim)

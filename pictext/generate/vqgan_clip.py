@@ -298,9 +298,9 @@ def _targets(clip: CLIP, prompts: Sequence[Prompt]) -> tuple[torch.Tensor, torch
     rows = []
     for p in prompts:
         if p.text is not None:
-            rows.append(torch.from_numpy(encode_texts([p.text], model=clip, truncate=True))[0])
+            rows.append(torch.from_numpy(encode_texts([p.text], model=clip, truncate=True, precision="fp32"))[0])
         else:
-            rows.append(torch.from_numpy(encode_images([p.image], model=clip))[0])
+            rows.append(torch.from_numpy(encode_images([p.image], model=clip, precision="fp32"))[0])
     return torch.stack(rows), torch.tensor([p.weight for p in prompts], dtype=torch.float32)
 
 

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pictext import hub
+from pictext.api import inference, unit_rows
 from pictext.clip.model import CLIP
 from pictext.images.decode import IMAGE_SUFFIXES, ImageError, decode_bytes, decode_image
 from pictext.images.transforms import Preprocess
@@ -181,8 +182,12 @@ class Index:
         model: CLIP | str | os.PathLike | None = None,
         *,
         create: bool = True,
+        precision: str = "auto",
     ) -> None:
-        """Open the index in folder `path` (default $PICTEXT_HOME/index); create=False: it must exist already."""
+        """Open the index in folder `path` (default $PICTEXT_HOME/index); create=False: it must exist already.
+
+        precision: what a model loaded by name runs in ("auto", "fp32", "bf16"; see pictext.load); a CLIP given
+        as `model` runs in its own. The index records the precision of its vectors, and `add` refuses to mix."""
         self.path = Path(path).expanduser() if path else default_index_dir()
         if self.path.exists() and not self.path.is_dir():
             raise SearchIndexError(f"{self.path} is a file; an index is a folder (give a new or existing folder)")
@@ -199,6 +204,7 @@ class Index:
         self._writing = 0  # depth of this object's hold on the writer lock
         self._model = model if isinstance(model, CLIP) else None
         self._model_spec = None if isinstance(model, CLIP) or model is None else _spec(model)
+        self._precision = precision
         self._cache: tuple[str, list[int], set[int], np.ndarray] | None = None  # generation, ids, id set, matrix
         self._faiss: tuple[str, FaissIVF] | None = None
         if self._model is not None:
@@ -212,7 +218,7 @@ class Index:
             from pictext.api import load
 
             spec = self._model_spec or self.catalog.get("model_spec")
-            self._model = load(spec)
+            self._model = load(spec, precision=self._precision)
             self._check_model(self._model)
         return self._model
 
@@ -256,16 +262,19 @@ class Index:
         workers: int | None = None,
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         fast_decode: bool = True,
+        mixed_precision: bool = False,
     ) -> Report:
         """Index the image files and folders in `paths` (none: every folder indexed before); see the module doc.
 
         fast_decode: JPEGs decode at a reduced scale no smaller than the model's input (see `decode_image`);
         vectors then differ slightly from exact preprocessing (bench/index.py measures by how much).
+        mixed_precision: add vectors made in another precision than the index's so far (refused otherwise).
         """
         with self.writing():
             roots = self._roots(paths)
             model = self.model
             self.check()
+            self._check_precision(model, mixed_precision)
             report = Report()
             found = scan(roots, exclude, skip=[self.path])
             report.scanned = len(found)
@@ -319,6 +328,20 @@ class Index:
                 yield
             finally:
                 self._writing = 0
+
+    def _check_precision(self, model: CLIP, mixed: bool) -> None:
+        """Record the precision of the index's vectors; refuse to add vectors of another unless `mixed`."""
+        stored = self.catalog.get("precision")
+        if stored is None or stored == model.precision or mixed:
+            if stored != model.precision:
+                with self.catalog.transaction():
+                    self.catalog.set("precision", model.precision if stored in (None, model.precision) else "mixed")
+            return
+        raise SearchIndexError(
+            f"the vectors in {self.path} were made in {stored}, and this model runs in {model.precision}; "
+            f"index with --precision {stored if stored != 'mixed' else 'fp32'}, or pass --mixed-precision to add "
+            f"{model.precision} vectors anyway (their cosines to {stored} ones differ by about 1e-4)"
+        )
 
     def check(self) -> None:
         """SearchIndexError when the vector file has lost rows the catalog points at (deleted or truncated)."""
@@ -420,9 +443,9 @@ class Index:
             good = [it for it in items if it[1] is not None]
             start = 0
             if good:
-                with torch.inference_mode():
+                with inference(model):
                     pixels = torch.stack([it[1] for it in good]).to(device)
-                    emb = model.encode_image(pixels, normalize=True).float().cpu().numpy()
+                    emb = unit_rows(model.encode_image(pixels))
                 start = self.vectors.append(emb)
             with self.catalog.transaction():
                 for j, (i, _, w, h, _) in enumerate(good):
