@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 from pictext.clip.io import load_clip
 from pictext.clip.model import CLIPConfig, TextConfig, VisionConfig
 from pictext.search import Index
+from pictext.training import cpu_has_fast_bf16
 
 BATCH = 64
 SMALL = {  # the default shapes model's architecture (pictext.clip.train.ShapesRecipe)
@@ -90,9 +91,13 @@ def run_model(label: str, name: str, overrides: dict, config: CLIPConfig | None,
     reference = plain_loop(ref, preprocess, paths)
     loop_s = time.perf_counter() - start
     rows = [{"model": label, "system": "open_clip plain loop", "images": n, "images_per_s": round(n / loop_s, 1)}]
-    for system, fast in (("pictext index", True), ("pictext index, exact decode", False)):
-        folder = work / f"index_{fast}"
+    systems = [("pictext index", True, "fp32"), ("pictext index, exact decode", False, "fp32")]
+    if cpu_has_fast_bf16():  # emulated bf16 is slower than fp32; the row is for CPUs that multiply it natively
+        systems.append(("pictext index --precision bf16", True, "bf16"))
+    for system, fast, precision in systems:
+        folder = work / f"index_{fast}_{precision}"
         shutil.rmtree(folder, ignore_errors=True)
+        ours.precision = precision
         index = Index(folder, model=ours)
         start = time.perf_counter()
         report = index.add([photos], batch_size=BATCH, fast_decode=fast)
@@ -133,9 +138,13 @@ def main() -> None:
         "target": 1.5,
         "target_met": main_row["ratio_vs_open_clip_loop"] >= 1.5,
     }
+    for row in rows:
+        if row["system"] == "pictext index --precision bf16":
+            summary[f"bf16_ratio_vs_open_clip_loop ({row['model']})"] = row["ratio_vs_open_clip_loop"]
     out = {
         "machine": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "native_bf16": cpu_has_fast_bf16(),
         "batch": BATCH,
         "rows": rows,
         "summary": summary,
