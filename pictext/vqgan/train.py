@@ -231,11 +231,13 @@ DEFAULT_VQGAN = VQGANConfig(
 
 @dataclass(frozen=True)
 class VQGANRecipe:
-    """The default VQGAN: 64 px, f4 (a 16x16 grid of codes), 512 codes with dead-code restart, trained on
-    Google's emoji and the shapes world."""
+    """The default VQGAN: 64 px, f4 (a 16x16 grid of codes), 512 codes with dead-code restart, trained with L1
+    and the codebook loss on Google's emoji and the shapes world."""
 
     model: VQGANConfig = DEFAULT_VQGAN
-    train: VQGANTrainConfig = VQGANTrainConfig(steps=2000, disc_start=800)
+    # No adversarial phase: with it from step 800 (disc_weight 0.8, no perceptual loss), L1 went from 0.114 to
+    # 0.25 by step 2000 and held-out PSNR fell to 15.3 dB; the discriminator won (hinge loss about 0.05).
+    train: VQGANTrainConfig = VQGANTrainConfig(steps=1500, disc_start=10**9)
     emoji_repeats: int = 2  # each training emoji counted this often against `shapes_length` shapes
     shapes_length: int = 6000
 
