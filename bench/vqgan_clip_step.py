@@ -7,8 +7,8 @@ loaded from open_clip's state dict; the reference encodes with open_clip). 16 cu
 The reference's cutouts follow nerdyrodent/VQGAN-CLIP's `MakeCutouts`: a Python loop of random square crops
 (size drawn with `cut_pow`), each resampled to 224 px, then kornia's flip, sharpness, affine, perspective and
 colour jitter; its resampling is lanczos in the original, bicubic with antialiasing here (torch has no
-lanczos). The FLOP floor is the step's FLOP count (torch's FlopCounterMode: decode and CLIP forward, and
-twice that for the backward) divided by the fp32 matrix-multiply rate this CPU reaches on a large GEMM.
+lanczos). The FLOP floor is the step's FLOP count (torch's FlopCounterMode over pictext's whole step, forward
+and backward) divided by the fp32 matrix-multiply rate this CPU reaches on a large GEMM.
 
 Writes bench/results/vqgan_clip_step.json (summary key `ratio_vs_reference`, fp32 at 64 px; target >= 1.2).
 """
@@ -31,8 +31,8 @@ from pictext.training import cpu_has_fast_bf16
 from pictext.vqgan.model import VQGAN
 from pictext.vqgan.train import DEFAULT_VQGAN
 
-CUTOUTS, CUT_SIZE, REPEATS = 16, 224, 3
-SIZES = (64, 128, 256)
+CUTOUTS, CUT_SIZE, REPEATS = 16, 224, int(os.environ.get("STEP_REPEATS", 3))
+SIZES = tuple(int(s) for s in os.environ.get("STEP_SIZES", "64,128,256").split(","))
 
 
 def reference_cutouts(picture: torch.Tensor, augment: torch.nn.Module, cut_pow: float = 1.0) -> torch.Tensor:
@@ -111,6 +111,7 @@ def _timed(fn) -> float:  # noqa: ANN001
 
 
 def step_flops(vqgan, clip, z, target) -> int:
+    """FLOPs of one pictext step, the backward pass included (it runs inside the counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     g = torch.Generator().manual_seed(0)
@@ -149,7 +150,7 @@ def measure_size(size, clip, ref_clip, augment, target, precisions, rate) -> lis
     decoder = taming_decoder(vqgan)
     side = size // vqgan.config.factor
     z0 = vqgan.quantize.lookup(torch.randint(0, vqgan.config.n_embed, (1, side, side)))
-    floor = 3 * step_flops(vqgan, clip, z0.clone().requires_grad_(True), target) / rate
+    floor = step_flops(vqgan, clip, z0.clone().requires_grad_(True), target) / rate
     generators = {p: torch.Generator().manual_seed(0) for p in precisions}
     systems = {
         **{f"pictext {p}": (lambda t, p=p: pictext_step(vqgan, clip, z0.clone().requires_grad_(True), target,
