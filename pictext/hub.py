@@ -56,7 +56,7 @@ def resolve(name: str | os.PathLike) -> Path:
             "`pictext convert`"
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
-    hint = "; build the default VQGAN with `pictext train vqgan`" if str(name) == "vqgan" else ""
+    hint = "; build the default VQGAN with `pictext models build vqgan`" if str(name) == "vqgan" else ""
     raise ModelNotFoundError(f"{name!r} is neither a file nor a model in {models_dir()} (available: {available}){hint}")
 
 

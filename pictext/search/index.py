@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import fnmatch
 import hashlib
 import json
 import os
@@ -37,14 +36,14 @@ from torch.utils.data import DataLoader, Dataset
 from pictext import hub
 from pictext.api import inference, unit_rows
 from pictext.clip.model import CLIP
-from pictext.images.decode import IMAGE_SUFFIXES, ImageError, decode_bytes, decode_image
+from pictext.images.decode import ImageError, decode_bytes, decode_image
 from pictext.images.transforms import Preprocess
 from pictext.search.catalog import Catalog, Record
 from pictext.search.query import QueryError, Weighted, as_terms, combine
+from pictext.search.scan import DEFAULT_EXCLUDE, printable, scan, storable
 from pictext.search.vectors import FAISS_THRESHOLD, FaissIVF, StaleIndexError, VectorFile, top_k
 from pictext.training import progress
 
-DEFAULT_EXCLUDE = ("@eaDir", "node_modules", "__pycache__", "$RECYCLE.BIN")
 MAX_UPLOAD_PIXELS = 40_000_000
 
 
@@ -111,46 +110,6 @@ class Report:
             f"{self.scanned} files: {self.embedded} embedded, {self.reused} reused, {self.unchanged} unchanged, "
             f"{self.removed} removed, {len(self.errors)} errors{earlier}"
         )
-
-
-def scan(
-    roots: Sequence[Path], exclude: Sequence[str] = DEFAULT_EXCLUDE, skip: Sequence[str | os.PathLike] = ()
-) -> dict[str, os.stat_result]:
-    """Image files under `roots` (folders, or files given by name) by absolute path.
-
-    Symlinks are followed only where they resolve inside a root, and each real folder is walked once; the
-    folders in `skip` (an index's own folder, with its thumbnails) are never entered.
-    """
-    real_roots = [os.path.realpath(r) for r in roots]
-    found: dict[str, os.stat_result] = {}
-    visited: set[str] = {os.path.realpath(p) for p in skip}
-    for root in roots:
-        if not root.is_dir():
-            with contextlib.suppress(OSError):  # gone since it was given
-                found[str(root)] = os.stat(root)
-            continue
-        for folder, dirs, files in os.walk(root, followlinks=True):
-            real = os.path.realpath(folder)
-            if real in visited or not inside(real, real_roots):
-                dirs[:] = []
-                continue
-            visited.add(real)
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _excluded(d, exclude))
-            for name in sorted(files):
-                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                path = os.path.join(folder, name)
-                try:
-                    if inside(os.path.realpath(path), real_roots):
-                        found[path] = os.stat(path)
-                except OSError:  # a dangling symlink, or gone already
-                    continue
-    return found
-
-
-def inside(real: str, real_roots: Sequence[str]) -> bool:
-    """Whether the resolved path `real` is one of `real_roots` or lies under one."""
-    return any(real == r or real.startswith(r.rstrip("/") + "/") for r in real_roots)
 
 
 class _Images(Dataset):
@@ -278,7 +237,7 @@ class Index:
             report = Report()
             found = scan(roots, exclude, skip=[self.path])
             report.scanned = len(found)
-            for path in [p for p in found if not _storable(p)]:  # SQLite stores text as UTF-8 only
+            for path in [p for p in found if not storable(p)]:  # SQLite stores text as UTF-8 only
                 del found[path]
                 report.errors.append((printable(path), "the file name is not valid UTF-8; rename it to index it"))
             known: dict[str, Record] = {}
@@ -608,23 +567,6 @@ def _changed(record: Record | None, st: os.stat_result) -> bool:
 def _image(term: object) -> object:
     """An image query term as encode_images takes it: uploaded bytes are decoded under the upload pixel limit."""
     return decode_bytes(term, "uploaded image", max_pixels=MAX_UPLOAD_PIXELS) if isinstance(term, bytes) else term
-
-
-def _excluded(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in patterns)
-
-
-def _storable(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes in the name, held by Python as surrogate escapes
-        return False
-    return True
-
-
-def printable(path: str) -> str:
-    """A path as text that any terminal and JSON can carry: undecodable bytes shown as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def repair(path: str | os.PathLike) -> str:

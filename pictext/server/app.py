@@ -40,8 +40,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pictext.checkpoint import atomic_write
 from pictext.images.decode import ImageError, decode_bytes, decode_image
-from pictext.search.index import MAX_UPLOAD_PIXELS, Hit, Index, inside, private_folder
+from pictext.search.index import MAX_UPLOAD_PIXELS, Hit, Index, private_folder
 from pictext.search.query import QueryError, Weighted, parse_query
+from pictext.search.scan import inside
 from pictext.server.generate import Generator, add_generate_routes
 
 STATIC = Path(__file__).parent / "static"
