@@ -356,8 +356,34 @@ def test_cli_trains_and_reconstructs_and_names_bad_input(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1 and "bad.png" in captured.err and "multiple of the VQGAN's factor 4; using 64" in captured.err
     assert "PSNR" in captured.out and Image.open(tmp_path / "rec" / "0-reconstruction.png").size == (128, 64)
-    assert main(["reconstruct", str(folder / "0.png"), "--vqgan", "vqgan"]) == 2
-    assert "pictext train vqgan" in capsys.readouterr().err
+    assert main(["reconstruct", str(folder / "0.png"), "--vqgan", "no-such-vqgan"]) == 2
+    assert "neither a file nor a model" in capsys.readouterr().err
+
+
+def test_a_missing_default_vqgan_says_how_to_build_it(monkeypatch, tmp_path):
+    from pictext import hub
+
+    monkeypatch.setattr(hub, "SHIPPED", tmp_path / "nothing-shipped")
+    with pytest.raises(hub.ModelNotFoundError, match="pictext models build vqgan"):
+        hub.resolve("vqgan")
+
+
+def test_the_shipped_vqgan_reconstructs_shapes_and_emoji_like_pictures():
+    """Quality on the committed checkpoint, with a margin a fair model clears on any machine."""
+    from pictext import hub
+    from pictext.data.shapes import ShapesWorld
+    from pictext.vqgan.io import load_vqgan
+    from pictext.vqgan.loss import psnr
+    from pictext.vqgan.train import to_pixels
+
+    shipped = hub.SHIPPED / "vqgan.safetensors"
+    assert shipped.is_file() and shipped.stat().st_size < 20e6  # fp16, within the budget
+    model = load_vqgan(shipped)
+    world = ShapesWorld(size=64, split="all", max_shapes=2, seed=123, length=32)
+    x = to_pixels([world[i][0] for i in range(len(world))], 64)
+    with torch.no_grad():
+        out = model(x)
+    assert psnr(x, out.reconstruction).mean().item() > 20.0
 
 
 def test_quantizer_under_bf16_autocast_picks_and_updates_codes_in_fp32():
