@@ -6,7 +6,7 @@ All 20 colour-shape prompts ("a red circle", ...), 3 seeds each, drawn with the 
 the headline) and `contains` (some region of that colour has that shape). Also: whether the CLIP score rose
 from the first to the last step in every run, and seconds per image.
 
-    python bench/vqgan_clip.py [--steps 150] [--vqgan vqgan] [--clip shapes]
+    python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan vqgan] [--clip shapes]
 
 Writes bench/results/vqgan_clip.json (summary keys `oracle_accuracy` and `oracle_accuracy_heldout`, the
 dominant verdict; target >= 0.70).
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pictext import hub
 from pictext.api import load
@@ -35,21 +36,26 @@ SEEDS = (0, 1, 2)
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--init", choices=["random", "background"], default="background",
+                        help="random codes (pictext generate's default), or a plain image in a shapes-world "
+                        "background grey (the pictures then start as the world's scenes do)")  # fmt: skip
     parser.add_argument("--vqgan", default="vqgan")
     parser.add_argument("--clip", default="shapes")
     parser.add_argument("--cutouts", type=int, default=16)
     parser.add_argument("--out", default=None, help="also save every picture here")
     args = parser.parse_args()
     clip, vqgan = load(args.clip), load_vqgan(hub.resolve(args.vqgan))
+    background = Image.new("RGB", (64, 64), (40, 40, 40))
     rows = []
     for color in COLORS:
         for shape in SHAPES:
             for seed in SEEDS:
                 prompt = f"a {color} {shape}"
                 began = time.perf_counter()
+                init = {"init": "image", "init_image": background} if args.init == "background" else {}
                 result = generate(prompt, clip=clip, vqgan=vqgan, seed=seed, steps=args.steps, size=64,
-                                  cutouts=args.cutouts, frame_every=0)  # fmt: skip
+                                  cutouts=args.cutouts, frame_every=0, **init)  # fmt: skip
                 seconds = time.perf_counter() - began
                 verdict = judge(result.image, color, shape)
                 row = {
@@ -87,6 +93,7 @@ def main() -> None:
         "seconds_per_image": round(float(np.mean([r["seconds"] for r in rows])), 2),
         "steps": args.steps,
         "cutouts": args.cutouts,
+        "init": args.init,
     }
     machine = {"cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "torch": torch.__version__}
     out = {"summary": summary, "rows": rows, "machine": machine, "models": {"clip": args.clip, "vqgan": args.vqgan}}
