@@ -127,6 +127,24 @@ def build_checked(build: Callable[[], torch.nn.Module], tensors: dict[str, torch
     return build()
 
 
+def load_model(
+    path: str | os.PathLike, kind: str, config_cls: type, build: Callable[[Any], torch.nn.Module]
+) -> tuple[Any, dict[str, Any]]:
+    """(model, metadata) of a native checkpoint of family `kind`: its config read into `config_cls`, the model
+    `build(config)` checked against the tensors before it is allocated (build_checked), weights loaded as
+    float32 (files may store float16)."""
+    from pictext.config import from_dict
+
+    tensors, meta = load(path, kind)
+    try:
+        config = from_dict(config_cls, meta.get("config"))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its recorded config is not a {kind.upper()} config ({e})") from e
+    model = build_checked(lambda: build(config), tensors, path)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return model, meta
+
+
 def is_native(path: str | os.PathLike) -> bool:
     try:
         return read_metadata(path).get("pictext.format") == FORMAT

@@ -42,13 +42,7 @@ def load_clip(
     """
     path = Path(path)
     if path.is_file() and checkpoint.is_native(path):
-        tensors, meta = checkpoint.load(path, KIND)
-        try:
-            config = from_dict(CLIPConfig, meta.get("config"))  # type: ignore[arg-type]
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: its recorded config is not a CLIP config ({e})") from e
-        model = checkpoint.build_checked(lambda: CLIP(config), tensors, path)
-        model.load_state_dict(tensors)
+        model, meta = checkpoint.load_model(path, KIND, CLIPConfig, CLIP)
         model.preprocess = from_dict(Preprocess, meta["preprocess"])
         model.tokenizer = tokenizer_from_metadata(meta["tokenizer"], path)
         return model.eval()

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from pictext import checkpoint
-from pictext.checkpoint import CheckpointError
-from pictext.config import from_dict, to_dict
+from pictext.config import to_dict
 from pictext.vqgan.model import VQGAN, VQGANConfig
 
 KIND = "vqgan"
@@ -26,11 +25,5 @@ def load_vqgan(path: str | os.PathLike, config: str | os.PathLike | None = None)
         from pictext.vqgan.convert import load_taming
 
         return load_taming(path, config)
-    tensors, meta = checkpoint.load(path, KIND)
-    try:
-        cfg = from_dict(VQGANConfig, meta.get("config"))  # type: ignore[arg-type]
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its recorded config is not a VQGAN config ({e})") from e
-    model = checkpoint.build_checked(lambda: VQGAN(cfg), tensors, path)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    model, _ = checkpoint.load_model(path, KIND, VQGANConfig, VQGAN)
     return model.eval()
