@@ -49,6 +49,9 @@ bench: $(STAMP)
 	$(PY) bench/clip_train.py
 	$(PY) bench/oracle.py
 	$(PY) bench/serve_load.py
+	$(PY) bench/vqgan.py
+	$(PY) bench/vqgan_clip.py
+	$(PY) bench/vqgan_clip_step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .cache
