@@ -103,6 +103,13 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> 
         time.sleep(interval)
 
 
+def wait_for_hang(proc, marker, timeout: float, what: str) -> None:
+    """Wait until a child process that was made to hang at a known point has touched `marker`, and check that
+    it is still alive there, so that a kill lands exactly at that point."""
+    wait_until(lambda: marker.exists() or proc.poll() is not None, timeout, what)
+    assert proc.poll() is None, f"the child exited before reaching {what}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -103,7 +103,7 @@ def _run(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, 
         if step.step % every == 0:
             line = {"type": "frame", "step": step.step + 1, "steps": settings["steps"], "loss": round(step.loss, 4),
                     "clip_score": round(step.clip_score, 4), "image": _data_url(frame)}  # fmt: skip
-            _put(lines, line, cancel)
+            _put(lines, line)
         return not cancel.is_set()
 
     try:
@@ -112,18 +112,18 @@ def _run(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, 
                           **settings)  # fmt: skip
         generator.last_run_steps = len(result.steps)
         if result.stopped_early:
-            _put(lines, {"type": "cancelled", "step": len(result.steps)}, cancel, force=True)
+            _put(lines, {"type": "cancelled", "step": len(result.steps)}, force=True)
         else:
             done = {"type": "done", "clip_score": round(result.clip_score, 4), "image": _data_url(result.image)}
-            _put(lines, done, cancel, force=True)
+            _put(lines, done, force=True)
     except Exception as e:  # reported to the page as a line, like every other outcome
-        _put(lines, {"type": "error", "message": f"{e.__class__.__name__}: {e}"}, cancel, force=True)
+        _put(lines, {"type": "error", "message": f"{e.__class__.__name__}: {e}"}, force=True)
     finally:
-        _put(lines, None, cancel, force=True)
+        _put(lines, None, force=True)
         generator.busy.release()
 
 
-def _put(lines: queue.Queue, line: dict | None, cancel: threading.Event, force: bool = False) -> None:
+def _put(lines: queue.Queue, line: dict | None, force: bool = False) -> None:
     """Queue a line for the page; a slow page drops frames (never blocks the job), never the last lines."""
     try:
         lines.put(line, block=force, timeout=5 if force else None)
