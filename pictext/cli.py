@@ -111,6 +111,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.family == "vqgan":
         return _train_vqgan(args)
+    if args.family == "dalle":
+        return _train_dalle(args)
+    if args.image_tokenizer is not None:
+        raise ValueError("--image-tokenizer is an option of pictext train dalle")
     from pictext.clip.train import RECIPES, recipe_data, train_on
     from pictext.data.pairs import load_pairs
 
@@ -182,6 +186,41 @@ def _train_vqgan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_dalle(args: argparse.Namespace) -> int:
+    from pictext import hub
+    from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
+    from pictext.data.pairs import load_pairs
+    from pictext.vqgan.io import load_vqgan
+
+    clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock}
+    clip_only |= {"--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe}
+    given_clip = [flag for flag, value in clip_only.items() if value is not None]
+    if given_clip:
+        raise ValueError(f"{', '.join(given_clip)}: CLIP training options; pictext train dalle does not take them")
+    recipe = DALLERecipe()
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
+    train = dataclasses.replace(recipe.train, **{k: v for k, v in given.items() if v is not None})
+    recipe = dataclasses.replace(recipe, train=train)
+    vqgan = None
+    if args.image_tokenizer is not None:
+        kind, _, spec = args.image_tokenizer.partition(":")
+        if kind != "vqgan" or not spec:
+            raise ValueError(f"--image-tokenizer takes vqgan:MODEL (file or model name), got {args.image_tokenizer!r}")
+        vqgan = load_vqgan(hub.resolve(spec))
+    if args.data is None:
+        data, name = recipe_data(recipe), "dalle"
+    else:
+        data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
+        name = f"dalle-{Path(args.data).stem}"
+    custom = args.data is None and (vqgan is not None or any(v is not None for v in given.values()))
+    out, run_dir = _train_paths(args, f"{name}{'-custom' if custom else ''}")
+    train_pipeline(recipe, data, vqgan=vqgan, out=out, run_dir=run_dir)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"saved {out}")
+    return 0
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -219,7 +258,63 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+VQGAN_CLIP_DEFAULTS = dict(vqgan="vqgan", drawer="vqgan", steps=200, size="64", cutouts=16, lr=0.2, init="random",
+                           image_prompt=[], smoothness=0.0, saturation=0.0, symmetry=0.0, frame_every=10)  # fmt: skip
+DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    other = VQGAN_CLIP_DEFAULTS if args.method == "dalle" else DALLE_OPTIONS
+    given = [f"--{k.replace('_', '-')}" for k in other if getattr(args, k) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not options of --method {args.method}")
+    if args.method == "dalle":
+        return _generate_dalle(args)
+    for key, value in VQGAN_CLIP_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return _generate_vqgan_clip(args)
+
+
+def _generate_dalle(args: argparse.Namespace) -> int:
+    from pictext.generate import default_clip_for, generate, load_dalle_model
+    from pictext.generate.outputs import contact_sheet, slug, write_outputs
+    from pictext.generate.vqgan_clip import GenerationError
+    from pictext.images.decode import decode_image
+
+    if not args.prompt.strip():
+        raise GenerationError("the prompt is empty; DALL-E draws a caption, e.g. 'a red circle'")
+    if args.clip and len(args.clip) > 1:
+        raise GenerationError("--method dalle reranks with one --clip")
+    given = {"samples": args.samples, "keep": args.keep, "guidance_scale": args.guidance,
+             "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}  # fmt: skip
+    settings = {k: v for k, v in given.items() if v is not None} | {"seed": args.seed}
+    from pictext.generate.dalle import DALLESettings
+
+    settings = dataclasses.asdict(DALLESettings(**settings))  # bad settings are named before any model loads
+    pipeline = load_dalle_model(args.dalle)
+    _, truncated = pipeline.text(args.prompt)
+    if truncated:
+        print(f"pictext: the prompt is longer than the model's {pipeline.model.config.text_len} text tokens; "
+              "its end was cut", file=sys.stderr)  # fmt: skip
+    clip = args.clip[0] if args.clip else default_clip_for(args.prompt)
+    prime = decode_image(args.prime) if args.prime else None
+    print(f"pictext: drawing {settings['samples']} samples, keeping {settings['keep']} by CLIP score", file=sys.stderr)
+    result = generate(args.prompt, method="dalle", dalle=pipeline, clip=clip, prime=prime, **settings)
+    record = {"prompt": args.prompt, "method": "dalle", "dalle": args.dalle or "dalle", "clip": str(clip),
+              "prime": args.prime, **settings}  # fmt: skip
+    base = f"{slug(args.prompt)}-{args.seed}"
+    for rank, (image, score) in enumerate(zip(result.samples, result.scores)):
+        name = base if rank == 0 else f"{base}-{rank + 1}"
+        written = write_outputs(args.out, name, image, record | {"rank": rank + 1, "clip_score": score})
+        print(f"{written['png']}  CLIP score {score:.3f}")
+    sheet = write_outputs(args.out, f"{base}-sheet", contact_sheet(result.samples, result.scores),
+                          record | {"clip_scores": result.scores})  # fmt: skip
+    print(f"  contact sheet: {sheet['png']}")
+    return 0
+
+
+def _generate_vqgan_clip(args: argparse.Namespace) -> int:
     from pictext import hub
     from pictext.checkpoint import is_native, read_metadata
     from pictext.generate import default_clip_for, generate
@@ -336,7 +431,13 @@ def _build_model(name: str | None, out: str | None) -> int:
     """Run a model's recipe from nothing (resuming a stopped run) and save it where name lookup finds it."""
     from pictext import hub
 
-    if name == "vqgan":
+    if name == "dalle":
+        from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
+
+        target = Path(out) if out else hub.models_dir() / "dalle.safetensors"
+        recipe = DALLERecipe()
+        train_pipeline(recipe, recipe_data(recipe), out=target, run_dir=target.with_suffix(".run"))
+    elif name == "vqgan":
         from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
 
         recipe = VQGANRecipe()
@@ -348,7 +449,7 @@ def _build_model(name: str | None, out: str | None) -> int:
         target = Path(out) if out else hub.models_dir() / f"{name}.safetensors"
         train_shapes(RECIPES[name], out=target, run_dir=target.with_suffix(".run"))
     else:
-        raise ValueError(f"pictext models build takes vqgan, {', '.join(hub.RECIPE_MODELS)}; got {name!r}")
+        raise ValueError(f"pictext models build takes vqgan, dalle, {', '.join(hub.RECIPE_MODELS)}; got {name!r}")
     print(f"saved {target}")
     return 0
 
@@ -543,7 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_encode)
 
     p = sub.add_parser("train", help="train a model")
-    p.add_argument("family", choices=["clip", "vqgan"])
+    p.add_argument("family", choices=["clip", "vqgan", "dalle"])
+    p.add_argument("--image-tokenizer", help="dalle: vqgan:MODEL, a VQGAN file or local name (default: the recipe "
+                   "trains its own)")  # fmt: skip
     p.add_argument("--recipe", choices=["default", "shapes"], help="CLIP's model size, data and schedule (shapes)")
     data_args(p, default=None)
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
@@ -560,25 +663,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("generate", help="draw a prompt: VQGAN+CLIP ('a red apple:1 | green:-0.5')")
-    p.add_argument("prompt", help="text; several with weights: 'a red apple:1 | green:-0.5'")
-    p.add_argument("--method", choices=["vqgan-clip"], default="vqgan-clip")
-    p.add_argument("--clip", action="append", help="guiding CLIP, repeatable (default: shapes model for shapes "
-                   "prompts, else the default model)")  # fmt: skip
-    p.add_argument("--vqgan", default="vqgan", help="native VQGAN file, taming .ckpt, or local model name")
-    p.add_argument("--drawer", choices=["vqgan", "pixel"], default="vqgan")
+    p = sub.add_parser("generate", help="draw a prompt: VQGAN+CLIP ('a red apple:1 | green:-0.5') or DALL-E")
+    p.add_argument("prompt", help="text; for vqgan-clip several with weights: 'a red apple:1 | green:-0.5'")
+    p.add_argument("--method", choices=["vqgan-clip", "dalle"], default="vqgan-clip")
+    p.add_argument("--clip", action="append", help="guiding CLIP (repeatable), or with dalle the reranking one "
+                   "(default: shapes model for shapes prompts, else the default model)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--size", default="64", help="N or WxH pixels (rounded to the VQGAN's factor)")
-    p.add_argument("--cutouts", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.2)
-    p.add_argument("--init", default="random", help="random (codes), noise (pixels), or an image file")
-    p.add_argument("--image-prompt", action="append", default=[], help="an image to aim at, repeatable")
-    p.add_argument("--smoothness", type=float, default=0.0)
-    p.add_argument("--saturation", type=float, default=0.0)
-    p.add_argument("--symmetry", type=float, default=0.0)
-    p.add_argument("--frame-every", type=int, default=10, help="steps between saved frames (0: none)")
     p.add_argument("--out", default="generated", help="output folder")
+    g = p.add_argument_group("vqgan-clip")
+    g.add_argument("--vqgan", help="native VQGAN file, taming .ckpt, or local model name (default: vqgan)")
+    g.add_argument("--drawer", choices=["vqgan", "pixel"], help="default: vqgan")
+    g.add_argument("--steps", type=int, help="default: 200")
+    g.add_argument("--size", help="N or WxH pixels, rounded to the VQGAN's factor (default: 64)")
+    g.add_argument("--cutouts", type=int, help="default: 16")
+    g.add_argument("--lr", type=float, help="default: 0.2")
+    g.add_argument("--init", help="random (codes), noise (pixels), or an image file (default: random)")
+    g.add_argument("--image-prompt", action="append", help="an image to aim at, repeatable")
+    g.add_argument("--smoothness", type=float, help="default: 0")
+    g.add_argument("--saturation", type=float, help="default: 0")
+    g.add_argument("--symmetry", type=float, help="default: 0")
+    g.add_argument("--frame-every", type=int, help="steps between saved frames, 0: none (default: 10)")
+    g = p.add_argument_group("dalle")
+    g.add_argument("--dalle", help="DALL-E file or local model name (default: dalle)")
+    g.add_argument("--samples", type=int, help="pictures drawn (default: 16)")
+    g.add_argument("--keep", type=int, help="pictures kept, best CLIP score first (default: 1)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale, 1: none (default: 3)")
+    g.add_argument("--temperature", type=float, help="default: 1")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    g.add_argument("--top-p", type=float, help="sample among the most likely tokens summing to p")
+    g.add_argument("--prime", help="an image whose top half is kept; DALL-E draws the rest")
     p.set_defaults(run=cmd_generate)
 
     p = sub.add_parser("reconstruct", help="encode and decode images with a VQGAN: what its codes keep")
@@ -607,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the models here, or build one from its recipe")
     p.add_argument("action", nargs="?", choices=["list", "build"], default="list")
-    p.add_argument("name", nargs="?", help="with build: vqgan, default or shapes")
+    p.add_argument("name", nargs="?", help="with build: vqgan, dalle, default or shapes")
     p.add_argument("--out", help="with build: where to save (default: $PICTEXT_HOME/models/NAME.safetensors)")
     p.set_defaults(run=cmd_models)
 

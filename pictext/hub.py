@@ -56,7 +56,8 @@ def resolve(name: str | os.PathLike) -> Path:
             "`pictext convert`"
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
-    hint = "; build the default VQGAN with `pictext models build vqgan`" if str(name) == "vqgan" else ""
+    builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E"}
+    hint = f"; build {builds[str(name)]} with `pictext models build {name}`" if str(name) in builds else ""
     raise ModelNotFoundError(f"{name!r} is neither a file nor a model in {models_dir()} (available: {available}){hint}")
 
 

@@ -1,6 +1,8 @@
-"""Text-to-image generation on top of the model families: VQGAN+CLIP, and the outputs every generator writes.
+"""Text-to-image generation on top of the model families: VQGAN+CLIP, DALL-E with CLIP reranking, and the
+outputs every generator writes.
 
 result = pictext.generate("a red circle", method="vqgan-clip", vqgan="my-vqgan.safetensors", seed=3)
+result = pictext.generate("a red circle", method="dalle", samples=16, keep=4, guidance_scale=3)
 result.image.save("red-circle.png"); result.clip_score
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Callable, Sequence
 from PIL import Image
 
 from pictext.clip.model import CLIP
+from pictext.dalle.io import DALLEPipeline
 from pictext.generate.vqgan_clip import (
     GenerateConfig,
     Generated,
@@ -24,7 +27,7 @@ from pictext.generate.vqgan_clip import (
 )
 from pictext.vqgan.model import VQGAN
 
-METHODS = ("vqgan-clip",)
+METHODS = ("vqgan-clip", "dalle")
 ModelSpec = str | os.PathLike | None
 
 
@@ -41,19 +44,27 @@ def generate(
     *,
     clip: CLIP | ModelSpec | Sequence[CLIP | ModelSpec] = None,
     vqgan: VQGAN | ModelSpec = None,
+    dalle: DALLEPipeline | ModelSpec = None,
+    prime: Image.Image | None = None,
     image_prompts: Sequence[Image.Image] = (),
     init_image: Image.Image | None = None,
     callback: Callable[[Step, Image.Image], bool | None] | None = None,
     **settings: object,
 ) -> Generated:
-    """Draw `prompt` ('a red apple:1 | green:-0.5') and return the picture, its CLIP score and every step.
+    """Draw `prompt` and return the picture, its CLIP score and how it was made.
 
-    clip: one or several CLIPs (models, files or names) whose losses are summed; default: see default_clip_for.
-    vqgan: the VQGAN whose latent is optimized (default: the local model 'vqgan'). settings: GenerateConfig's
-    fields (steps, size, seed, cutouts, lr, drawer, init, ...). `callback(step, frame)` returning False stops.
+    vqgan-clip ('a red apple:1 | green:-0.5'): clip is one or several CLIPs (models, files or names) whose
+    losses are summed (default: see default_clip_for); vqgan the VQGAN whose latent is optimized (default:
+    'vqgan'); settings are GenerateConfig's fields (steps, size, seed, cutouts, lr, drawer, init, ...);
+    `callback(step, frame)` sees every step, and returning False stops.
+    dalle: dalle is the DALL-E (default: 'dalle'), clip the one CLIP that reranks; settings are DALLESettings'
+    fields (samples, keep, guidance_scale, temperature, top_k, top_p, seed); `prime` completes the lower part
+    of an image; `callback` sees each kept picture with its score.
     """
     if method not in METHODS:
         raise GenerationError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "dalle":
+        return _generate_dalle(prompt, clip, dalle, prime, callback, settings)
     unknown = set(settings) - {f.name for f in dataclasses.fields(GenerateConfig)}
     if unknown:
         raise GenerationError(f"unknown settings {sorted(unknown)}; known: GenerateConfig's fields")
@@ -64,6 +75,34 @@ def generate(
     clips = [_clip(c) for c in (clip if isinstance(clip, list | tuple) else [clip or default_clip_for(prompt)])]
     model = _vqgan(vqgan) if config.drawer == "vqgan" else None
     return generate_vqgan_clip(prompts, clips, model, config, init_image=init_image, callback=callback)
+
+
+def _generate_dalle(prompt, clip, dalle, prime, callback, settings) -> Generated:  # noqa: ANN001
+    from pictext.generate.dalle import DALLESettings, generate_dalle
+
+    unknown = set(settings) - {f.name for f in dataclasses.fields(DALLESettings)}
+    if unknown:
+        raise GenerationError(f"unknown settings {sorted(unknown)} for dalle; known: DALLESettings' fields")
+    if isinstance(clip, list | tuple):
+        if len(clip) != 1:
+            raise GenerationError("dalle reranks with one CLIP; pass one")
+        clip = clip[0]
+    config = DALLESettings(**settings)  # type: ignore[arg-type]
+    pipeline = load_dalle_model(dalle)
+    return generate_dalle(prompt, pipeline, _clip(clip or default_clip_for(prompt)), config, prime, callback)
+
+
+def load_dalle_model(spec: DALLEPipeline | ModelSpec) -> DALLEPipeline:
+    from pictext import hub
+    from pictext.checkpoint import CheckpointError
+    from pictext.dalle.io import load_dalle
+
+    if isinstance(spec, DALLEPipeline):
+        return spec
+    try:
+        return load_dalle(hub.resolve(spec or "dalle"))
+    except CheckpointError as e:
+        raise GenerationError(f"DALL-E model {spec or 'dalle'}: {e}") from e
 
 
 def _clip(spec: CLIP | ModelSpec) -> CLIP:

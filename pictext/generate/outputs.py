@@ -63,3 +63,23 @@ def write_outputs(
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def contact_sheet(
+    images: Sequence[Image.Image], scores: Sequence[float], columns: int = 8, scale: int = 2
+) -> Image.Image:
+    """The pictures in rank order on one sheet, each enlarged `scale` times (nearest) above its CLIP score."""
+    from PIL import ImageDraw
+
+    if not images:
+        raise ValueError("a contact sheet needs at least one picture")
+    w, h = images[0].width * scale, images[0].height * scale
+    columns = min(columns, len(images))
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (columns * w, rows * (h + 12)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (image, score) in enumerate(zip(images, scores)):
+        x, y = (i % columns) * w, (i // columns) * (h + 12)
+        sheet.paste(image.convert("RGB").resize((w, h), Image.Resampling.NEAREST), (x, y))
+        draw.text((x + 2, y + h), f"{i + 1}: {score:.3f}", fill="black")
+    return sheet

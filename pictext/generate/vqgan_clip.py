@@ -98,9 +98,14 @@ class Generated:
     steps: list[Step]
     frames: list[Image.Image] = field(default_factory=list)
     stopped_early: bool = False
+    samples: list[Image.Image] = field(default_factory=list)  # drawing generators: the kept pictures, best first
+    scores: list[float] = field(default_factory=list)  # their CLIP scores
+    all_scores: list[float] = field(default_factory=list)  # every drawn picture's score, kept or not
 
     @property
     def clip_score(self) -> float:
+        if self.scores:
+            return self.scores[0]
         return self.steps[-1].clip_score if self.steps else float("nan")
 
 

@@ -1,0 +1,149 @@
+"""A DALL-E as one self-describing file: the transformer, its text tokenizer and its image tokenizer together.
+
+The image tokenizer's weights travel inside the file (under `image_tokenizer.`), so a transformer can never
+meet a codebook it was not trained on; `DALLEPipeline.check_tokenizer` guards one passed in by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pictext import checkpoint
+from pictext.config import from_dict, to_dict
+from pictext.dalle.model import DALLE, DALLEConfig
+from pictext.dalle.sampling import SamplingConfig, sample
+from pictext.text import Tokenizer, tokenizer_from_metadata
+from pictext.vqgan.model import VQGAN, VQGANConfig
+
+logger = logging.getLogger(__name__)
+KIND = "dalle"
+PREFIX = "image_tokenizer."
+
+
+class TokenizerMismatchError(ValueError):
+    pass
+
+
+@dataclass
+class DALLEPipeline:
+    """What drawing needs: the transformer, the text tokenizer and the image tokenizer (a VQGAN)."""
+
+    model: DALLE
+    text_tokenizer: Tokenizer
+    image_tokenizer: VQGAN
+
+    def __post_init__(self) -> None:
+        self.check_tokenizer(self.image_tokenizer)
+
+    def check_tokenizer(self, vqgan: VQGAN) -> None:
+        c, v = self.model.config, vqgan.config
+        grid = v.resolution // v.factor
+        if v.n_embed != c.image_vocab or grid != c.image_grid:
+            raise TokenizerMismatchError(
+                f"the image tokenizer has {v.n_embed} codes on a {grid}x{grid} grid, but the transformer was "
+                f"trained on {c.image_vocab} codes on a {c.image_grid}x{c.image_grid} grid; use the tokenizer "
+                "it was trained with (the one inside its file)"
+            )
+
+    @property
+    def resolution(self) -> int:
+        return self.image_tokenizer.config.resolution
+
+    def text(self, prompt: str) -> tuple[torch.Tensor, bool]:
+        """((1, text_len) ids, whether the prompt was cut to fit); an empty prompt is an error."""
+        if not prompt.strip():
+            raise ValueError("the prompt is empty; DALL-E draws a caption, e.g. 'a red circle'")
+        length = self.model.config.text_len
+        truncated = len(self.text_tokenizer.encode(prompt)) + 2 > length  # + start and end tokens
+        if truncated:
+            logger.warning("the prompt is longer than the model's %d text tokens; its end was cut", length)
+        return self.text_tokenizer(prompt, context_length=length, truncate=True), truncated
+
+    @torch.no_grad()
+    def draw(
+        self,
+        prompt: str,
+        n: int,
+        cfg: SamplingConfig | None = None,
+        seed: int = 0,
+        prime: Image.Image | None = None,
+        prime_rows: int | None = None,
+        batch_size: int = 16,
+    ) -> list[Image.Image]:
+        """`n` pictures of `prompt`, drawn `batch_size` at a time with a seeded generator. `prime`: keep the
+        top `prime_rows` token rows of this image (default: half) and draw the rest."""
+        from pictext.vqgan.train import to_pixels
+
+        text, _ = self.text(prompt)
+        c = self.model.config
+        start = None
+        if prime is not None:
+            rows = c.image_grid // 2 if prime_rows is None else prime_rows
+            if not 0 < rows < c.image_grid:
+                raise ValueError(f"prime_rows must be between 1 and {c.image_grid - 1}, got {rows}")
+            codes = self.image_tokenizer.encode(to_pixels([prime], self.resolution)).indices  # (1, g, g)
+            start = codes.flatten(1)[:, : rows * c.image_grid]
+        generator = torch.Generator().manual_seed(seed)
+        images = []
+        for begin in range(0, n, batch_size):
+            b = min(batch_size, n - begin)
+            primed = None if start is None else start.expand(b, -1)
+            tokens = sample(self.model, text.expand(b, -1), cfg or SamplingConfig(), generator, prime=primed).tokens
+            pixels = self.image_tokenizer.decode_indices(tokens).clamp(-1, 1)
+            images += to_images(pixels)
+        return images
+
+
+def to_images(pixels: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> RGB pictures."""
+    array = ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(a)) for a in array]
+
+
+def save_dalle(pipeline: DALLEPipeline, path: str | os.PathLike, half: bool = False) -> Path:
+    """One .safetensors: transformer and image tokenizer weights, both configs and the text tokenizer."""
+    tensors = dict(pipeline.model.state_dict())
+    tensors |= {PREFIX + k: v for k, v in pipeline.image_tokenizer.state_dict().items()}
+    if half:
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
+    meta = {
+        "config": to_dict(pipeline.model.config),
+        "image_tokenizer": {"kind": "vqgan", "config": to_dict(pipeline.image_tokenizer.config)},
+        "tokenizer": pipeline.text_tokenizer.to_metadata(),
+    }
+    return checkpoint.save(path, tensors, KIND, meta)
+
+
+def load_dalle(path: str | os.PathLike) -> DALLEPipeline:
+    """A DALL-E pipeline in eval mode, float32."""
+    tensors, meta = checkpoint.load(path, KIND)
+    try:
+        vqgan_config = from_dict(VQGANConfig, meta["image_tokenizer"]["config"])
+        config = from_dict(DALLEConfig, meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: its recorded configs are not a DALL-E's ({e})") from e
+    own = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+    rest = {k: v for k, v in tensors.items() if not k.startswith(PREFIX)}
+    vqgan = checkpoint.build_checked(lambda: VQGAN(vqgan_config), own, path)
+    vqgan.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
+    model = checkpoint.build_checked(lambda: DALLE(config), rest, path)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in rest.items()})
+    text = tokenizer_from_metadata(meta["tokenizer"], path)
+    return DALLEPipeline(model.eval(), text, vqgan.eval())
+
+
+def is_dalle(path: str | os.PathLike) -> bool:
+    try:
+        return checkpoint.read_metadata(path).get("pictext.kind") == KIND
+    except checkpoint.CheckpointError:
+        return False
+
+
+__all__ = ["DALLEPipeline", "TokenizerMismatchError", "is_dalle", "load_dalle", "save_dalle"]
