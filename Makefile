@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	# taming-transformers for the VQGAN parity test: its model modules need only torch; --no-deps keeps its
-	# pytorch-lightning and omegaconf pins (for training code the test never imports) out of the environment.
-	$(PY) -m pip install --quiet --no-deps 'taming-transformers==0.0.1'
+	# taming-transformers and OpenAI's dall-e for the VQGAN and dVAE parity tests: their model modules need only
+	# torch (and attrs); --no-deps keeps their pins (pytorch-lightning, omegaconf, mypy, blobfile: for code the
+	# tests never import) out of the environment.
+	$(PY) -m pip install --quiet --no-deps 'taming-transformers==0.0.1' 'dall-e==0.1'
 	touch $(STAMP)
 
 demo: $(STAMP)

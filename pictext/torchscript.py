@@ -1,14 +1,16 @@
-"""Read tensors out of TorchScript archives (OpenAI's `.pt` CLIP files) as data.
+"""Read tensors out of TorchScript archives (OpenAI's `.pt` CLIP files) and `torch.save` pickles as data.
 
 `torch.jit.load` runs the archive's code and `pickle` can call any global, so a
-hostile file could execute anything. This reader unpickles `data.pkl` with an
+hostile file could execute anything. These readers unpickle `data.pkl` with an
 allow-list: tensors are rebuilt from the zip's raw storages, script modules
-become plain attribute bags, every other global is refused. No code runs.
+become plain attribute bags, and (for `read_pickle_data`) every other class a
+pickle names becomes an inert placeholder that keeps its state. No code runs.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -93,3 +95,57 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
     walk(root, "")
     return tensors
+
+
+class _Inert:
+    """Stands in for any class or function the pickle names: keeps what it was given, does nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _OrderedDict(dict):
+    """`collections.OrderedDict` as a plain dict; the `_metadata` a state dict pickles with it is dropped."""
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
+    return data
+
+
+class _DataUnpickler(_SafeUnpickler):
+    """TorchScript's allow-list unpickler, with parameters and ordered dicts read too, and every other class or
+    function the pickle names turned into an inert placeholder instead of an error."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in (("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_v2")):
+            return _rebuild_parameter
+        if (module, name) == ("collections", "OrderedDict"):
+            return _OrderedDict
+        try:
+            return super().find_class(module, name)
+        except pickle.UnpicklingError:
+            return type(f"{module}.{name}", (_Inert,), {})  # a named placeholder, never the real thing
+
+
+def read_pickle_data(path: str | os.PathLike) -> Any:
+    """The object a `torch.save` zip archive holds (a checkpoint dict, or a whole pickled module), with tensors
+    real and every other class an inert placeholder: nothing the file names is imported or run."""
+    from pictext.checkpoint import CheckpointError
+
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a PyTorch zip archive (what torch.save writes)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            pkl = next((n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1), None)
+            if pkl is None:
+                raise CheckpointError(f"{path}: no data.pkl inside, so it is not a PyTorch checkpoint")
+            return _DataUnpickler(z.read(pkl), z, pkl[: -len("data.pkl")]).load()
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from e

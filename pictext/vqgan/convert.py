@@ -10,67 +10,21 @@ loss's weights (`loss.*`: discriminator, LPIPS) are left out, since pictext's tr
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pictext.checkpoint import CheckpointError
-from pictext.torchscript import _SafeUnpickler
+from pictext.torchscript import read_pickle_data
 from pictext.vqgan.model import VQGAN, VQGANConfig
 
 
-class _Inert:
-    """Stands in for any class or function the pickle names: keeps what it was given, does nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-class _OrderedDict(dict):
-    """`collections.OrderedDict` as a plain dict; the `_metadata` a state dict pickles with it is dropped."""
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-
-def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
-    return data
-
-
-class _DataUnpickler(_SafeUnpickler):
-    """TorchScript's allow-list unpickler, with parameters and ordered dicts read too, and every other class or
-    function the pickle names turned into an inert placeholder instead of an error."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in (("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_v2")):
-            return _rebuild_parameter
-        if (module, name) == ("collections", "OrderedDict"):
-            return _OrderedDict
-        try:
-            return super().find_class(module, name)
-        except pickle.UnpicklingError:
-            return type(f"{module}.{name}", (_Inert,), {})  # a named placeholder, never the real thing
-
-
 def read_checkpoint_data(path: str | os.PathLike) -> Any:
-    """The object a `torch.save` zip archive holds, with tensors real and every other class inert."""
-    path = Path(path)
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a PyTorch zip checkpoint, so it holds no state dict a taming .ckpt has")
     try:
-        with zipfile.ZipFile(path) as z:
-            pkl = next((n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1), None)
-            if pkl is None:
-                raise CheckpointError(f"{path}: no data.pkl inside, so it is not a PyTorch checkpoint")
-            return _DataUnpickler(z.read(pkl), z, pkl[: -len("data.pkl")]).load()
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from e
+        return read_pickle_data(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; a taming .ckpt is one") from e
 
 
 def config_from_taming(params: dict[str, Any], target: str) -> VQGANConfig:
