@@ -187,10 +187,9 @@ def _train_vqgan(args: argparse.Namespace) -> int:
 
 
 def _train_dalle(args: argparse.Namespace) -> int:
-    from pictext import hub
+    from pictext.dalle.io import load_image_tokenizer
     from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
     from pictext.data.pairs import load_pairs
-    from pictext.vqgan.io import load_vqgan
 
     clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock}
     clip_only |= {"--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe}
@@ -204,12 +203,14 @@ def _train_dalle(args: argparse.Namespace) -> int:
     recipe = dataclasses.replace(recipe, train=train)
     vqgan = None
     if args.image_tokenizer is not None:
-        kind, _, spec = args.image_tokenizer.partition(":")
-        if kind != "vqgan" or not spec:
-            raise ValueError(f"--image-tokenizer takes vqgan:MODEL (file or model name), got {args.image_tokenizer!r}")
-        vqgan = load_vqgan(hub.resolve(spec))
+        try:
+            vqgan = load_image_tokenizer(args.image_tokenizer)
+        except ValueError as e:
+            raise ValueError(f"--image-tokenizer: {e}") from e
     if args.data is None:
         data, name = recipe_data(recipe), "dalle"
+    elif args.data == "shapes":
+        data, name = recipe_data(dataclasses.replace(recipe, emoji_repeats=0)), "dalle-shapes"
     else:
         data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
         name = f"dalle-{Path(args.data).stem}"
@@ -577,7 +578,19 @@ def _server_generator(index, vqgan: str | None):  # noqa: ANN001, ANN202 - Index
             raise
         print(f"pictext: the Generate tab is off ({e})", file=sys.stderr)
         return None
-    return Generator(clip=index.model, vqgan=model)
+    return Generator(clip=index.model, vqgan=model, dalle=_server_dalle())
+
+
+def _server_dalle():  # noqa: ANN202 - a DALLEPipeline or None, imported late
+    """The default DALL-E for the Generate tab, if there is one (it ships in the package)."""
+    from pictext import hub
+    from pictext.dalle.io import load_dalle
+
+    try:
+        return load_dalle(hub.resolve("dalle"))
+    except (ModelNotFoundError, CheckpointError) as e:
+        print(f"pictext: the Generate tab offers no DALL-E ({e})", file=sys.stderr)
+        return None
 
 
 def _serve_token(args: argparse.Namespace) -> str | None:
@@ -645,8 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model")
     p.add_argument("family", choices=["clip", "vqgan", "dalle"])
-    p.add_argument("--image-tokenizer", help="dalle: vqgan:MODEL, a VQGAN file or local name (default: the recipe "
-                   "trains its own)")  # fmt: skip
+    p.add_argument(
+        "--image-tokenizer",
+        help="dalle: vqgan:MODEL or dvae:MODEL, a file or local name; a dvae "
+        "may be a folder with OpenAI's encoder.pkl and decoder.pkl (default: the recipe trains a VQGAN)",
+    )
     p.add_argument("--recipe", choices=["default", "shapes"], help="CLIP's model size, data and schedule (shapes)")
     data_args(p, default=None)
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")

@@ -185,3 +185,46 @@ def test_save_load_roundtrip_is_exact_in_float32(tiny_dalle, tmp_path):
     for (name, a), b in zip(pipeline.model.state_dict().items(), loaded.model.state_dict().values()):
         assert torch.equal(a, b), name
     save_vqgan(pipeline.image_tokenizer, tmp_path / "v.safetensors")  # the embedded tokenizer is a plain VQGAN
+
+
+def test_a_dvae_is_an_image_tokenizer_too(tmp_path):
+    """A dVAE tokenizes for `pictext train dalle` (native file), the trained file carries it, and OpenAI-format
+    pickles (a folder with encoder.pkl and decoder.pkl) load as one."""
+    import dall_e
+
+    from pictext.cli import main
+    from pictext.dalle.dvae import DVAE, DVAEConfig
+    from pictext.dalle.io import load_image_tokenizer, save_dvae
+
+    torch.manual_seed(0)
+    dvae = DVAE(DVAEConfig(vocab_size=64, n_hid=16, n_blk_per_group=1, n_init=16, resolution=32))
+    save_dvae(dvae, tmp_path / "dvae.safetensors")
+    data = tmp_path / "pairs"
+    data.mkdir()
+    for i in range(6):
+        image, caption = ShapesWorld(size=32, seed=0)[i]
+        image.save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text(caption)
+    out = tmp_path / "dalle-dvae.safetensors"
+    argv = ["train", "dalle", "--data", str(data), "--image-tokenizer", f"dvae:{tmp_path / 'dvae.safetensors'}",
+            "--steps", "2", "--batch-size", "4", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    pipeline = load_dalle(out)
+    assert isinstance(pipeline.image_tokenizer, DVAE) and pipeline.model.config.image_vocab == 64
+    assert pipeline.model.config.image_grid == 4 and pipeline.draw("a red circle", 1)[0].size == (32, 32)
+    assert main([*argv[:4], "--image-tokenizer", "dvae", *argv[6:]]) == 2
+
+    folder = tmp_path / "openai-dvae"
+    folder.mkdir()
+    torch.save(dall_e.Encoder(vocab_size=512, n_hid=64, n_blk_per_group=1), folder / "encoder.pkl")
+    torch.save(dall_e.Decoder(vocab_size=512, n_hid=64, n_blk_per_group=1, n_init=32), folder / "decoder.pkl")
+    assert isinstance(load_image_tokenizer(f"dvae:{folder}"), DVAE)
+
+
+def test_image_tokenizer_specs_are_checked():
+    from pictext.dalle.io import load_image_tokenizer
+
+    with pytest.raises(ValueError, match="vqgan:MODEL or dvae:MODEL"):
+        load_image_tokenizer("taming:x")
+    with pytest.raises(FileNotFoundError, match="neither a file nor a model"):
+        load_image_tokenizer("vqgan:no-such-model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -459,7 +460,18 @@ def generator(tiny_model_path):
     torch.manual_seed(0)
     vqgan = VQGAN(VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2), attn_resolutions=(), z_channels=32,
                               embed_dim=16, n_embed=64))  # fmt: skip
-    return Generator(clip=load_clip(tiny_model_path), vqgan=vqgan.eval())
+    return Generator(clip=load_clip(tiny_model_path), vqgan=vqgan.eval(), dalle=_tiny_dalle(vqgan.eval()))
+
+
+def _tiny_dalle(vqgan):
+    from pictext.dalle.io import DALLEPipeline
+    from pictext.dalle.model import DALLE, DALLEConfig
+    from pictext.text import train_bpe_tokenizer
+
+    text = train_bpe_tokenizer(["a red circle", "a blue square"] * 5, vocab_size=300, context_length=8)
+    config = DALLEConfig(text_vocab=text.vocab_size, image_vocab=64, text_len=8, image_grid=8, width=32, layers=1,
+                         heads=2)  # fmt: skip
+    return DALLEPipeline(DALLE(config).eval(), text, vqgan)
 
 
 def stream_lines(response) -> list[dict]:
@@ -473,7 +485,8 @@ def test_generate_streams_frames_then_the_png_and_refuses_bad_or_concurrent_jobs
     assert off.get("/api/generate", params={"prompt": "a red circle"}).status_code == 404
     client = local(create_app(index, generator=generator))
     assert client.get("/api/generate/status").json() == {
-        "available": True, "drawer": "vqgan", "running": False, "max_steps": 500, "max_size": 128,
+        "available": True, "drawer": "vqgan", "methods": ["vqgan-clip", "dalle"], "running": False, "max_steps": 500,
+        "max_size": 128, "max_samples": 64,
     }  # fmt: skip
     response = client.get("/api/generate", params={"prompt": "a red circle", "steps": 4, "seed": 2, "size": 30})
     assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
@@ -489,6 +502,23 @@ def test_generate_streams_frames_then_the_png_and_refuses_bad_or_concurrent_jobs
     with generator.busy:  # a job is running
         busy = client.get("/api/generate", params={"prompt": "a red circle", "steps": 2})
         assert busy.status_code == 409 and "one at a time" in busy.json()["error"]
+
+
+def test_generate_with_dalle_streams_the_kept_pictures_best_first(indexed, generator):
+    client = local(create_app(indexed[0], generator=generator))
+    params = {"method": "dalle", "prompt": "a red circle", "samples": 5, "guidance": 2, "seed": 1}
+    lines = stream_lines(client.get("/api/generate", params=params))
+    assert [x["type"] for x in lines] == ["frame"] * 5 + ["done"]
+    scores = [x["clip_score"] for x in lines[:5]]
+    assert scores == sorted(scores, reverse=True) and lines[-1]["clip_score"] == scores[0]
+    assert lines[-1]["image"] == lines[0]["image"] and lines[-1]["name"] == "a-red-circle-1.png"
+    for bad, message in (({"samples": 0}, "samples"), ({"guidance": -1}, "guidance"), ({"method": "x"}, "method")):
+        response = client.get("/api/generate", params=params | bad)
+        assert response.status_code == 400 and message in response.json()["error"]
+    no_dalle = dataclasses.replace(generator, dalle=None)
+    off = local(create_app(indexed[0], generator=no_dalle))
+    assert off.get("/api/generate/status").json()["methods"] == ["vqgan-clip"]
+    assert off.get("/api/generate", params=params).status_code == 404
 
 
 @pytest.mark.skipif(
@@ -523,4 +553,10 @@ def test_the_generate_tab_in_a_real_browser(indexed, generator, serve, tmp_path)
         saved = tmp_path / "download.png"
         download.value.save_as(saved)
         assert download.value.suggested_filename == "a-red-circle-0.png" and Image.open(saved).size == (32, 32)
+        page.select_option("#method", "dalle")  # offered because the server has a DALL-E
+        assert page.is_hidden("#steps") and page.is_visible("#samples")
+        page.fill("#samples", "3")
+        page.click("#generate-run")
+        page.wait_for_function("() => document.getElementById('generate-status').textContent.startsWith('done')")
+        assert page.eval_on_selector("#generate-frame", "img => img.naturalWidth") == 32
         browser.close()

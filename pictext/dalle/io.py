@@ -17,6 +17,7 @@ from PIL import Image
 
 from pictext import checkpoint
 from pictext.config import from_dict, to_dict
+from pictext.dalle.dvae import DVAE, DVAEConfig
 from pictext.dalle.model import DALLE, DALLEConfig
 from pictext.dalle.sampling import SamplingConfig, sample
 from pictext.text import Tokenizer, tokenizer_from_metadata
@@ -25,6 +26,8 @@ from pictext.vqgan.model import VQGAN, VQGANConfig
 logger = logging.getLogger(__name__)
 KIND = "dalle"
 PREFIX = "image_tokenizer."
+ImageTokenizer = VQGAN | DVAE  # both: encode(x).indices, decode_indices(indices), config.n_embed / resolution / factor
+_TOKENIZERS: dict[str, tuple[type, type]] = {"vqgan": (VQGAN, VQGANConfig), "dvae": (DVAE, DVAEConfig)}
 
 
 class TokenizerMismatchError(ValueError):
@@ -33,17 +36,17 @@ class TokenizerMismatchError(ValueError):
 
 @dataclass
 class DALLEPipeline:
-    """What drawing needs: the transformer, the text tokenizer and the image tokenizer (a VQGAN)."""
+    """What drawing needs: the transformer, the text tokenizer and the image tokenizer (a VQGAN or a dVAE)."""
 
     model: DALLE
     text_tokenizer: Tokenizer
-    image_tokenizer: VQGAN
+    image_tokenizer: ImageTokenizer
 
     def __post_init__(self) -> None:
         self.check_tokenizer(self.image_tokenizer)
 
-    def check_tokenizer(self, vqgan: VQGAN) -> None:
-        c, v = self.model.config, vqgan.config
+    def check_tokenizer(self, tokenizer: ImageTokenizer) -> None:
+        c, v = self.model.config, tokenizer.config
         grid = v.resolution // v.factor
         if v.n_embed != c.image_vocab or grid != c.image_grid:
             raise TokenizerMismatchError(
@@ -115,7 +118,10 @@ def save_dalle(pipeline: DALLEPipeline, path: str | os.PathLike, half: bool = Fa
         tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
     meta = {
         "config": to_dict(pipeline.model.config),
-        "image_tokenizer": {"kind": "vqgan", "config": to_dict(pipeline.image_tokenizer.config)},
+        "image_tokenizer": {
+            "kind": tokenizer_kind(pipeline.image_tokenizer),
+            "config": to_dict(pipeline.image_tokenizer.config),
+        },  # fmt: skip
         "tokenizer": pipeline.text_tokenizer.to_metadata(),
     }
     return checkpoint.save(path, tensors, KIND, meta)
@@ -125,18 +131,49 @@ def load_dalle(path: str | os.PathLike) -> DALLEPipeline:
     """A DALL-E pipeline in eval mode, float32."""
     tensors, meta = checkpoint.load(path, KIND)
     try:
-        vqgan_config = from_dict(VQGANConfig, meta["image_tokenizer"]["config"])
+        tokenizer_cls, tokenizer_config_cls = _TOKENIZERS[meta["image_tokenizer"]["kind"]]
+        tokenizer_config = from_dict(tokenizer_config_cls, meta["image_tokenizer"]["config"])
         config = from_dict(DALLEConfig, meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: its recorded configs are not a DALL-E's ({e})") from e
     own = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
     rest = {k: v for k, v in tensors.items() if not k.startswith(PREFIX)}
-    vqgan = checkpoint.build_checked(lambda: VQGAN(vqgan_config), own, path)
-    vqgan.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
+    image_tokenizer = checkpoint.build_checked(lambda: tokenizer_cls(tokenizer_config), own, path)
+    image_tokenizer.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
     model = checkpoint.build_checked(lambda: DALLE(config), rest, path)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in rest.items()})
     text = tokenizer_from_metadata(meta["tokenizer"], path)
-    return DALLEPipeline(model.eval(), text, vqgan.eval())
+    return DALLEPipeline(model.eval(), text, image_tokenizer.eval())
+
+
+def tokenizer_kind(tokenizer: ImageTokenizer) -> str:
+    return "dvae" if isinstance(tokenizer, DVAE) else "vqgan"
+
+
+def save_dvae(model: DVAE, path: str | os.PathLike) -> Path:
+    """A dVAE on its own, as one self-describing .safetensors (kind "dvae")."""
+    return checkpoint.save(path, model.state_dict(), "dvae", {"config": to_dict(model.config)})
+
+
+def load_image_tokenizer(spec: str) -> ImageTokenizer:
+    """'vqgan:M' (a VQGAN file, taming .ckpt or model name) or 'dvae:M' (a native dVAE file, or a folder holding
+    OpenAI's encoder.pkl and decoder.pkl)."""
+    from pictext import hub
+
+    kind, _, name = spec.partition(":")
+    if kind not in _TOKENIZERS or not name:
+        raise ValueError(f"an image tokenizer is vqgan:MODEL or dvae:MODEL (a file or model name), got {spec!r}")
+    if kind == "vqgan":
+        from pictext.vqgan.io import load_vqgan
+
+        return load_vqgan(hub.resolve(name))
+    path = hub.resolve(name)
+    if path.is_dir():
+        from pictext.dalle.dvae import load_openai_dvae
+
+        return load_openai_dvae(path / "encoder.pkl", path / "decoder.pkl")
+    model, _ = checkpoint.load_model(path, "dvae", DVAEConfig, DVAE)
+    return model.eval()
 
 
 def is_dalle(path: str | os.PathLike) -> bool:
@@ -146,4 +183,5 @@ def is_dalle(path: str | os.PathLike) -> bool:
         return False
 
 
-__all__ = ["DALLEPipeline", "TokenizerMismatchError", "is_dalle", "load_dalle", "save_dalle"]
+__all__ = ["DALLEPipeline", "ImageTokenizer", "TokenizerMismatchError", "is_dalle", "load_dalle",
+           "load_image_tokenizer", "save_dalle", "save_dvae"]  # fmt: skip

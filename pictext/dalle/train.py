@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from pictext import training
-from pictext.dalle.io import DALLEPipeline, save_dalle
+from pictext.dalle.io import DALLEPipeline, ImageTokenizer, save_dalle
 from pictext.dalle.model import DALLE, DALLEConfig
 from pictext.text import HFTokenizer, Tokenizer, train_bpe_tokenizer
 from pictext.vqgan.model import VQGAN, VQGANConfig
@@ -50,7 +50,7 @@ class StepLog:
 
 
 def encode_images(
-    vqgan: VQGAN, data: PairDataset, batch_size: int = 64, cache: Path | None = None
+    vqgan: ImageTokenizer, data: PairDataset, batch_size: int = 64, cache: Path | None = None
 ) -> tuple[torch.Tensor, list[str]]:
     """((N, grid, grid) image tokens, N captions) of every pair, computed once; with `cache`, read from and
     written to cache/tokens-KEY.pt where KEY hashes the tokenizer's weights and the dataset's size and pairs."""
@@ -77,7 +77,7 @@ def encode_images(
     return out, captions
 
 
-def _fingerprint(vqgan: VQGAN, data: PairDataset) -> str:
+def _fingerprint(vqgan: ImageTokenizer, data: PairDataset) -> str:
     h = hashlib.sha256()
     for v in vqgan.state_dict().values():
         h.update(v.detach().float().cpu().numpy().tobytes())
@@ -202,12 +202,12 @@ def recipe_data(recipe: DALLERecipe, home: Path | None = None) -> PairDataset:
 def train_pipeline(
     recipe: DALLERecipe,
     data: PairDataset,
-    vqgan: VQGAN | None = None,
+    vqgan: ImageTokenizer | None = None,
     out: str | Path | None = None,
     run_dir: str | Path | None = None,
 ) -> DALLEPipeline:
-    """The whole recipe on `data`: the image tokenizer (unless given), its tokens, a BPE on the captions, the
-    transformer; resumable from run_dir; saved (fp16) to `out` by rank 0."""
+    """The whole recipe on `data`: the image tokenizer (unless given: a VQGAN or a dVAE), its tokens, a BPE on the
+    captions, the transformer; resumable from run_dir; saved (fp16) to `out` by rank 0."""
     from pictext.vqgan.io import load_vqgan, save_vqgan
     from pictext.vqgan.train import VQGANTrainConfig, train_vqgan
 

@@ -1,9 +1,11 @@
-"""The Generate tab's route: VQGAN+CLIP streamed to the page as it runs, one job at a time per server.
+"""The Generate tab's route: VQGAN+CLIP or DALL-E streamed to the page as it runs, one job at a time per server.
 
-`GET /api/generate?prompt=...&steps=...&seed=...&size=...` answers with newline-delimited JSON: a `frame`
-line (step, loss, CLIP score, the picture as a PNG data URL) every few steps, then `done` (the final PNG) or
-`error`. The job runs in its own thread; when the client goes away (the page's Cancel aborts the request),
-the job is told to stop at its next step. A second request while one runs gets 409.
+`GET /api/generate?prompt=...&steps=...&seed=...&size=...` (VQGAN+CLIP) answers with newline-delimited JSON:
+a `frame` line (step, loss, CLIP score, the picture as a PNG data URL) every few steps, then `done` (the final
+PNG) or `error`. `GET /api/generate?method=dalle&prompt=...&samples=...&guidance=...&seed=...` draws the samples,
+then sends the kept ones best first as `frame` lines (rank, CLIP score) and the best as `done`. The job runs in
+its own thread; when the client goes away (the page's Cancel aborts the request), the job is told to stop at
+its next step. A second request while one runs gets 409.
 """
 
 from __future__ import annotations
@@ -23,18 +25,24 @@ from fastapi.responses import StreamingResponse
 from PIL import Image
 
 from pictext.clip.model import CLIP
+from pictext.dalle.io import DALLEPipeline
 from pictext.vqgan.model import VQGAN
 
 MAX_STEPS = 500
 MAX_SIZE = 128
+MAX_SAMPLES = 64
+MAX_GUIDANCE = 10.0
+KEEP = 8  # DALL-E pictures shown, best CLIP score first
 
 
 @dataclass
 class Generator:
-    """What the server generates with: a guiding CLIP and a VQGAN (None: the pixel drawer)."""
+    """What the server generates with: a CLIP (guides VQGAN+CLIP, reranks DALL-E), a VQGAN (None: the pixel
+    drawer) and a DALL-E (None: not offered)."""
 
     clip: CLIP
     vqgan: VQGAN | None
+    dalle: DALLEPipeline | None = None
     busy: threading.Lock = field(default_factory=threading.Lock)
     last_run_steps: int = 0  # steps the last job ran (fewer than asked when it was cancelled)
 
@@ -44,20 +52,33 @@ def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
     def generate_status() -> dict:
         if generator is None:
             return {"available": False, "reason": "this server was started without a VQGAN to generate with"}
+        methods = ["vqgan-clip"] + (["dalle"] if generator.dalle is not None else [])
         return {"available": True, "drawer": "vqgan" if generator.vqgan is not None else "pixel",
-                "running": generator.busy.locked(), "max_steps": MAX_STEPS, "max_size": MAX_SIZE}  # fmt: skip
+                "methods": methods, "running": generator.busy.locked(), "max_steps": MAX_STEPS,
+                "max_size": MAX_SIZE, "max_samples": MAX_SAMPLES}  # fmt: skip
 
     @app.get("/api/generate")
-    async def generate_route(request: Request, prompt: str, steps: int = 100, seed: int = 0, size: int = 64):
+    async def generate_route(
+        request: Request, prompt: str, steps: int = 100, seed: int = 0, size: int = 64, method: str = "vqgan-clip",
+        samples: int = 16, guidance: float = 3.0,
+    ):  # fmt: skip
         from pictext.generate.outputs import slug
         from pictext.generate.vqgan_clip import GenerationError, parse_prompts, round_size
 
         if generator is None:
             raise HTTPException(404, "this server was started without a VQGAN to generate with")
+        if method not in ("vqgan-clip", "dalle"):
+            raise HTTPException(400, f"method must be vqgan-clip or dalle, got {method!r}")
+        if method == "dalle" and generator.dalle is None:
+            raise HTTPException(404, "this server was started without a DALL-E to draw with")
         try:
             parse_prompts(prompt)
         except GenerationError as e:
             raise HTTPException(400, str(e)) from e
+        if not 1 <= samples <= MAX_SAMPLES:
+            raise HTTPException(400, f"samples must be between 1 and {MAX_SAMPLES}, got {samples}")
+        if not 0 <= guidance <= MAX_GUIDANCE:
+            raise HTTPException(400, f"guidance must be between 0 and {MAX_GUIDANCE}, got {guidance}")
         if not 1 <= steps <= MAX_STEPS:
             raise HTTPException(400, f"steps must be between 1 and {MAX_STEPS}, got {steps}")
         if not 16 <= size <= MAX_SIZE:
@@ -69,9 +90,12 @@ def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
         if not generator.busy.acquire(blocking=False):
             raise HTTPException(409, "a generation is already running; one at a time on this server")
         settings = {"steps": steps, "seed": seed, "size": (size, size), "frame_every": max(1, steps // 20)}
+        if method == "dalle":
+            settings = {"seed": seed, "samples": samples, "keep": min(KEEP, samples), "guidance_scale": guidance}
         lines: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=64)
         cancel = threading.Event()
-        thread = threading.Thread(target=_run, args=(generator, prompt, settings, lines, cancel), daemon=True)
+        run = _run_dalle if method == "dalle" else _run
+        thread = threading.Thread(target=run, args=(generator, prompt, settings, lines, cancel), daemon=True)
         thread.start()
         name = f"{slug(prompt)}-{seed}.png"
 
@@ -116,6 +140,28 @@ def _run(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, 
         else:
             done = {"type": "done", "clip_score": round(result.clip_score, 4), "image": _data_url(result.image)}
             _put(lines, done, force=True)
+    except Exception as e:  # reported to the page as a line, like every other outcome
+        _put(lines, {"type": "error", "message": f"{e.__class__.__name__}: {e}"}, force=True)
+    finally:
+        _put(lines, None, force=True)
+        generator.busy.release()
+
+
+def _run_dalle(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, cancel: threading.Event) -> None:
+    from pictext.generate import generate
+
+    def on_kept(step, image: Image.Image) -> bool:  # noqa: ANN001
+        line = {"type": "frame", "step": step.step + 1, "steps": settings["keep"], "loss": 0.0,
+                "clip_score": round(step.clip_score, 4), "image": _data_url(image)}  # fmt: skip
+        _put(lines, line)
+        return not cancel.is_set()
+
+    try:
+        result = generate(prompt, method="dalle", dalle=generator.dalle, clip=generator.clip, callback=on_kept,
+                          **settings)  # fmt: skip
+        generator.last_run_steps = len(result.samples)
+        done = {"type": "done", "clip_score": round(result.clip_score, 4), "image": _data_url(result.image)}
+        _put(lines, done, force=True)
     except Exception as e:  # reported to the page as a line, like every other outcome
         _put(lines, {"type": "error", "message": f"{e.__class__.__name__}: {e}"}, force=True)
     finally:

@@ -118,8 +118,11 @@ let generation = null;
 async function runGeneration() {
   $("generate-error").textContent = "";
   $("generate-download").hidden = true;
-  const params = new URLSearchParams({ prompt: $("prompt").value, steps: $("steps").value,
-                                       seed: $("seed").value, size: $("size").value });
+  const dalle = $("method").value === "dalle";
+  const params = new URLSearchParams(dalle
+    ? { method: "dalle", prompt: $("prompt").value, seed: $("seed").value, samples: $("samples").value,
+        guidance: $("guidance").value }
+    : { prompt: $("prompt").value, steps: $("steps").value, seed: $("seed").value, size: $("size").value });
   generation = new AbortController();
   $("generate-run").disabled = true;
   $("generate-cancel").disabled = false;
@@ -158,7 +161,8 @@ function showLine(line) {
   }
   if (line.type === "frame") {
     status.dataset.frames = String(Number(status.dataset.frames) + 1);
-    status.textContent = `step ${line.step} of ${line.steps}, CLIP score ${line.clip_score.toFixed(3)}`;
+    const what = $("method").value === "dalle" ? "kept picture" : "step";
+    status.textContent = `${what} ${line.step} of ${line.steps}, CLIP score ${line.clip_score.toFixed(3)}`;
   } else if (line.type === "done") {
     status.textContent = `done, CLIP score ${line.clip_score.toFixed(3)}`;
     const link = $("generate-download");
@@ -174,11 +178,20 @@ function showLine(line) {
 
 $("generate-form").addEventListener("submit", (event) => { event.preventDefault(); runGeneration(); });
 $("generate-cancel").addEventListener("click", () => { if (generation) generation.abort(); });
+// DALL-E draws samples and shows the best by CLIP score: it takes samples and guidance instead of steps and size.
+function showMethodFields() {
+  const dalle = $("method").value === "dalle";
+  for (const id of ["steps", "size"]) $(id).parentElement.hidden = dalle;
+  for (const id of ["samples", "guidance"]) $(id).parentElement.hidden = !dalle;
+}
+$("method").addEventListener("change", showMethodFields);
 call("/api/generate/status").then((s) => {
   if (!s.available) {
     $("generate-status").textContent = s.reason;
     $("generate-run").disabled = true;
+    return;
   }
+  if ((s.methods || []).includes("dalle")) $("method").add(new Option("DALL-E", "dalle"));
 }).catch(() => {});
 
 for (const name of ["search", "classify", "generate"]) {

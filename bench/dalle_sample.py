@@ -1,0 +1,168 @@
+"""DALL-E sampling speed: image tokens per second, pictext against dalle-pytorch, in one run.
+
+Both transformers get the same width (256), depth (6), heads (8 of 32 dims), text length (24), image grid
+(8x8 tokens of a 1024-code tokenizer), batch (16 captions) and classifier-free guidance scale 3, random weights.
+dalle-pytorch is configured as close to pictext's model as its options allow (absolute positions: no rotary
+embedding, no token shift); its feed-forward is a GEGLU, so it has more parameters (both counts are in the JSON).
+Both keep the top half of the logits (dalle-pytorch's `filter_thres=0.5`, pictext's `top_k=512`). Only token
+sampling is timed: dalle-pytorch's VAE decode is replaced by the identity, pictext's `sample` returns tokens.
+
+dalle-pytorch 1.6.6 imports pytorch-lightning (through taming), omegaconf and pkg_resources at import time for
+VAE classes this benchmark never builds; they are stubbed in sys.modules, nothing else of it is touched.
+Install it without its pins: `pip install --no-deps dalle-pytorch==1.6.6 axial-positional-embedding
+rotary-embedding-torch einops` (`make bench` does).
+
+Also: training throughput (pairs/s) and peak memory (RSS growth) of one training step on the same batch.
+Writes bench/results/dalle_sample.json.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+from pictext.dalle.model import DALLE, DALLEConfig
+from pictext.dalle.sampling import SamplingConfig, sample
+from pictext.training import cpu_has_fast_bf16
+
+WIDTH, DEPTH, HEADS, TEXT_LEN, GRID, CODES, TEXT_VOCAB, BATCH, GUIDANCE = 256, 6, 8, 24, 8, 1024, 1024, 16, 3.0
+REPEATS = 3
+
+
+def import_dalle_pytorch():  # noqa: ANN201
+    stubs = {"pkg_resources": ["get_distribution"], "omegaconf": ["OmegaConf"],
+             "taming.models.vqgan": ["VQModel", "GumbelVQ"]}  # fmt: skip
+    for name, attrs in stubs.items():
+        try:
+            __import__(name)
+        except ImportError:
+            module = types.ModuleType(name)
+            for attr in attrs:
+                setattr(module, attr, type(attr, (), {}))
+            sys.modules[name] = module
+    import dalle_pytorch
+
+    return dalle_pytorch
+
+
+def build_peer(dp):  # noqa: ANN001, ANN201
+    torch.manual_seed(0)
+    vae = dp.DiscreteVAE(image_size=32, num_layers=2, num_tokens=CODES, codebook_dim=64, hidden_dim=32)
+    model = dp.DALLE(dim=WIDTH, vae=vae, num_text_tokens=TEXT_VOCAB, text_seq_len=TEXT_LEN, depth=DEPTH, heads=HEADS,
+                     dim_head=WIDTH // HEADS, rotary_emb=False, shift_tokens=False).eval()  # fmt: skip
+    model.vae.decode = lambda tokens: tokens  # time token sampling only
+    return model
+
+
+def build_ours() -> DALLE:
+    torch.manual_seed(0)
+    config = DALLEConfig(text_vocab=TEXT_VOCAB, image_vocab=CODES, text_len=TEXT_LEN, image_grid=GRID, width=WIDTH,
+                         layers=DEPTH, heads=HEADS)  # fmt: skip
+    return DALLE(config).eval()
+
+
+def best_of(run) -> float:  # noqa: ANN001
+    times = []
+    for _ in range(REPEATS):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return min(times)
+
+
+def peak_rss_growth(run) -> float:  # noqa: ANN001
+    """MB the process's peak RSS grew by while `run` ran (0 if an earlier peak was higher)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def main() -> None:
+    dp = import_dalle_pytorch()
+    peer, ours = build_peer(dp), build_ours()
+    text = torch.randint(1, TEXT_VOCAB, (BATCH, TEXT_LEN))
+    tokens = BATCH * GRID * GRID
+    rows = []
+
+    def peer_run(use_cache: bool):  # noqa: ANN202
+        with torch.no_grad():
+            return lambda: peer.generate_images(text, filter_thres=0.5, cond_scale=GUIDANCE, use_cache=use_cache)
+
+    for use_cache in (True, False):
+        seconds = best_of(peer_run(use_cache))
+        rows.append({"system": "dalle-pytorch", "setting": f"use_cache={use_cache}", "precision": "fp32",
+                     "seconds": seconds, "tokens_per_s": tokens / seconds})  # fmt: skip
+        print(rows[-1], flush=True)
+    cfg = SamplingConfig(top_k=CODES // 2, guidance_scale=GUIDANCE)
+    settings = [("fp32", cfg)]
+    if cpu_has_fast_bf16():
+        settings.append(("bf16", cfg))
+    for precision, c in settings:
+        model = ours if precision == "fp32" else build_ours().to(torch.bfloat16)
+        seconds = best_of(lambda m=model, c=c: sample(m, text, c, torch.Generator().manual_seed(0)))
+        rows.append({"system": "pictext", "setting": "KV cache, guidance batched", "precision": precision,
+                     "seconds": seconds, "tokens_per_s": tokens / seconds})  # fmt: skip
+        print(rows[-1], flush=True)
+    uncached = SamplingConfig(top_k=CODES // 2, guidance_scale=GUIDANCE, use_cache=False)
+    seconds = best_of(lambda: sample(ours, text, uncached, torch.Generator().manual_seed(0)))
+    rows.append({"system": "pictext", "setting": "no cache", "precision": "fp32", "seconds": seconds,
+                 "tokens_per_s": tokens / seconds})  # fmt: skip
+    print(rows[-1], flush=True)
+
+    image = torch.randint(0, CODES, (BATCH, GRID * GRID))
+    train_rows = []
+    for name, model, step in (
+        ("dalle-pytorch", peer, lambda: peer.train()(text, image, return_loss=True).backward()),
+        ("pictext", ours, lambda: ours.train()(text, image).loss.backward()),
+    ):
+        step()  # warm up allocations once
+        memory = peak_rss_growth(step)
+        seconds = best_of(step)
+        train_rows.append({"system": name, "pairs_per_s": BATCH / seconds, "peak_rss_growth_mb": memory,
+                           "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)})  # fmt: skip
+        print(train_rows[-1], flush=True)
+        model.zero_grad(set_to_none=True)
+
+    fastest_peer = max(r["tokens_per_s"] for r in rows if r["system"] == "dalle-pytorch")
+    ours_fp32 = next(r for r in rows if r["system"] == "pictext" and r["precision"] == "fp32")
+    summary = {"ratio_vs_dalle_pytorch": ours_fp32["tokens_per_s"] / fastest_peer}
+    bf16 = [r for r in rows if r["precision"] == "bf16"]
+    if bf16:
+        summary["ratio_vs_dalle_pytorch_bf16"] = bf16[0]["tokens_per_s"] / fastest_peer
+    summary["training_ratio_vs_dalle_pytorch"] = train_rows[1]["pairs_per_s"] / train_rows[0]["pairs_per_s"]
+    out = {
+        "summary": summary,
+        "rows": rows,
+        "training": train_rows,
+        "setup": {
+            "width": WIDTH,
+            "depth": DEPTH,
+            "heads": HEADS,
+            "text_len": TEXT_LEN,
+            "image_tokens": GRID * GRID,
+            "codes": CODES,
+            "batch": BATCH,
+            "guidance_scale": GUIDANCE,
+            "repeats": REPEATS,
+        },  # fmt: skip
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "native_bf16": cpu_has_fast_bf16(),
+        },  # fmt: skip
+    }
+    path = Path(__file__).parent / "results" / "dalle_sample.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
