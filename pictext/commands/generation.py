@@ -1,0 +1,288 @@
+"""The commands of the generation half: `pictext generate` (VQGAN+CLIP, DALL-E), `pictext reconstruct`, and the
+VQGAN and DALL-E branches of `pictext train`. Like cli.py: parses and calls the library, no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pictext.checkpoint import CheckpointError, atomic_write
+from pictext.commands import images_in as _images_in
+from pictext.commands import train_paths as _train_paths
+from pictext.images.decode import ImageError
+
+
+def _train_vqgan(args: argparse.Namespace) -> int:
+    from pictext.data.pairs import load_pairs
+    from pictext.data.shapes import ShapesWorld
+    from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
+
+    clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock}
+    clip_only |= {"--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe}
+    given_clip = [flag for flag, value in clip_only.items() if value is not None]
+    if given_clip:
+        raise ValueError(f"{', '.join(given_clip)}: CLIP training options; pictext train vqgan does not take them")
+    recipe = VQGANRecipe()
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
+    train = dataclasses.replace(recipe.train, **{k: v for k, v in given.items() if v is not None})
+    recipe = dataclasses.replace(recipe, train=train)
+    if args.data is None:
+        data, name = vqgan_recipe_data(recipe), "vqgan"
+    elif args.data == "shapes":
+        data, name = ShapesWorld(size=64, max_shapes=2, length=100_000, seed=train.seed), "vqgan-shapes"
+    else:
+        data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
+        name = f"vqgan-{Path(args.data).stem}"
+    custom = args.data is None and any(v is not None for v in given.values())
+    out, run_dir = _train_paths(args, f"{name}{'-custom' if custom else ''}")
+    train_vqgan_on(recipe, data, out=out, run_dir=run_dir)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"saved {out}")
+    return 0
+
+
+def _train_dalle(args: argparse.Namespace) -> int:
+    from pictext.dalle.io import load_image_tokenizer
+    from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
+    from pictext.data.pairs import load_pairs
+
+    clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock}
+    clip_only |= {"--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe}
+    given_clip = [flag for flag, value in clip_only.items() if value is not None]
+    if given_clip:
+        raise ValueError(f"{', '.join(given_clip)}: CLIP training options; pictext train dalle does not take them")
+    recipe = DALLERecipe()
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
+    train = dataclasses.replace(recipe.train, **{k: v for k, v in given.items() if v is not None})
+    recipe = dataclasses.replace(recipe, train=train)
+    vqgan = None
+    if args.image_tokenizer is not None:
+        try:
+            vqgan = load_image_tokenizer(args.image_tokenizer)
+        except ValueError as e:
+            raise ValueError(f"--image-tokenizer: {e}") from e
+    if args.data is None:
+        data, name = recipe_data(recipe), "dalle"
+    elif args.data == "shapes":
+        data, name = recipe_data(dataclasses.replace(recipe, emoji_repeats=0)), "dalle-shapes"
+    else:
+        data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
+        name = f"dalle-{Path(args.data).stem}"
+    custom = args.data is None and (vqgan is not None or any(v is not None for v in given.values()))
+    out, run_dir = _train_paths(args, f"{name}{'-custom' if custom else ''}")
+    train_pipeline(recipe, data, vqgan=vqgan, out=out, run_dir=run_dir)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"saved {out}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from pictext import hub
+    from pictext.images.decode import decode_image
+    from pictext.vqgan.io import load_vqgan
+    from pictext.vqgan.loss import psnr
+    from pictext.vqgan.train import to_pixels
+
+    model = load_vqgan(hub.resolve(args.vqgan), args.config)
+    size, f = args.size or model.config.resolution, model.config.factor
+    if size % f:
+        size = max(f, round(size / f) * f)
+        print(f"pictext: --size is not a multiple of the VQGAN's factor {f}; using {size}", file=sys.stderr)
+    paths = _images_in(args.images)
+    out = Path(args.output)
+    errors = 0
+    for path in paths:
+        try:
+            image = decode_image(path)
+        except ImageError as e:
+            print(f"pictext: skipped {e}", file=sys.stderr)
+            errors += 1
+            continue
+        x = to_pixels([image], size)
+        with torch.no_grad():
+            result = model(x)
+        y = result.reconstruction.clamp(-1, 1)
+        pair = torch.cat([x, y], dim=3)[0]  # original | reconstruction
+        array = ((pair.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        target = out / f"{Path(path).stem}-reconstruction.png"
+        atomic_write(target, lambda tmp, a=array: Image.fromarray(a).save(tmp, format="PNG"))
+        codes = len(torch.unique(result.quantized.indices))
+        print(f"{target}  PSNR {psnr(x, y).item():.2f} dB, {codes} distinct codes of {model.config.n_embed}")
+    return 1 if errors else 0
+
+
+VQGAN_CLIP_DEFAULTS = dict(vqgan="vqgan", drawer="vqgan", steps=200, size="64", cutouts=16, lr=0.2, init="random",
+                           image_prompt=[], smoothness=0.0, saturation=0.0, symmetry=0.0, frame_every=10)  # fmt: skip
+DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    other = VQGAN_CLIP_DEFAULTS if args.method == "dalle" else DALLE_OPTIONS
+    given = [f"--{k.replace('_', '-')}" for k in other if getattr(args, k) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not options of --method {args.method}")
+    if args.method == "dalle":
+        return _generate_dalle(args)
+    for key, value in VQGAN_CLIP_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return _generate_vqgan_clip(args)
+
+
+def _generate_dalle(args: argparse.Namespace) -> int:
+    from pictext.generate import default_clip_for, generate, load_dalle_model
+    from pictext.generate.outputs import contact_sheet, slug, write_outputs
+    from pictext.generate.vqgan_clip import GenerationError
+    from pictext.images.decode import decode_image
+
+    if not args.prompt.strip():
+        raise GenerationError("the prompt is empty; DALL-E draws a caption, e.g. 'a red circle'")
+    if args.clip and len(args.clip) > 1:
+        raise GenerationError("--method dalle reranks with one --clip")
+    given = {"samples": args.samples, "keep": args.keep, "guidance_scale": args.guidance,
+             "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}  # fmt: skip
+    settings = {k: v for k, v in given.items() if v is not None} | {"seed": args.seed}
+    from pictext.generate.dalle import DALLESettings
+
+    settings = dataclasses.asdict(DALLESettings(**settings))  # bad settings are named before any model loads
+    pipeline = load_dalle_model(args.dalle)
+    _, truncated = pipeline.text(args.prompt)
+    if truncated:
+        print(f"pictext: the prompt is longer than the model's {pipeline.model.config.text_len} text tokens; "
+              "its end was cut", file=sys.stderr)  # fmt: skip
+    clip = args.clip[0] if args.clip else default_clip_for(args.prompt)
+    prime = decode_image(args.prime) if args.prime else None
+    print(f"pictext: drawing {settings['samples']} samples, keeping {settings['keep']} by CLIP score", file=sys.stderr)
+    result = generate(args.prompt, method="dalle", dalle=pipeline, clip=clip, prime=prime, **settings)
+    record = {"prompt": args.prompt, "method": "dalle", "dalle": args.dalle or "dalle", "clip": str(clip),
+              "prime": args.prime, **settings}  # fmt: skip
+    base = f"{slug(args.prompt)}-{args.seed}"
+    for rank, (image, score) in enumerate(zip(result.samples, result.scores)):
+        name = base if rank == 0 else f"{base}-{rank + 1}"
+        written = write_outputs(args.out, name, image, record | {"rank": rank + 1, "clip_score": score})
+        print(f"{written['png']}  CLIP score {score:.3f}")
+    sheet = write_outputs(args.out, f"{base}-sheet", contact_sheet(result.samples, result.scores),
+                          record | {"clip_scores": result.scores})  # fmt: skip
+    print(f"  contact sheet: {sheet['png']}")
+    return 0
+
+
+def _generate_vqgan_clip(args: argparse.Namespace) -> int:
+    from pictext import hub
+    from pictext.checkpoint import is_native, read_metadata
+    from pictext.generate import default_clip_for, generate
+    from pictext.generate.outputs import slug, write_outputs
+    from pictext.generate.vqgan_clip import GenerationError, parse_prompts, round_size
+    from pictext.images.decode import decode_image
+    from pictext.training import progress
+
+    parse_prompts(args.prompt)  # bad prompts are named before any model loads
+    if args.steps <= 0:
+        raise GenerationError(f"--steps must be at least 1, got {args.steps}")
+    clips = args.clip or [default_clip_for(args.prompt)]
+    for spec in clips:
+        path = Path(spec)
+        if path.is_file() and is_native(path) and read_metadata(path).get("pictext.kind") != "clip":
+            raise GenerationError(f"--clip {spec} is a {read_metadata(path).get('pictext.kind')} model, not a CLIP")
+    vqgan = None
+    if args.drawer == "vqgan":
+        from pictext.vqgan.io import load_vqgan
+
+        try:
+            vqgan = load_vqgan(hub.resolve(args.vqgan))
+        except CheckpointError as e:
+            raise GenerationError(f"--vqgan {args.vqgan}: {e}") from e
+    width, height = _size(args.size)
+    if vqgan is not None:
+        f = vqgan.config.factor
+        rounded = (round_size(width, f), round_size(height, f))
+        if rounded != (width, height):
+            print(f"pictext: --size {width}x{height} is not a multiple of the VQGAN's factor {f}; "
+                  f"using {rounded[0]}x{rounded[1]}", file=sys.stderr)  # fmt: skip
+            width, height = rounded
+    init_image = None
+    init = args.init
+    if init not in ("random", "noise"):
+        init_image, init = decode_image(init), "image"
+    image_prompts = [decode_image(p) for p in args.image_prompt]
+    settings = dict(steps=args.steps, size=(width, height), seed=args.seed, cutouts=args.cutouts, lr=args.lr,
+                    init=init, drawer=args.drawer, smoothness=args.smoothness, saturation=args.saturation,
+                    symmetry=args.symmetry, frame_every=args.frame_every)  # fmt: skip
+    bar = progress(args.steps, "generate")
+
+    def show(step, frame):  # noqa: ANN001, ANN202
+        bar.set_postfix(loss=f"{step.loss:.3f}", clip=f"{step.clip_score:.3f}")
+        bar.update(1)
+
+    result = generate(args.prompt, method=args.method, clip=clips, vqgan=vqgan, image_prompts=image_prompts,
+                      init_image=init_image, callback=show, **settings)  # fmt: skip
+    bar.close()
+    record = {"prompt": args.prompt, "method": args.method, "clip": [str(c) for c in clips],
+              "vqgan": None if vqgan is None else str(args.vqgan), "init": args.init,
+              "image_prompts": args.image_prompt, **settings, "size": [width, height],
+              "clip_score_first": result.steps[0].clip_score, "clip_score": result.clip_score}  # fmt: skip
+    name = f"{slug(args.prompt)}-{args.seed}"
+    written = write_outputs(args.out, name, result.image, record, result.frames)
+    print(f"{written['png']}  CLIP score {result.steps[0].clip_score:.3f} -> {result.clip_score:.3f}")
+    for kind in ("json", "gif", "frames"):
+        if kind in written:
+            print(f"  {kind}: {written[kind]}")
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    if not w.isdigit() or (h and not h.isdigit()) or int(w) <= 0 or (h and int(h) <= 0):
+        raise ValueError(f"--size must be N or WxH in pixels, e.g. 64 or 96x64; got {text!r}")
+    return int(w), int(h or w)
+
+
+def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
+    p = sub.add_parser("generate", help="draw a prompt: VQGAN+CLIP ('a red apple:1 | green:-0.5') or DALL-E")
+    p.add_argument("prompt", help="text; for vqgan-clip several with weights: 'a red apple:1 | green:-0.5'")
+    p.add_argument("--method", choices=["vqgan-clip", "dalle"], default="vqgan-clip")
+    p.add_argument("--clip", action="append", help="guiding CLIP (repeatable), or with dalle the reranking one "
+                   "(default: shapes model for shapes prompts, else the default model)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="generated", help="output folder")
+    g = p.add_argument_group("vqgan-clip")
+    g.add_argument("--vqgan", help="native VQGAN file, taming .ckpt, or local model name (default: vqgan)")
+    g.add_argument("--drawer", choices=["vqgan", "pixel"], help="default: vqgan")
+    g.add_argument("--steps", type=int, help="default: 200")
+    g.add_argument("--size", help="N or WxH pixels, rounded to the VQGAN's factor (default: 64)")
+    g.add_argument("--cutouts", type=int, help="default: 16")
+    g.add_argument("--lr", type=float, help="default: 0.2")
+    g.add_argument("--init", help="random (codes), noise (pixels), or an image file (default: random)")
+    g.add_argument("--image-prompt", action="append", help="an image to aim at, repeatable")
+    g.add_argument("--smoothness", type=float, help="default: 0")
+    g.add_argument("--saturation", type=float, help="default: 0")
+    g.add_argument("--symmetry", type=float, help="default: 0")
+    g.add_argument("--frame-every", type=int, help="steps between saved frames, 0: none (default: 10)")
+    g = p.add_argument_group("dalle")
+    g.add_argument("--dalle", help="DALL-E file or local model name (default: dalle)")
+    g.add_argument("--samples", type=int, help="pictures drawn (default: 16)")
+    g.add_argument("--keep", type=int, help="pictures kept, best CLIP score first (default: 1)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale, 1: none (default: 3)")
+    g.add_argument("--temperature", type=float, help="default: 1")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    g.add_argument("--top-p", type=float, help="sample among the most likely tokens summing to p")
+    g.add_argument("--prime", help="an image whose top half is kept; DALL-E draws the rest")
+    p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser("reconstruct", help="encode and decode images with a VQGAN: what its codes keep")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--vqgan", default="vqgan", help="native VQGAN file, taming .ckpt, or local model name")
+    p.add_argument("--config", help="the YAML of a taming .ckpt (default: the .yaml beside it)")
+    p.add_argument("--size", type=int, help="side to resize to (default: the VQGAN's training resolution)")
+    p.add_argument("-o", "--output", default=".", help="folder for NAME-reconstruction.png (original | result)")
+    p.set_defaults(run=cmd_reconstruct)
