@@ -264,16 +264,31 @@ class CLIP(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def text_tower(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, text width), before projection
-        t = self.config.text
-        if tokens.ndim != 2 or tokens.shape[1] > t.context_length:
-            raise ValueError(f"token ids must be (batch, <= {t.context_length}), got {tuple(tokens.shape)}")
-        if t.kind == "bert":
+        if self.config.text.kind == "bert":
+            self._check_tokens(tokens)
             return self.text(tokens)
+        x, real = self.text_sequence(tokens)
+        eot = real.sum(dim=-1) - 1  # the first EOT (position 0 if none): the last position marked real
+        return x[torch.arange(x.shape[0], device=x.device), eot]
+
+    def text_sequence(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, T, text width) every token's final hidden state, (B, T) True at the text's own tokens): what a
+        model conditioned on the whole caption (unCLIP's prior) reads."""
+        t = self.config.text
+        self._check_tokens(tokens)
+        if t.kind == "bert":
+            return self.text.sequence(tokens)
         T = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:T].to(self.dtype)  # (B, T, C)
         x = self.ln_final(self.transformer(x, causal=True))
         eot = (tokens == t.eot_token_id).int().argmax(dim=-1)  # first EOT; position 0 if none
-        return x[torch.arange(x.shape[0], device=x.device), eot]
+        real = torch.arange(T, device=tokens.device)[None, :] <= eot[:, None]
+        return x, real
+
+    def _check_tokens(self, tokens: torch.Tensor) -> None:
+        t = self.config.text
+        if tokens.ndim != 2 or tokens.shape[1] > t.context_length:
+            raise ValueError(f"token ids must be (batch, <= {t.context_length}), got {tuple(tokens.shape)}")
 
     def project_text(self, pooled: torch.Tensor, normalize: bool = False) -> torch.Tensor:  # (B, width) -> (B, E)
         features = pooled @ self.text_projection

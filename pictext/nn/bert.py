@@ -60,12 +60,17 @@ class BertEncoder(nn.Module):
             if p.ndim > 1:
                 nn.init.normal_(p, std=0.02)  # BERT's initialisation, for a tower trained from scratch
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def sequence(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, T, width) every token's final hidden state, (B, T) True at real tokens)."""
         real = tokens != self.pad_token_id  # (B, T)
         x = self.word_embeddings(tokens) + self.position_embeddings[: tokens.shape[1]] + self.token_type_embedding
         x = self.ln_embed(x)
         attend = real[:, None, None, :]  # padding is never attended to
         for layer in self.layers:
             x = layer(x, attend)
+        return x, real
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x, real = self.sequence(tokens)
         weights = real.unsqueeze(-1).to(x.dtype)
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)

@@ -1,0 +1,145 @@
+"""unCLIP as one file and one object: the prior and the decoder, and the CLIP whose space they live in.
+
+The file holds the prior's and the decoder's weights and configs, and the name and fingerprint of the CLIP
+they were trained with; loading finds that CLIP by name and refuses one whose weights differ (its embedding
+space would not be theirs).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pictext import checkpoint
+from pictext.clip.model import CLIP
+from pictext.config import from_dict, to_dict
+from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder
+from pictext.unclip.prior import DiffusionPrior, PriorConfig
+
+KIND = "unclip"
+
+
+@dataclass
+class UnclipPipeline:
+    clip: CLIP
+    prior: DiffusionPrior
+    decoder: DiffusionDecoder
+
+    def __post_init__(self) -> None:
+        if self.clip.config.embed_dim != self.prior.config.embed_dim:
+            raise ValueError(f"the CLIP embeds in {self.clip.config.embed_dim} dimensions, the prior in "
+                             f"{self.prior.config.embed_dim}; use the CLIP they were trained with")  # fmt: skip
+
+    def image_embeddings_for(self, prompts: list[str], guidance_scale: float = 1.0, steps: int = 64,
+                             generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        from pictext.unclip.train import text_condition
+
+        if any(not p.strip() for p in prompts):
+            raise ValueError("the prompt is empty; unCLIP draws a caption, e.g. 'a red circle'")
+        return self.prior.generate(text_condition(self.clip, prompts), guidance_scale, steps, generator=generator)
+
+    def draw(
+        self,
+        embeddings: torch.Tensor,
+        guidance_scale: float = 3.0,
+        steps: int = 50,
+        generator: torch.Generator | None = None,
+        x_T: torch.Tensor | None = None,
+    ) -> list[Image.Image]:
+        """Pictures for (B, E) unit-norm image embeddings; x_T fixes the starting noise."""
+        from pictext.unclip.diffusion import make_scheduler, sample
+
+        if x_T is None:
+            return to_images(self.decoder.generate(embeddings, guidance_scale, steps, generator))
+        c = self.decoder.config
+        scheduler = make_scheduler(c.diffusion, "ddim")
+        null = torch.zeros_like(embeddings)
+        pixels = sample(self.decoder, scheduler, tuple(x_T.shape), embeddings, null, guidance_scale, steps,
+                        generator, x_T=x_T)  # fmt: skip
+        return to_images(pixels.clamp(-1, 1))
+
+    def generate(self, prompt: str, n: int = 1, prior_guidance: float = 1.0, guidance_scale: float = 3.0,
+                 steps: int = 50, seed: int = 0) -> list[Image.Image]:  # fmt: skip
+        g = torch.Generator().manual_seed(seed)
+        embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g)
+        return self.draw(embeddings, guidance_scale, steps, g)
+
+    def vary(self, image: Image.Image, n: int = 4, guidance_scale: float = 3.0, steps: int = 50,
+             seed: int = 0) -> list[Image.Image]:  # fmt: skip
+        """Variations: the image's own CLIP embedding decoded from `n` different noises."""
+        from pictext.unclip.train import image_embeddings
+
+        embedding = image_embeddings(self.clip, [image]).expand(n, -1)
+        return self.draw(embedding, guidance_scale, steps, torch.Generator().manual_seed(seed))
+
+    def interpolate(self, a: Image.Image, b: Image.Image, n: int = 8, guidance_scale: float = 3.0,
+                    steps: int = 50, seed: int = 0) -> list[Image.Image]:  # fmt: skip
+        """`n` pictures along the great circle between the two images' CLIP embeddings, from one noise."""
+        from pictext.unclip.train import image_embeddings
+
+        ea, eb = image_embeddings(self.clip, [a, b])
+        embeddings = torch.stack([slerp(ea, eb, float(w)) for w in np.linspace(0, 1, n)])
+        g = torch.Generator().manual_seed(seed)
+        c = self.decoder.config
+        x_T = torch.randn((1, 3, c.resolution, c.resolution), generator=g).expand(n, -1, -1, -1)
+        return self.draw(embeddings, guidance_scale, steps, g, x_T=x_T)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+    """Spherical interpolation between unit vectors a (w=0) and b (w=1); unit-norm all along."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    omega = torch.arccos((a * b).sum().clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return a
+    return (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / torch.sin(omega)
+
+
+def to_images(pixels: torch.Tensor) -> list[Image.Image]:
+    array = ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(x)) for x in array]
+
+
+def save_unclip(prior: DiffusionPrior, decoder: DiffusionDecoder, clip_name: str, clip: CLIP,
+                path: str | os.PathLike, half: bool = False) -> Path:  # fmt: skip
+    from pictext.search.index import model_fingerprint
+
+    tensors = {f"prior.{k}": v for k, v in prior.state_dict().items()}
+    tensors |= {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
+    if half:
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
+    meta = {"prior": to_dict(prior.config), "decoder": to_dict(decoder.config),
+            "clip": {"name": clip_name, "fingerprint": model_fingerprint(clip)}}  # fmt: skip
+    return checkpoint.save(path, tensors, KIND, meta)
+
+
+def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> UnclipPipeline:
+    """The pipeline in eval mode; `clip` defaults to the one the file names, and must be that CLIP."""
+    from pictext.api import load
+    from pictext.search.index import model_fingerprint
+
+    tensors, meta = checkpoint.load(path, KIND)
+    try:
+        prior_config = from_dict(PriorConfig, meta["prior"])
+        decoder_config = from_dict(DecoderConfig, meta["decoder"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: its recorded configs are not unCLIP's ({e})") from e
+    parts = {}
+    for name, build in (("prior", lambda: DiffusionPrior(prior_config)),
+                        ("decoder", lambda: DiffusionDecoder(decoder_config))):  # fmt: skip
+        own = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        module = checkpoint.build_checked(build, own, path)
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
+        parts[name] = module.eval()
+    model = clip if isinstance(clip, CLIP) else load(clip or meta["clip"]["name"], precision="fp32")
+    if model_fingerprint(model) != meta["clip"]["fingerprint"]:
+        raise checkpoint.CheckpointError(
+            f"{path} was trained in the space of the CLIP {meta['clip']['name']!r} (fingerprint "
+            f"{meta['clip']['fingerprint']}), and the CLIP given is another; pass that one"
+        )
+    return UnclipPipeline(model, parts["prior"], parts["decoder"])

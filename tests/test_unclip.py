@@ -1,0 +1,186 @@
+"""unCLIP: the diffusion maths against closed forms, guidance, EMA, the prior and decoder on tiny configs, the
+pipeline's file, variations and interpolations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder, export_diffusers
+from pictext.unclip.diffusion import DiffusionConfig, make_scheduler, sample
+from pictext.unclip.prior import DiffusionPrior, PriorConfig, TextCondition
+
+
+def test_linear_schedule_and_q_sample_match_their_closed_forms():
+    s = make_scheduler(DiffusionConfig(timesteps=1000, schedule="linear"))
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0)
+    torch.testing.assert_close(s.alphas_cumprod.double(), abar, atol=1e-6, rtol=1e-5)
+    x0, eps, t = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 10, 500, 999])
+    want = abar[t].sqrt().float()[:, None] * x0 + (1 - abar[t]).sqrt().float()[:, None] * eps
+    torch.testing.assert_close(s.add_noise(x0, eps, t), want, atol=1e-5, rtol=1e-5)
+
+
+def test_cosine_schedule_matches_its_closed_form():
+    s = make_scheduler(DiffusionConfig(timesteps=1000))
+
+    def f(t: float) -> float:
+        return math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    for t in (0, 100, 500, 900):  # below the 0.999 cap on beta, alpha-bar is f(t + 1) / f(0)
+        assert s.alphas_cumprod[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-4)
+
+
+def test_ddpm_step_is_the_posterior_mean_plus_its_noise():
+    s = make_scheduler(DiffusionConfig(timesteps=100, schedule="linear"))
+    s.set_timesteps(100)
+    x_t, eps = torch.randn(2, 5), torch.randn(2, 5)
+    t = 60
+    a, abar, abar_prev = s.alphas[t], s.alphas_cumprod[t], s.alphas_cumprod[t - 1]
+    beta = 1 - a
+    x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+    mean = (abar_prev.sqrt() * beta / (1 - abar)) * x0 + (a.sqrt() * (1 - abar_prev) / (1 - abar)) * x_t
+    var = beta * (1 - abar_prev) / (1 - abar)
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(7))
+    out = s.step(eps, t, x_t, generator=torch.Generator().manual_seed(7)).prev_sample
+    torch.testing.assert_close(out, mean + var.sqrt() * z, atol=1e-5, rtol=1e-5)
+
+
+def _toy_model(x, t, cond):  # a denoiser whose output depends on its input, time and condition
+    return 0.1 * x + 0.01 * t.float().view(-1, *[1] * (x.ndim - 1)) / 1000 + cond.view(-1, *[1] * (x.ndim - 1))
+
+
+def test_ddim_with_eta_zero_is_deterministic_and_guidance_batches_right():
+    s = make_scheduler(DiffusionConfig(timesteps=100), "ddim")
+    cond, null, x_T = torch.tensor([0.5, -0.2]), torch.zeros(2), torch.randn(2, 3)
+    a = sample(_toy_model, s, (2, 3), cond, steps=10, generator=torch.Generator().manual_seed(1), x_T=x_T)
+    b = sample(_toy_model, s, (2, 3), cond, steps=10, generator=torch.Generator().manual_seed(2), x_T=x_T)
+    assert torch.equal(a, b)  # eta 0: no noise after x_T
+    one = sample(_toy_model, s, (2, 3), cond, null, guidance_scale=1.0, steps=10, x_T=x_T)
+    assert torch.equal(one, a)  # scale 1 is the conditional model
+    zero = sample(_toy_model, s, (2, 3), cond, null, guidance_scale=0.0, steps=10, x_T=x_T)
+    torch.testing.assert_close(zero, sample(_toy_model, s, (2, 3), null, steps=10, x_T=x_T))  # scale 0: uncond
+    three = sample(_toy_model, s, (2, 3), cond, null, guidance_scale=3.0, steps=10, x_T=x_T)
+    torch.testing.assert_close(three, sample(_toy_model, s, (2, 3), 3 * cond, steps=10, x_T=x_T))  # linear toy
+    with pytest.raises(ValueError, match="guidance scale must be >= 0"):
+        sample(_toy_model, s, (2, 3), cond, null, guidance_scale=-1.0)
+
+
+def test_ema_update_is_the_moving_average():
+    from diffusers.training_utils import EMAModel
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = EMAModel([p], decay=0.9)
+    with torch.no_grad():
+        p.add_(1.0)
+    ema.step([p])  # diffusers' first step copies (decay 0)
+    torch.testing.assert_close(ema.shadow_params[0], torch.ones(3))
+    with torch.no_grad():
+        p.add_(1.0)
+    ema.step([p])
+    d = min(0.9, (1 + 1) / (10 + 1))  # its decay warms up as (1 + step) / (10 + step), capped at `decay`
+    torch.testing.assert_close(ema.shadow_params[0], torch.full((3,), d * 1.0 + (1 - d) * 2.0))
+    for _ in range(200):
+        ema.step([p])
+    assert ema.cur_decay_value == 0.9
+
+
+PRIOR = PriorConfig(embed_dim=16, text_len=6, width=32, heads=2, layers=2)
+
+
+def _condition(n: int) -> TextCondition:
+    mask = torch.ones(n, 6, dtype=torch.bool)
+    mask[:, 4:] = False
+    return TextCondition(torch.nn.functional.normalize(torch.randn(n, 16), dim=-1), torch.randn(n, 6, 16), mask)
+
+
+def test_prior_trains_and_keeps_the_candidate_closest_to_the_text(monkeypatch):
+    torch.manual_seed(0)
+    prior = DiffusionPrior(PRIOR)
+    cond, target = _condition(8), torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    opt = torch.optim.Adam(prior.parameters(), lr=1e-3)
+    losses = []
+    for step in range(60):
+        loss = prior.loss(target, cond, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) < sum(losses[:10]) * 0.7
+    # two candidates per caption, known by construction: the one along the text embedding must win
+    text = cond.index(torch.arange(2))
+    far, near = -text.embedding, text.embedding + 0.1
+    import pictext.unclip.prior as prior_module
+
+    monkeypatch.setattr(prior_module, "_sample_with_condition", lambda *a, **k: torch.cat([far, near]))
+    out = prior.generate(text, candidates=2)
+    torch.testing.assert_close(out, torch.nn.functional.normalize(near, dim=-1))
+
+
+DECODER = DecoderConfig(embed_dim=16, resolution=8, channels=(32, 32), cross_dim=32, head_dim=16)
+
+
+def test_decoder_learns_and_exports_as_a_diffusers_folder(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    decoder = DiffusionDecoder(DECODER)
+    pixels = torch.rand(4, 3, 8, 8) * 2 - 1
+    embedding = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    loss = decoder.loss(pixels, embedding, torch.Generator().manual_seed(0), drop=torch.tensor([1, 0, 0, 0]).bool())
+    loss.backward()
+    assert all(p.grad is not None for p in decoder.parameters() if p.requires_grad)
+    decoder.eval()
+    folder = export_diffusers(decoder, tmp_path / "unet")
+    unet = UNet2DConditionModel.from_pretrained(folder).eval()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([5, 500])
+    e = embedding[:2] * decoder.scale
+    tokens = decoder.to_tokens(e).view(2, 4, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            unet(x, t, encoder_hidden_states=tokens, class_labels=e).sample, decoder(x, t, embedding[:2])
+        )
+    out = decoder.generate(embedding[:2], steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 8, 8) and out.abs().max() <= 1
+
+
+def test_slerp_stays_on_the_sphere_and_hits_its_ends():
+    from pictext.unclip.io import slerp
+
+    a, b = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    torch.testing.assert_close(slerp(a, b, 0.0), a)
+    torch.testing.assert_close(slerp(a, b, 1.0), b, atol=1e-5, rtol=1e-5)
+    for w in (0.25, 0.5, 0.75):
+        assert slerp(a, b, w).norm().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pipeline_file_variations_interpolations_and_a_foreign_clip(tiny_model_path, other_model_path, tmp_path):
+    from pictext.api import load
+    from pictext.checkpoint import CheckpointError
+    from pictext.unclip.io import load_unclip, save_unclip
+    from pictext.unclip.train import text_condition
+
+    clip = load(str(tiny_model_path), precision="fp32")
+    E, T = clip.config.embed_dim, clip.config.text.context_length
+    torch.manual_seed(0)
+    prior = DiffusionPrior(PriorConfig(embed_dim=E, text_len=T, width=32, heads=2, layers=1)).eval()
+    decoder = DiffusionDecoder(DecoderConfig(embed_dim=E, resolution=8, channels=(32, 32), cross_dim=32, head_dim=16))
+    cond = text_condition(clip, ["a red circle", "a blue square"])
+    assert cond.tokens.shape == (2, T, E) and cond.mask[:, 0].all()
+    path = save_unclip(prior, decoder.eval(), str(tiny_model_path), clip, tmp_path / "unclip.safetensors")
+    pipeline = load_unclip(path)
+    images = pipeline.generate("a red circle", n=2, steps=2, seed=1)
+    assert [im.size for im in images] == [(8, 8), (8, 8)]
+    assert [a.tobytes() for a in images] == [
+        a.tobytes() for a in pipeline.generate("a red circle", n=2, steps=2, seed=1)
+    ]
+    source = images[0].resize((32, 32))
+    assert len(pipeline.vary(source, n=3, steps=2)) == 3
+    line = pipeline.interpolate(source, images[1].resize((32, 32)), n=4, steps=2)
+    assert len(line) == 4
+    with pytest.raises(ValueError, match="prompt is empty"):
+        pipeline.generate(" ")
+    with pytest.raises(CheckpointError, match="the CLIP given is another"):
+        load_unclip(path, clip=load(str(other_model_path)))
