@@ -104,8 +104,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pictext.commands.generation import _train_dalle, _train_vqgan
+    from pictext.commands.generation import _train_dalle, _train_unclip, _train_vqgan
 
+    if args.family.startswith("unclip-"):
+        return _train_unclip(args)
+    if args.clip is not None:
+        raise ValueError("--clip is an option of pictext train unclip-prior and unclip-decoder")
     if args.family == "vqgan":
         return _train_vqgan(args)
     if args.family == "dalle":
@@ -192,7 +196,17 @@ def _build_model(name: str | None, out: str | None) -> int:
     """Run a model's recipe from nothing (resuming a stopped run) and save it where name lookup finds it."""
     from pictext import hub
 
-    if name == "dalle":
+    if name == "unclip":
+        from pictext.api import load
+        from pictext.unclip.io import save_unclip
+        from pictext.unclip.train import UnclipRecipe, recipe_data, train_unclip
+
+        target = Path(out) if out else hub.models_dir() / "unclip.safetensors"
+        recipe = UnclipRecipe()
+        clip = load(recipe.clip, precision="fp32")
+        prior, decoder = train_unclip(recipe, recipe_data(recipe), clip, run_dir=target.with_suffix(".run"))
+        save_unclip(prior, decoder, recipe.clip, clip, target, half=True)
+    elif name == "dalle":
         from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
 
         target = Path(out) if out else hub.models_dir() / "dalle.safetensors"
@@ -210,7 +224,9 @@ def _build_model(name: str | None, out: str | None) -> int:
         target = Path(out) if out else hub.models_dir() / f"{name}.safetensors"
         train_shapes(RECIPES[name], out=target, run_dir=target.with_suffix(".run"))
     else:
-        raise ValueError(f"pictext models build takes vqgan, dalle, {', '.join(hub.RECIPE_MODELS)}; got {name!r}")
+        raise ValueError(
+            f"pictext models build takes vqgan, dalle, unclip, {', '.join(hub.RECIPE_MODELS)}; got {name!r}"
+        )
     print(f"saved {target}")
     return 0
 
@@ -417,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_encode)
 
     p = sub.add_parser("train", help="train a model")
-    p.add_argument("family", choices=["clip", "vqgan", "dalle"])
+    p.add_argument("family", choices=["clip", "vqgan", "dalle", "unclip-prior", "unclip-decoder"])
+    p.add_argument("--clip", help="unclip-*: the CLIP whose space the prior and decoder live in (default: shapes)")
     p.add_argument(
         "--image-tokenizer",
         help="dalle: vqgan:MODEL or dvae:MODEL, a file or local name; a dvae "
@@ -459,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the models here, or build one from its recipe")
     p.add_argument("action", nargs="?", choices=["list", "build"], default="list")
-    p.add_argument("name", nargs="?", help="with build: vqgan, dalle, default or shapes")
+    p.add_argument("name", nargs="?", help="with build: vqgan, dalle, unclip, default or shapes")
     p.add_argument("--out", help="with build: where to save (default: $PICTEXT_HOME/models/NAME.safetensors)")
     p.set_defaults(run=cmd_models)
 

@@ -56,7 +56,7 @@ def resolve(name: str | os.PathLike) -> Path:
             "`pictext convert`"
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
-    builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E"}
+    builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E", "unclip": "the default unCLIP"}
     hint = f"; build {builds[str(name)]} with `pictext models build {name}`" if str(name) in builds else ""
     raise ModelNotFoundError(f"{name!r} is neither a file nor a model in {models_dir()} (available: {available}){hint}")
 

@@ -184,3 +184,54 @@ def test_pipeline_file_variations_interpolations_and_a_foreign_clip(tiny_model_p
         pipeline.generate(" ")
     with pytest.raises(CheckpointError, match="the CLIP given is another"):
         load_unclip(path, clip=load(str(other_model_path)))
+
+
+def test_cli_trains_both_stages_then_generates_varies_and_interpolates(tiny_model_path, tmp_path, capsys):
+    from PIL import Image
+
+    from pictext.cli import main
+    from pictext.data.shapes import ShapesWorld
+
+    data = tmp_path / "pairs"
+    data.mkdir()
+    for i in range(6):
+        image, caption = ShapesWorld(size=32, seed=0)[i]
+        image.save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text(caption)
+    out = tmp_path / "unclip.safetensors"
+    common = [
+        "--data",
+        str(data),
+        "--clip",
+        str(tiny_model_path),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+    ]
+    assert main(["train", "unclip-prior", *common]) == 0
+    assert "train the decoder too" in capsys.readouterr().out
+    assert main(["generate", "a red circle", "--method", "unclip", "--unclip", str(out)]) == 2
+    assert "has no decoder yet" in capsys.readouterr().err
+    assert main(["train", "unclip-decoder", *common]) == 0
+    gen = tmp_path / "gen"
+    argv = ["generate", "a red circle", "--method", "unclip", "--unclip", str(out), "--samples", "2", "--steps", "2",
+            "--out", str(gen)]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(p.name for p in gen.glob("*.png")) == ["a-red-circle-0-2.png", "a-red-circle-0-sheet.png",
+                                                          "a-red-circle-0.png"]  # fmt: skip
+    assert Image.open(gen / "a-red-circle-0.png").size == (32, 32)
+    assert main(["vary", str(data / "0.png"), "-n", "2", "--steps", "2", "--unclip", str(out), "--out", str(gen)]) == 0
+    assert len(list((gen / "0-variations-0-frames").glob("*.png"))) == 2
+    argv = ["interpolate", str(data / "0.png"), str(data / "1.png"), "-n", "3", "--steps", "2", "--unclip", str(out),
+            "--out", str(gen)]  # fmt: skip
+    assert main(argv) == 0 and (gen / "0-to-1-0.gif").is_file()
+    for bad, message in ((["--samples", "0"], "samples must be at least 1"), (["--keep", "2"], "--keep: not options"),
+                         (["--guidance", "-1"], "guidance_scale must be >= 0")):  # fmt: skip
+        bad_run = ["generate", "a red circle", "--method", "unclip", "--unclip", str(out), "--out", str(tmp_path / "x")]
+        assert main([*bad_run, *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["interpolate", str(data / "0.png"), str(data / "1.png"), "-n", "1", "--unclip", str(out)]) == 2
+    assert "-n must be at least 2" in capsys.readouterr().err

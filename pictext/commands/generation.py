@@ -126,13 +126,20 @@ VQGAN_CLIP_DEFAULTS = dict(vqgan="vqgan", drawer="vqgan", steps=200, size="64", 
 DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
 
 
+UNCLIP_OPTIONS = ("unclip", "samples", "guidance", "prior_guidance", "steps")
+OPTIONS = {"vqgan-clip": tuple(VQGAN_CLIP_DEFAULTS), "dalle": DALLE_OPTIONS, "unclip": UNCLIP_OPTIONS}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    other = VQGAN_CLIP_DEFAULTS if args.method == "dalle" else DALLE_OPTIONS
-    given = [f"--{k.replace('_', '-')}" for k in other if getattr(args, k) is not None]
+    every = {k for options in OPTIONS.values() for k in options}
+    unused = sorted(every - set(OPTIONS[args.method]))
+    given = [f"--{k.replace('_', '-')}" for k in unused if getattr(args, k) is not None]
     if given:
         raise ValueError(f"{', '.join(given)}: not options of --method {args.method}")
     if args.method == "dalle":
         return _generate_dalle(args)
+    if args.method == "unclip":
+        return _generate_unclip(args)
     for key, value in VQGAN_CLIP_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -174,6 +181,120 @@ def _generate_dalle(args: argparse.Namespace) -> int:
     sheet = write_outputs(args.out, f"{base}-sheet", contact_sheet(result.samples, result.scores),
                           record | {"clip_scores": result.scores})  # fmt: skip
     print(f"  contact sheet: {sheet['png']}")
+    return 0
+
+
+def _generate_unclip(args: argparse.Namespace) -> int:
+    from pictext.generate import generate, load_unclip_model
+    from pictext.generate.outputs import contact_sheet, slug, write_outputs
+    from pictext.generate.vqgan_clip import GenerationError
+
+    if not args.prompt.strip():
+        raise GenerationError("the prompt is empty; unCLIP draws a caption, e.g. 'a red circle'")
+    if args.clip:
+        raise GenerationError("--method unclip draws in the space of the CLIP its file names; it takes no --clip")
+    given = {"samples": args.samples, "guidance_scale": args.guidance, "prior_guidance": args.prior_guidance,
+             "steps": args.steps}  # fmt: skip
+    settings = {k: v for k, v in given.items() if v is not None} | {"seed": args.seed}
+    from pictext.generate.unclip import UnclipSettings
+
+    settings = dataclasses.asdict(UnclipSettings(**settings))  # bad settings are named before any model loads
+    pipeline = load_unclip_model(args.unclip)
+    result = generate(args.prompt, method="unclip", unclip=pipeline, **settings)
+    record = {"prompt": args.prompt, "method": "unclip", "unclip": args.unclip or "unclip", **settings}
+    base = f"{slug(args.prompt)}-{args.seed}"
+    for i, (image, score) in enumerate(zip(result.samples, result.scores)):
+        written = write_outputs(args.out, base if i == 0 else f"{base}-{i + 1}", image, record | {"clip_score": score})
+        print(f"{written['png']}  CLIP score {score:.3f}")
+    sheet = write_outputs(args.out, f"{base}-sheet", contact_sheet(result.samples, result.scores), record)
+    print(f"  contact sheet: {sheet['png']}")
+    return 0
+
+
+def cmd_vary(args: argparse.Namespace) -> int:
+    from pictext.generate import load_unclip_model
+    from pictext.generate.outputs import contact_sheet, slug, write_outputs
+    from pictext.images.decode import decode_image
+    from pictext.unclip.train import image_embeddings
+
+    _check_unclip_args(args)
+    source = decode_image(args.image)
+    pipeline = load_unclip_model(args.unclip)
+    images = pipeline.vary(source, args.n, args.guidance, args.steps, args.seed)
+    name = f"{slug(Path(args.image).stem)}-variations-{args.seed}"
+    record = {"method": "unclip-variations", "image": str(args.image), "n": args.n, "guidance_scale": args.guidance,
+              "steps": args.steps, "seed": args.seed}  # fmt: skip
+    embeddings = image_embeddings(pipeline.clip, [source, *images])
+    scores = (embeddings[1:] @ embeddings[0]).tolist()  # each variation's CLIP similarity to the source
+    written = write_outputs(args.out, name, contact_sheet(images, scores), record | {"similarity": scores},
+                            frames=images)  # fmt: skip
+    print(f"{written['png']}  ({args.n} variations, CLIP similarity to the source "
+          f"{min(scores):.3f}-{max(scores):.3f}; each one in {written['frames']})")  # fmt: skip
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from pictext.generate import load_unclip_model
+    from pictext.generate.outputs import contact_sheet, slug, write_outputs
+    from pictext.images.decode import decode_image
+
+    _check_unclip_args(args)
+    if args.n < 2:
+        raise ValueError(f"-n must be at least 2 (the two ends), got {args.n}")
+    a, b = decode_image(args.a), decode_image(args.b)
+    pipeline = load_unclip_model(args.unclip)
+    images = pipeline.interpolate(a, b, args.n, args.guidance, args.steps, args.seed)
+    name = f"{slug(Path(args.a).stem)}-to-{slug(Path(args.b).stem)}-{args.seed}"
+    record = {"method": "unclip-interpolation", "a": str(args.a), "b": str(args.b), "n": args.n,
+              "guidance_scale": args.guidance, "steps": args.steps, "seed": args.seed}  # fmt: skip
+    weights = [i / (args.n - 1) for i in range(args.n)]
+    written = write_outputs(args.out, name, contact_sheet(images, weights), record, frames=images)
+    print(f"{written['png']}  (slerp weights 0..1; frames in {written['frames']}, GIF {written['gif']})")
+    return 0
+
+
+def _check_unclip_args(args: argparse.Namespace) -> None:
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1, got {args.n}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance < 0:
+        raise ValueError(f"--guidance must be >= 0 (1 is no guidance), got {args.guidance}")
+
+
+def _train_unclip(args: argparse.Namespace) -> int:
+    from pictext.api import load
+    from pictext.data.pairs import load_pairs
+    from pictext.unclip.io import read_parts, save_unclip
+    from pictext.unclip.train import UnclipRecipe, recipe_data, train_unclip
+
+    stage = args.family.removeprefix("unclip-")
+    clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock,
+                 "--recipe": args.recipe, "--image-tokenizer": args.image_tokenizer}  # fmt: skip
+    given_clip = [flag for flag, value in clip_only.items() if value is not None]
+    if given_clip:
+        raise ValueError(f"{', '.join(given_clip)}: not options of pictext train {args.family}")
+    recipe = UnclipRecipe(clip=args.clip or UnclipRecipe.clip)
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
+    field = f"{stage}_train"
+    train = dataclasses.replace(getattr(recipe, field), **{k: v for k, v in given.items() if v is not None})
+    recipe = dataclasses.replace(recipe, **{field: train})
+    if args.data is None or args.data == "shapes":
+        data = recipe_data(recipe)
+    else:
+        data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
+    out, run_dir = _train_paths(args, "unclip")
+    clip = load(recipe.clip, precision="fp32")
+    prior, decoder = train_unclip(recipe, data, clip, run_dir, stages=(stage,))
+    kept_prior, kept_decoder = read_parts(out)[:2] if out.is_file() else (None, None)
+    prior = prior if stage == "prior" else kept_prior
+    decoder = decoder if stage == "decoder" else kept_decoder
+    if int(os.environ.get("RANK", 0)) == 0:
+        save_unclip(prior, decoder, recipe.clip, clip, out)
+        missing = "decoder" if decoder is None else "prior" if prior is None else None
+        hint = f"; train the {missing} too: pictext train unclip-{missing} --out {out}" if missing else ""
+        print(f"saved {out}{hint}")
     return 0
 
 
@@ -250,7 +371,7 @@ def _size(text: str) -> tuple[int, int]:
 def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     p = sub.add_parser("generate", help="draw a prompt: VQGAN+CLIP ('a red apple:1 | green:-0.5') or DALL-E")
     p.add_argument("prompt", help="text; for vqgan-clip several with weights: 'a red apple:1 | green:-0.5'")
-    p.add_argument("--method", choices=["vqgan-clip", "dalle"], default="vqgan-clip")
+    p.add_argument("--method", choices=["vqgan-clip", "dalle", "unclip"], default="vqgan-clip")
     p.add_argument("--clip", action="append", help="guiding CLIP (repeatable), or with dalle the reranking one "
                    "(default: shapes model for shapes prompts, else the default model)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
@@ -258,7 +379,7 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     g = p.add_argument_group("vqgan-clip")
     g.add_argument("--vqgan", help="native VQGAN file, taming .ckpt, or local model name (default: vqgan)")
     g.add_argument("--drawer", choices=["vqgan", "pixel"], help="default: vqgan")
-    g.add_argument("--steps", type=int, help="default: 200")
+    g.add_argument("--steps", type=int, help="default: 200 (unclip: the decoder's DDIM steps, default 50)")
     g.add_argument("--size", help="N or WxH pixels, rounded to the VQGAN's factor (default: 64)")
     g.add_argument("--cutouts", type=int, help="default: 16")
     g.add_argument("--lr", type=float, help="default: 0.2")
@@ -277,7 +398,30 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     g.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     g.add_argument("--top-p", type=float, help="sample among the most likely tokens summing to p")
     g.add_argument("--prime", help="an image whose top half is kept; DALL-E draws the rest")
+    g = p.add_argument_group("unclip (also --samples, default 4; --guidance, the decoder's; --steps, default 50)")
+    g.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
+    g.add_argument("--prior-guidance", type=float, help="the prior's classifier-free guidance (default: 1)")
     p.set_defaults(run=cmd_generate)
+
+    for name, help in (
+        ("vary", "variations of an image: its CLIP embedding decoded by unCLIP from new noise"),
+        ("interpolate", "pictures between two images: unCLIP along the slerp of their embeddings"),
+    ):
+        p = sub.add_parser(name, help=help)
+        if name == "vary":
+            p.add_argument("image", help="the image to vary")
+            p.add_argument("-n", type=int, default=4, help="variations (default: 4)")
+            p.set_defaults(run=cmd_vary)
+        else:
+            p.add_argument("a", help="the first image")
+            p.add_argument("b", help="the last image")
+            p.add_argument("-n", type=int, default=8, help="pictures, ends included (default: 8)")
+            p.set_defaults(run=cmd_interpolate)
+        p.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
+        p.add_argument("--guidance", type=float, default=3.0, help="the decoder's guidance scale (default: 3)")
+        p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default="generated", help="output folder")
 
     p = sub.add_parser("reconstruct", help="encode and decode images with a VQGAN: what its codes keep")
     p.add_argument("images", nargs="+", help="image files or folders")

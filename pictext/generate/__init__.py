@@ -25,9 +25,10 @@ from pictext.generate.vqgan_clip import (
     generate_vqgan_clip,
     parse_prompts,
 )
+from pictext.unclip.io import UnclipPipeline
 from pictext.vqgan.model import VQGAN
 
-METHODS = ("vqgan-clip", "dalle")
+METHODS = ("vqgan-clip", "dalle", "unclip")
 ModelSpec = str | os.PathLike | None
 
 
@@ -45,6 +46,7 @@ def generate(
     clip: CLIP | ModelSpec | Sequence[CLIP | ModelSpec] = None,
     vqgan: VQGAN | ModelSpec = None,
     dalle: DALLEPipeline | ModelSpec = None,
+    unclip: UnclipPipeline | ModelSpec = None,
     prime: Image.Image | None = None,
     image_prompts: Sequence[Image.Image] = (),
     init_image: Image.Image | None = None,
@@ -60,11 +62,19 @@ def generate(
     dalle: dalle is the DALL-E (default: 'dalle'), clip the one CLIP that reranks; settings are DALLESettings'
     fields (samples, keep, guidance_scale, temperature, top_k, top_p, seed); `prime` completes the lower part
     of an image; `callback` sees each kept picture with its score.
+    unclip: unclip is the unCLIP (default: 'unclip'), which draws in its own CLIP's space; settings are
+    UnclipSettings' fields (samples, guidance_scale, prior_guidance, steps, seed).
     """
     if method not in METHODS:
         raise GenerationError(f"method must be one of {METHODS}, got {method!r}")
     if method == "dalle":
         return _generate_dalle(prompt, clip, dalle, prime, callback, settings)
+    if method == "unclip":
+        from pictext.generate.unclip import generate_unclip
+
+        if clip is not None:
+            raise GenerationError("unclip draws in the space of the CLIP its file names; pass no clip")
+        return generate_unclip(prompt, load_unclip_model(unclip), settings, callback)
     unknown = set(settings) - {f.name for f in dataclasses.fields(GenerateConfig)}
     if unknown:
         raise GenerationError(f"unknown settings {sorted(unknown)}; known: GenerateConfig's fields")
@@ -103,6 +113,19 @@ def load_dalle_model(spec: DALLEPipeline | ModelSpec) -> DALLEPipeline:
         return load_dalle(hub.resolve(spec or "dalle"))
     except CheckpointError as e:
         raise GenerationError(f"DALL-E model {spec or 'dalle'}: {e}") from e
+
+
+def load_unclip_model(spec: UnclipPipeline | ModelSpec) -> UnclipPipeline:
+    from pictext import hub
+    from pictext.checkpoint import CheckpointError
+    from pictext.unclip.io import load_unclip
+
+    if isinstance(spec, UnclipPipeline):
+        return spec
+    try:
+        return load_unclip(hub.resolve(spec or "unclip"))
+    except CheckpointError as e:
+        raise GenerationError(f"unCLIP model {spec or 'unclip'}: {e}") from e
 
 
 def _clip(spec: CLIP | ModelSpec) -> CLIP:

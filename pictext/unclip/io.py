@@ -105,17 +105,39 @@ def to_images(pixels: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(np.ascontiguousarray(x)) for x in array]
 
 
-def save_unclip(prior: DiffusionPrior, decoder: DiffusionDecoder, clip_name: str, clip: CLIP,
+def save_unclip(prior: DiffusionPrior | None, decoder: DiffusionDecoder | None, clip_name: str, clip: CLIP,
                 path: str | os.PathLike, half: bool = False) -> Path:  # fmt: skip
+    """The prior and the decoder in one file; either may be None while it is not trained yet (the two stages
+    train separately), and loading says which one is missing."""
     from pictext.search.index import model_fingerprint
 
-    tensors = {f"prior.{k}": v for k, v in prior.state_dict().items()}
-    tensors |= {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
+    tensors, meta = {}, {"clip": {"name": clip_name, "fingerprint": model_fingerprint(clip)}}
+    for name, part in (("prior", prior), ("decoder", decoder)):
+        if part is not None:
+            tensors |= {f"{name}.{k}": v for k, v in part.state_dict().items()}
+            meta[name] = to_dict(part.config)
     if half:
         tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
-    meta = {"prior": to_dict(prior.config), "decoder": to_dict(decoder.config),
-            "clip": {"name": clip_name, "fingerprint": model_fingerprint(clip)}}  # fmt: skip
     return checkpoint.save(path, tensors, KIND, meta)
+
+
+def read_parts(path: str | os.PathLike) -> tuple[DiffusionPrior | None, DiffusionDecoder | None, dict]:
+    """(prior, decoder, metadata) of an unCLIP file; a stage not trained yet is None."""
+    tensors, meta = checkpoint.load(path, KIND)
+    parts: dict[str, torch.nn.Module | None] = {}
+    for name, cls, config_cls in (("prior", DiffusionPrior, PriorConfig), ("decoder", DiffusionDecoder, DecoderConfig)):
+        if name not in meta:
+            parts[name] = None
+            continue
+        try:
+            config = from_dict(config_cls, meta[name])
+        except (TypeError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"{path}: its recorded {name} config is not unCLIP's ({e})") from e
+        own = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        module = checkpoint.build_checked(lambda cls=cls, config=config: cls(config), own, path)
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
+        parts[name] = module.eval()
+    return parts["prior"], parts["decoder"], meta  # type: ignore[return-value]
 
 
 def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> UnclipPipeline:
@@ -123,23 +145,16 @@ def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> Uncl
     from pictext.api import load
     from pictext.search.index import model_fingerprint
 
-    tensors, meta = checkpoint.load(path, KIND)
-    try:
-        prior_config = from_dict(PriorConfig, meta["prior"])
-        decoder_config = from_dict(DecoderConfig, meta["decoder"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise checkpoint.CheckpointError(f"{path}: its recorded configs are not unCLIP's ({e})") from e
-    parts = {}
-    for name, build in (("prior", lambda: DiffusionPrior(prior_config)),
-                        ("decoder", lambda: DiffusionDecoder(decoder_config))):  # fmt: skip
-        own = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
-        module = checkpoint.build_checked(build, own, path)
-        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
-        parts[name] = module.eval()
+    prior, decoder, meta = read_parts(path)
+    for name, part in (("prior", prior), ("decoder", decoder)):
+        if part is None:
+            raise checkpoint.CheckpointError(
+                f"{path} has no {name} yet; train it with `pictext train unclip-{name} --out {path}`"
+            )
     model = clip if isinstance(clip, CLIP) else load(clip or meta["clip"]["name"], precision="fp32")
     if model_fingerprint(model) != meta["clip"]["fingerprint"]:
         raise checkpoint.CheckpointError(
             f"{path} was trained in the space of the CLIP {meta['clip']['name']!r} (fingerprint "
             f"{meta['clip']['fingerprint']}), and the CLIP given is another; pass that one"
         )
-    return UnclipPipeline(model, parts["prior"], parts["decoder"])
+    return UnclipPipeline(model, prior, decoder)  # type: ignore[arg-type]

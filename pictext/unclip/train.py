@@ -165,3 +165,55 @@ def _train(model: torch.nn.Module, n: int, step_loss, cfg: UnclipTrainConfig, ru
     ema.copy_to(model.parameters())  # what is kept and saved: the averaged weights
     model.eval()
     return losses[start:]
+
+
+# ---- the default unCLIP's recipe ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnclipRecipe:
+    """The default unCLIP: a prior and a 32 px decoder in the `shapes` CLIP's space, trained on the shapes world
+    (held-out colour-shape combinations never seen)."""
+
+    clip: str = "shapes"
+    prior_width: int = 256
+    prior_heads: int = 4
+    prior_layers: int = 4
+    decoder_channels: tuple[int, ...] = (32, 64, 64)
+    resolution: int = 32
+    prior_train: UnclipTrainConfig = UnclipTrainConfig(steps=3000, batch_size=128, lr=3e-4)
+    decoder_train: UnclipTrainConfig = UnclipTrainConfig(steps=3000, batch_size=32, lr=3e-4)
+    shapes_length: int = 20_000
+
+
+def recipe_data(recipe: UnclipRecipe) -> PairDataset:
+    from pictext.data.shapes import ShapesWorld
+
+    return ShapesWorld(size=recipe.resolution, max_shapes=2, grey_fraction=0.1, length=recipe.shapes_length,
+                       seed=recipe.prior_train.seed)  # fmt: skip
+
+
+def train_unclip(
+    recipe: UnclipRecipe,
+    data: PairDataset,
+    clip: CLIP,
+    run_dir: str | Path | None = None,
+    stages: tuple[str, ...] = ("prior", "decoder"),
+) -> tuple[DiffusionPrior, DiffusionDecoder]:
+    """The recipe's prior and decoder on `data` in `clip`'s space, each resumable in its own run folder."""
+    from pictext.unclip.decoder import DecoderConfig
+    from pictext.unclip.prior import PriorConfig
+
+    run = Path(run_dir) if run_dir else None
+    embedded = embed_dataset(clip, data, cache=run)
+    E, T = clip.config.embed_dim, clip.config.text.context_length
+    training.seed_everything(recipe.prior_train.seed)
+    prior = DiffusionPrior(PriorConfig(embed_dim=E, text_len=T, width=recipe.prior_width, heads=recipe.prior_heads,
+                                       layers=recipe.prior_layers))  # fmt: skip
+    decoder = DiffusionDecoder(DecoderConfig(embed_dim=E, resolution=recipe.resolution,
+                                             channels=recipe.decoder_channels))  # fmt: skip
+    if "prior" in stages:
+        train_prior(prior, embedded, recipe.prior_train, run / "prior" if run else None)
+    if "decoder" in stages:
+        train_decoder(decoder, data, embedded, recipe.decoder_train, run / "decoder" if run else None)
+    return prior.eval(), decoder.eval()
