@@ -57,17 +57,21 @@ def main() -> None:
                 shown.append(judge(image, color, shape).dominant)
                 scores.append(float(clip_scores([image], prompt, judge_clip)[0]))
             accuracy.append(float(np.mean(shown)))
-        rows.append({"system": name, "oracle_accuracy": float(np.mean(accuracy)),
-                     "oracle_accuracy_worst": float(min(accuracy)), "oracle_accuracy_seeds": accuracy,
-                     "clip_score_judge": float(np.mean(scores)), "seconds_per_image": float(np.mean(seconds))})  # fmt: skip
+        row = {"system": name, "oracle_accuracy": float(np.mean(accuracy)), "oracle_accuracy_worst": min(accuracy),
+               "oracle_accuracy_seeds": accuracy, "clip_score_judge": float(np.mean(scores)),
+               "seconds_per_image": float(np.mean(seconds))}  # fmt: skip
+        rows.append(row)
         print(rows[-1], flush=True)
     out = {
         "summary": {r["system"]: r["oracle_accuracy"] for r in rows},
         "rows": rows,
         "prompts": [p for p, _, _ in PROMPTS],
         "judge_clip": os.environ.get("JUDGE_CLIP", "shapes-seed1"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},  # fmt: skip
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },  # fmt: skip
     }
     path = Path(__file__).parent / "results" / "generate_compare.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
