@@ -53,6 +53,13 @@ bench: $(STAMP)
 	$(PY) bench/vqgan.py
 	$(PY) bench/vqgan_clip.py
 	$(PY) bench/vqgan_clip_step.py
+	# dalle-pytorch, the sampling benchmark's peer, without its pins (youtokentome, pytorch-lightning, ...)
+	$(PY) -m pip install --quiet --no-deps 'dalle-pytorch==1.6.6' 'axial-positional-embedding==0.3.12' \
+		'rotary-embedding-torch==0.9.1' 'einops>=0.8,<0.9'
+	$(PY) bench/dalle_sample.py
+	$(PY) bench/dalle.py
+	$(PY) bench/unclip.py
+	$(PY) bench/generate_compare.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .cache

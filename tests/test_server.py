@@ -469,7 +469,7 @@ def _tiny_dalle(vqgan):
     from pictext.text import train_bpe_tokenizer
 
     text = train_bpe_tokenizer(["a red circle", "a blue square"] * 5, vocab_size=300, context_length=8)
-    config = DALLEConfig(text_vocab=text.vocab_size, image_vocab=64, text_len=8, image_grid=8, width=32, layers=1,
+    config = DALLEConfig(text_vocab=text.vocab_size, image_vocab=64, text_len=8, image_grid=16, width=32, layers=1,
                          heads=2)  # fmt: skip
     return DALLEPipeline(DALLE(config).eval(), text, vqgan)
 
