@@ -181,7 +181,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from pictext import hub
 
     if args.action == "build":
-        return _build_model(args.name, args.out)
+        return _build_model(args.name, args.out, args.half)
     models = hub.list_models()
     print(f"models (local ones in {hub.models_dir()}, shipped ones in the package):")
     for path in models:
@@ -192,7 +192,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_model(name: str | None, out: str | None) -> int:
+def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
     """Run a model's recipe from nothing (resuming a stopped run) and save it where name lookup finds it."""
     from pictext import hub
 
@@ -221,8 +221,12 @@ def _build_model(name: str | None, out: str | None) -> int:
     elif name in hub.RECIPE_MODELS:
         from pictext.clip.train import RECIPES, train_shapes
 
+        from pictext.clip.io import save_clip
+
         target = Path(out) if out else hub.models_dir() / f"{name}.safetensors"
-        train_shapes(RECIPES[name], out=target, run_dir=target.with_suffix(".run"))
+        model = train_shapes(RECIPES[name], out=target, run_dir=target.with_suffix(".run"))
+        if half:  # how the package ships it: the same weights rounded to float16
+            save_clip(model, target, half=True)
     else:
         raise ValueError(
             f"pictext models build takes vqgan, dalle, unclip, {', '.join(hub.RECIPE_MODELS)}; got {name!r}"
@@ -478,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "build"], default="list")
     p.add_argument("name", nargs="?", help="with build: vqgan, dalle, unclip, default or shapes")
     p.add_argument("--out", help="with build: where to save (default: $PICTEXT_HOME/models/NAME.safetensors)")
+    p.add_argument("--half", action="store_true", help="with build of a CLIP: store float16 weights, as shipped")
     p.set_defaults(run=cmd_models)
 
     p = sub.add_parser("convert", help="import a foreign checkpoint, or export to Hugging Face / OpenCLIP layout")

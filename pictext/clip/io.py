@@ -16,8 +16,9 @@ from pictext.text.tokenizer import ClipBPETokenizer, tokenizer_from_metadata
 KIND = "clip"
 
 
-def save_clip(model: CLIP, path: str | os.PathLike) -> Path:
-    """Write `model` with its config, preprocessing and tokenizer in one self-describing .safetensors file."""
+def save_clip(model: CLIP, path: str | os.PathLike, half: bool = False) -> Path:
+    """Write `model` with its config, preprocessing and tokenizer in one self-describing .safetensors file;
+    `half` stores the weights in float16 (they load as float32)."""
     if model.tokenizer is None:
         raise ValueError("model has no tokenizer; set model.tokenizer before saving so the file is usable alone")
     meta = {
@@ -25,7 +26,8 @@ def save_clip(model: CLIP, path: str | os.PathLike) -> Path:
         "preprocess": to_dict(model.preprocess),
         "tokenizer": model.tokenizer.to_metadata(),
     }
-    return checkpoint.save(path, model.state_dict(), KIND, meta)
+    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    return checkpoint.save(path, tensors, KIND, meta)
 
 
 def load_clip(
