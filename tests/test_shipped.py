@@ -1,0 +1,56 @@
+"""The models shipped in the package: each loads at once and offline, and the generators' defaults do what
+their benchmarks say, with a margin a fair model clears on any CPU (figures in bench/README.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pictext import hub
+from pictext.checkpoint import read_metadata
+
+SHIPPED = sorted(hub.SHIPPED.glob("*.safetensors"))
+
+
+def test_shipped_weights_stay_small():
+    assert sum(p.stat().st_size for p in SHIPPED) < 100e6
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_model_loads_by_name(path):
+    kind = read_metadata(path)["pictext.kind"]
+    assert hub.resolve(path.stem) == path  # the private PICTEXT_HOME has no local model of that name
+    if kind == "clip":
+        from pictext.api import load
+
+        assert load(path.stem).tokenizer is not None
+    elif kind == "vqgan":
+        from pictext.vqgan.io import load_vqgan
+
+        assert load_vqgan(path).config.n_embed > 0
+    elif kind == "dalle":
+        from pictext.dalle.io import load_dalle
+
+        assert load_dalle(path).draw("a red circle", 1)[0].size == (32, 32)
+    elif kind == "unclip":
+        from pictext.unclip.io import load_unclip
+
+        assert load_unclip(path).clip is not None  # finds its CLIP, and it is the one it was trained with
+    else:
+        pytest.fail(f"{path} is a {kind!r} model this test does not know")
+
+
+@pytest.mark.skipif(not (hub.SHIPPED / "dalle.safetensors").is_file(), reason="no shipped DALL-E")
+def test_shipped_dalle_draws_seen_captions():
+    """Seen colour-shape combinations: the oracle recognises most of the shipped DALL-E's samples (about
+    three in four at guidance 3 in bench/dalle.py); a third is a bound any machine's sampler clears."""
+    from pictext.dalle.io import load_dalle
+    from pictext.dalle.sampling import SamplingConfig
+    from pictext.data.shapes import judge
+
+    pipeline = load_dalle(hub.SHIPPED / "dalle.safetensors")
+    shown = []
+    for color, shape in (("red", "circle"), ("blue", "triangle")):
+        images = pipeline.draw(f"a large {color} {shape}", 12, SamplingConfig(guidance_scale=3.0), seed=0)
+        shown += [judge(image, color, shape).dominant for image in images]
+    assert np.mean(shown) > 1 / 3, np.mean(shown)
