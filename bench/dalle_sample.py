@@ -12,8 +12,9 @@ VAE classes this benchmark never builds; they are stubbed in sys.modules, nothin
 Install it without its pins: `pip install --no-deps dalle-pytorch==1.6.6 axial-positional-embedding
 rotary-embedding-torch einops` (`make bench` does).
 
-Also: training throughput (pairs/s) and peak memory (RSS growth) of one training step on the same batch.
-Writes bench/results/dalle_sample.json.
+Also: training throughput (pairs/s) and peak memory of a training step on the same batch, each system in a
+fresh process (peak RSS of the process after its steps, minus its RSS once the model is built and the batch
+made). Writes bench/results/dalle_sample.json.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import subprocess
 import sys
 import time
 import types
@@ -77,11 +79,32 @@ def best_of(run) -> float:  # noqa: ANN001
     return min(times)
 
 
-def peak_rss_growth(run) -> float:  # noqa: ANN001
-    """MB the process's peak RSS grew by while `run` ran (0 if an earlier peak was higher)."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def train_only(name: str) -> None:
+    """In a fresh process: one system's training steps; prints pairs/s, peak memory and parameters as JSON."""
+    text = torch.randint(1, TEXT_VOCAB, (BATCH, TEXT_LEN))
+    image = torch.randint(0, CODES, (BATCH, GRID * GRID))
+    if name == "dalle-pytorch":
+        model = build_peer(import_dalle_pytorch()).train()
+
+        def step() -> None:
+            model(text, image, return_loss=True).backward()
+    else:
+        model = build_ours().train()
+
+        def step() -> None:
+            model(text, image).loss.backward()
+
+    base = current_rss_mb()
+    step()  # the first step allocates the gradients
+    seconds = best_of(step)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"system": name, "pairs_per_s": BATCH / seconds, "peak_memory_mb": peak - base,
+                      "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}))  # fmt: skip
 
 
 def main() -> None:
@@ -116,19 +139,12 @@ def main() -> None:
                  "tokens_per_s": tokens / seconds})  # fmt: skip
     print(rows[-1], flush=True)
 
-    image = torch.randint(0, CODES, (BATCH, GRID * GRID))
     train_rows = []
-    for name, model, step in (
-        ("dalle-pytorch", peer, lambda: peer.train()(text, image, return_loss=True).backward()),
-        ("pictext", ours, lambda: ours.train()(text, image).loss.backward()),
-    ):
-        step()  # warm up allocations once
-        memory = peak_rss_growth(step)
-        seconds = best_of(step)
-        train_rows.append({"system": name, "pairs_per_s": BATCH / seconds, "peak_rss_growth_mb": memory,
-                           "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)})  # fmt: skip
+    for name in ("dalle-pytorch", "pictext"):
+        done = subprocess.run([sys.executable, __file__, "--train-only", name], capture_output=True, text=True,
+                              check=True)  # fmt: skip
+        train_rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(train_rows[-1], flush=True)
-        model.zero_grad(set_to_none=True)
 
     fastest_peer = max(r["tokens_per_s"] for r in rows if r["system"] == "dalle-pytorch")
     ours_fp32 = next(r for r in rows if r["system"] == "pictext" and r["precision"] == "fp32")
@@ -165,4 +181,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--train-only":
+        train_only(sys.argv[2])
+    else:
+        main()

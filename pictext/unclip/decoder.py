@@ -30,6 +30,7 @@ class DecoderConfig:
     context_tokens: int = 4  # extra tokens projected from the image embedding
     cross_dim: int = 64  # their width
     head_dim: int = 32
+    attention_levels: int = 1  # the lowest-resolution levels that attend (to themselves and the tokens)
     diffusion: DiffusionConfig = DiffusionConfig(prediction="epsilon", clip_sample=True)
 
 
@@ -38,8 +39,9 @@ class DiffusionDecoder(nn.Module):
         super().__init__()
         self.config = c = config
         n = len(c.channels)
-        down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
-        up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+        a = min(c.attention_levels, n)
+        down = ("DownBlock2D",) * (n - a) + ("CrossAttnDownBlock2D",) * a
+        up = ("CrossAttnUpBlock2D",) * a + ("UpBlock2D",) * (n - a)
         self.unet = UNet2DConditionModel(
             sample_size=c.resolution, in_channels=3, out_channels=3, block_out_channels=c.channels,
             layers_per_block=c.layers_per_block, down_block_types=down, up_block_types=up,

@@ -181,8 +181,9 @@ class UnclipRecipe:
     prior_layers: int = 4
     decoder_channels: tuple[int, ...] = (32, 64, 64)
     resolution: int = 32
-    prior_train: UnclipTrainConfig = UnclipTrainConfig(steps=3000, batch_size=128, lr=3e-4)
-    decoder_train: UnclipTrainConfig = UnclipTrainConfig(steps=3000, batch_size=32, lr=3e-4)
+    # on 2 cores: the prior 0.28 s a step (7 minutes), the decoder 0.45 s (15 minutes)
+    prior_train: UnclipTrainConfig = UnclipTrainConfig(steps=1500, batch_size=128, lr=3e-4)
+    decoder_train: UnclipTrainConfig = UnclipTrainConfig(steps=2000, batch_size=32, lr=3e-4)
     shapes_length: int = 20_000
 
 
