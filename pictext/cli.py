@@ -219,9 +219,8 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
         target = Path(out) if out else hub.models_dir() / "vqgan.safetensors"
         train_vqgan_on(recipe, vqgan_recipe_data(recipe), out=target, run_dir=target.with_suffix(".run"))
     elif name in hub.RECIPE_MODELS:
-        from pictext.clip.train import RECIPES, train_shapes
-
         from pictext.clip.io import save_clip
+        from pictext.clip.train import RECIPES, train_shapes
 
         target = Path(out) if out else hub.models_dir() / f"{name}.safetensors"
         model = train_shapes(RECIPES[name], out=target, run_dir=target.with_suffix(".run"))
@@ -358,18 +357,19 @@ def _server_generator(index, vqgan: str | None):  # noqa: ANN001, ANN202 - Index
             raise
         print(f"pictext: the Generate tab is off ({e})", file=sys.stderr)
         return None
-    return Generator(clip=index.model, vqgan=model, dalle=_server_dalle())
+    return Generator(clip=index.model, vqgan=model, dalle=_server_model("dalle"), unclip=_server_model("unclip"))
 
 
-def _server_dalle():  # noqa: ANN202 - a DALLEPipeline or None, imported late
-    """The default DALL-E for the Generate tab, if there is one (it ships in the package)."""
+def _server_model(name: str):  # noqa: ANN202 - a DALLEPipeline, an UnclipPipeline or None, imported late
+    """The default DALL-E or unCLIP for the Generate tab, if there is one (they ship in the package)."""
     from pictext import hub
     from pictext.dalle.io import load_dalle
+    from pictext.unclip.io import load_unclip
 
     try:
-        return load_dalle(hub.resolve("dalle"))
+        return {"dalle": load_dalle, "unclip": load_unclip}[name](hub.resolve(name))
     except (ModelNotFoundError, CheckpointError) as e:
-        print(f"pictext: the Generate tab offers no DALL-E ({e})", file=sys.stderr)
+        print(f"pictext: the Generate tab offers no {name} ({e})", file=sys.stderr)
         return None
 
 

@@ -515,6 +515,18 @@ def test_generate_with_dalle_streams_the_kept_pictures_best_first(indexed, gener
     for bad, message in (({"samples": 0}, "samples"), ({"guidance": -1}, "guidance"), ({"method": "x"}, "method")):
         response = client.get("/api/generate", params=params | bad)
         assert response.status_code == 400 and message in response.json()["error"]
+    from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder
+    from pictext.unclip.io import UnclipPipeline
+    from pictext.unclip.prior import DiffusionPrior, PriorConfig
+
+    clip = generator.clip
+    E, T = clip.config.embed_dim, clip.config.text.context_length
+    unclip = UnclipPipeline(clip, DiffusionPrior(PriorConfig(embed_dim=E, text_len=T, width=32, heads=2, layers=1)),
+                            DiffusionDecoder(DecoderConfig(embed_dim=E, resolution=8, channels=(32, 32))))  # fmt: skip
+    with_unclip = local(create_app(indexed[0], generator=dataclasses.replace(generator, unclip=unclip)))
+    assert with_unclip.get("/api/generate/status").json()["methods"] == ["vqgan-clip", "dalle", "unclip"]
+    lines = stream_lines(with_unclip.get("/api/generate", params=params | {"method": "unclip", "samples": 2}))
+    assert [x["type"] for x in lines] == ["frame"] * 2 + ["done"] and lines[-1]["image"] == lines[0]["image"]
     no_dalle = dataclasses.replace(generator, dalle=None)
     off = local(create_app(indexed[0], generator=no_dalle))
     assert off.get("/api/generate/status").json()["methods"] == ["vqgan-clip"]

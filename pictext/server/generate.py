@@ -26,6 +26,7 @@ from PIL import Image
 
 from pictext.clip.model import CLIP
 from pictext.dalle.io import DALLEPipeline
+from pictext.unclip.io import UnclipPipeline
 from pictext.vqgan.model import VQGAN
 
 MAX_STEPS = 500
@@ -43,6 +44,7 @@ class Generator:
     clip: CLIP
     vqgan: VQGAN | None
     dalle: DALLEPipeline | None = None
+    unclip: UnclipPipeline | None = None
     busy: threading.Lock = field(default_factory=threading.Lock)
     last_run_steps: int = 0  # steps the last job ran (fewer than asked when it was cancelled)
 
@@ -52,7 +54,7 @@ def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
     def generate_status() -> dict:
         if generator is None:
             return {"available": False, "reason": "this server was started without a VQGAN to generate with"}
-        methods = ["vqgan-clip"] + (["dalle"] if generator.dalle is not None else [])
+        methods = ["vqgan-clip"] + [m for m in ("dalle", "unclip") if getattr(generator, m) is not None]
         return {"available": True, "drawer": "vqgan" if generator.vqgan is not None else "pixel",
                 "methods": methods, "running": generator.busy.locked(), "max_steps": MAX_STEPS,
                 "max_size": MAX_SIZE, "max_samples": MAX_SAMPLES}  # fmt: skip
@@ -67,10 +69,10 @@ def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
 
         if generator is None:
             raise HTTPException(404, "this server was started without a VQGAN to generate with")
-        if method not in ("vqgan-clip", "dalle"):
-            raise HTTPException(400, f"method must be vqgan-clip or dalle, got {method!r}")
-        if method == "dalle" and generator.dalle is None:
-            raise HTTPException(404, "this server was started without a DALL-E to draw with")
+        if method not in ("vqgan-clip", "dalle", "unclip"):
+            raise HTTPException(400, f"method must be vqgan-clip, dalle or unclip, got {method!r}")
+        if method != "vqgan-clip" and getattr(generator, method) is None:
+            raise HTTPException(404, f"this server was started without a {method} model to draw with")
         try:
             parse_prompts(prompt)
         except GenerationError as e:
@@ -92,9 +94,12 @@ def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
         settings = {"steps": steps, "seed": seed, "size": (size, size), "frame_every": max(1, steps // 20)}
         if method == "dalle":
             settings = {"seed": seed, "samples": samples, "keep": min(KEEP, samples), "guidance_scale": guidance}
+        if method == "unclip":
+            settings = {"seed": seed, "samples": min(KEEP, samples), "guidance_scale": guidance}
         lines: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=64)
         cancel = threading.Event()
-        run = _run_dalle if method == "dalle" else _run
+        run = _run_drawing if method != "vqgan-clip" else _run
+        settings["method"] = method
         thread = threading.Thread(target=run, args=(generator, prompt, settings, lines, cancel), daemon=True)
         thread.start()
         name = f"{slug(prompt)}-{seed}.png"
@@ -121,6 +126,7 @@ def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
 def _run(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, cancel: threading.Event) -> None:
     from pictext.generate import generate
 
+    settings = {k: v for k, v in settings.items() if k != "method"}
     every = settings["frame_every"]
 
     def on_step(step, frame: Image.Image) -> bool:  # noqa: ANN001
@@ -147,18 +153,23 @@ def _run(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, 
         generator.busy.release()
 
 
-def _run_dalle(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, cancel: threading.Event) -> None:
+def _run_drawing(generator: Generator, prompt: str, settings: dict, lines: queue.Queue,
+                 cancel: threading.Event) -> None:  # fmt: skip
+    """DALL-E (the kept pictures, best first) or unCLIP (the drawn pictures), each sent as a frame."""
     from pictext.generate import generate
 
-    def on_kept(step, image: Image.Image) -> bool:  # noqa: ANN001
-        line = {"type": "frame", "step": step.step + 1, "steps": settings["keep"], "loss": 0.0,
+    method = settings.pop("method")
+    shown = settings.get("keep", settings["samples"])
+
+    def on_picture(step, image: Image.Image) -> bool:  # noqa: ANN001
+        line = {"type": "frame", "step": step.step + 1, "steps": shown, "loss": 0.0,
                 "clip_score": round(step.clip_score, 4), "image": _data_url(image)}  # fmt: skip
         _put(lines, line)
         return not cancel.is_set()
 
+    models = {"dalle": {"dalle": generator.dalle, "clip": generator.clip}, "unclip": {"unclip": generator.unclip}}
     try:
-        result = generate(prompt, method="dalle", dalle=generator.dalle, clip=generator.clip, callback=on_kept,
-                          **settings)  # fmt: skip
+        result = generate(prompt, method=method, callback=on_picture, **models[method], **settings)
         generator.last_run_steps = len(result.samples)
         done = {"type": "done", "clip_score": round(result.clip_score, 4), "image": _data_url(result.image)}
         _put(lines, done, force=True)

@@ -118,9 +118,9 @@ let generation = null;
 async function runGeneration() {
   $("generate-error").textContent = "";
   $("generate-download").hidden = true;
-  const dalle = $("method").value === "dalle";
-  const params = new URLSearchParams(dalle
-    ? { method: "dalle", prompt: $("prompt").value, seed: $("seed").value, samples: $("samples").value,
+  const method = $("method").value;
+  const params = new URLSearchParams(method !== "vqgan-clip"
+    ? { method, prompt: $("prompt").value, seed: $("seed").value, samples: $("samples").value,
         guidance: $("guidance").value }
     : { prompt: $("prompt").value, steps: $("steps").value, seed: $("seed").value, size: $("size").value });
   generation = new AbortController();
@@ -161,7 +161,7 @@ function showLine(line) {
   }
   if (line.type === "frame") {
     status.dataset.frames = String(Number(status.dataset.frames) + 1);
-    const what = $("method").value === "dalle" ? "kept picture" : "step";
+    const what = { dalle: "kept picture", unclip: "picture" }[$("method").value] || "step";
     status.textContent = `${what} ${line.step} of ${line.steps}, CLIP score ${line.clip_score.toFixed(3)}`;
   } else if (line.type === "done") {
     status.textContent = `done, CLIP score ${line.clip_score.toFixed(3)}`;
@@ -178,11 +178,11 @@ function showLine(line) {
 
 $("generate-form").addEventListener("submit", (event) => { event.preventDefault(); runGeneration(); });
 $("generate-cancel").addEventListener("click", () => { if (generation) generation.abort(); });
-// DALL-E draws samples and shows the best by CLIP score: it takes samples and guidance instead of steps and size.
+// DALL-E and unCLIP draw samples (DALL-E shows the best by CLIP score): samples and guidance, not steps and size.
 function showMethodFields() {
-  const dalle = $("method").value === "dalle";
-  for (const id of ["steps", "size"]) $(id).parentElement.hidden = dalle;
-  for (const id of ["samples", "guidance"]) $(id).parentElement.hidden = !dalle;
+  const drawing = $("method").value !== "vqgan-clip";
+  for (const id of ["steps", "size"]) $(id).parentElement.hidden = drawing;
+  for (const id of ["samples", "guidance"]) $(id).parentElement.hidden = !drawing;
 }
 $("method").addEventListener("change", showMethodFields);
 call("/api/generate/status").then((s) => {
@@ -192,6 +192,7 @@ call("/api/generate/status").then((s) => {
     return;
   }
   if ((s.methods || []).includes("dalle")) $("method").add(new Option("DALL-E", "dalle"));
+  if ((s.methods || []).includes("unclip")) $("method").add(new Option("unCLIP", "unclip"));
 }).catch(() => {});
 
 for (const name of ["search", "classify", "generate"]) {
