@@ -31,7 +31,7 @@ from pictext.unclip.train import image_embeddings, text_condition
 SEEDS = (0, 1, 2)
 FORMS = ("a {} {}", "a small {} {}", "a large {} {}")
 SEEN = (("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "cross"), ("purple", "circle"))
-SAMPLES = 8
+SAMPLES = 4
 
 
 def prior_cosines(pipeline, split: str, n: int = 200) -> dict[str, float]:  # noqa: ANN001
@@ -65,7 +65,7 @@ def oracle(pipeline, combos, seed: int) -> float:  # noqa: ANN001
     return float(np.mean(shown))
 
 
-def variations(pipeline, seed: int, n: int = 24) -> float:  # noqa: ANN001
+def variations(pipeline, seed: int, n: int = 12) -> float:  # noqa: ANN001
     world = ShapesWorld(size=pipeline.decoder.config.resolution, split="all", seed=21, length=n)
     passed = []
     for i in range(n):
