@@ -42,8 +42,9 @@ def test_every_shipped_model_loads_by_name(path):
 
 @pytest.mark.skipif(not (hub.SHIPPED / "dalle.safetensors").is_file(), reason="no shipped DALL-E")
 def test_shipped_dalle_draws_seen_captions():
-    """Seen colour-shape combinations: the oracle recognises most of the shipped DALL-E's samples (about
-    three in four at guidance 3 in bench/dalle.py); a third is a bound any machine's sampler clears."""
+    """Seen colour-shape combinations: the oracle recognises about half of the shipped DALL-E's samples at
+    guidance 3 (49% in bench/dalle.py); one in five of 32 is a bound any machine's sampler clears (a fair
+    draw at 49% falls below it about once in a thousand)."""
     from pictext.dalle.io import load_dalle
     from pictext.dalle.sampling import SamplingConfig
     from pictext.data.shapes import judge
@@ -51,6 +52,6 @@ def test_shipped_dalle_draws_seen_captions():
     pipeline = load_dalle(hub.SHIPPED / "dalle.safetensors")
     shown = []
     for color, shape in (("red", "circle"), ("blue", "triangle")):
-        images = pipeline.draw(f"a large {color} {shape}", 12, SamplingConfig(guidance_scale=3.0), seed=0)
+        images = pipeline.draw(f"a large {color} {shape}", 16, SamplingConfig(guidance_scale=3.0), seed=0)
         shown += [judge(image, color, shape).dominant for image in images]
-    assert np.mean(shown) > 1 / 3, np.mean(shown)
+    assert np.mean(shown) > 1 / 5, np.mean(shown)
