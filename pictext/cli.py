@@ -253,7 +253,7 @@ def _index(args: argparse.Namespace, create: bool = False):  # noqa: ANN202 - pi
 def cmd_index(args: argparse.Namespace) -> int:
     import shutil
 
-    from pictext.search.index import DEFAULT_EXCLUDE, default_index_dir, printable, repair
+    from pictext.search.index import DEFAULT_EXCLUDE, default_index_dir, repair
 
     for given in args.paths:  # before anything is created
         if not Path(given).expanduser().exists():
@@ -277,6 +277,15 @@ def cmd_index(args: argparse.Namespace) -> int:
         if new and folder.is_dir() and not (folder / "vectors.f16").exists():
             shutil.rmtree(folder, ignore_errors=True)  # a run that failed leaves no empty index behind
         raise
+    try:  # closed at the end: the catalog's connection (and its WAL) must not outlive the command
+        return _report_index(args, index, report)
+    finally:
+        index.close()
+
+
+def _report_index(args: argparse.Namespace, index, report) -> int:  # noqa: ANN001 - Index, AddReport
+    from pictext.search.index import printable
+
     if args.faiss:
         ivf = index.sync_faiss(force=True)
         print(f"faiss IVF: nprobe {ivf.nprobe} of {ivf.index.nlist} lists, recall@10 vs exact {ivf.recall_at_10:.3f}")
@@ -302,7 +311,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         terms.append(Weighted(1.0, P(image)))
     if not terms:
         raise ValueError('the query is empty; give text (pictext search "a dog") or an image (--image FILE)')
-    hits = _index(args).search(terms, args.k)
+    index = _index(args)
+    try:
+        hits = index.search(terms, args.k)
+    finally:
+        index.close()
     if args.json:
         print(json.dumps({"results": [{"path": h.path, "score": h.score, "id": h.id} for h in hits]}, indent=2))
     else:
@@ -312,7 +325,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_dupes(args: argparse.Namespace) -> int:
-    groups = _index(args).dupes(args.threshold)
+    index = _index(args)
+    try:
+        groups = index.dupes(args.threshold)
+    finally:
+        index.close()
     if args.json:
         print(json.dumps([[{"path": h.path, "score": h.score} for h in g] for g in groups], indent=2))
     else:
