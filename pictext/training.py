@@ -125,6 +125,21 @@ def check_writable(folder: Path) -> None:
         raise CheckpointError(f"cannot write checkpoints to {folder}: the folder is read-only")
 
 
+def resume(run_dir: str | os.PathLike | None, parts: dict[str, Any]) -> tuple[Path | None, dict[str, Any] | None]:
+    """(the run's state file, its saved state or None): the folder is checked writable now, not at the first
+    checkpoint, and each of `parts` (a name in the state -> a module or optimizer) is loaded from a saved state."""
+    if run_dir is None:
+        return None, None
+    state_file = Path(run_dir) / "state.pt"
+    check_writable(state_file.parent)
+    if not state_file.exists():
+        return state_file, None
+    state = load_state(state_file)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    return state_file, state
+
+
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
     """Read a training state with torch's weights-only unpickler: tensors and containers, no code."""
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -115,17 +115,9 @@ def train_clip(
     if siglip is not None:
         groups[1]["params"] += list(siglip.parameters())
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    state_file = Path(run_dir) / "state.pt" if run_dir else None
-    if state_file is not None:
-        training.check_writable(state_file.parent)  # fail now, not at the first checkpoint
-    start, losses = 0, []
-    if state_file is not None and state_file.exists():
-        state = training.load_state(state_file)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if siglip is not None:
-            siglip.load_state_dict(state["siglip"])
-        start, losses = state["step"], list(state["losses"])
+    parts = {"model": model, "optimizer": optimizer} | ({"siglip": siglip} if siglip is not None else {})
+    state_file, state = training.resume(run_dir, parts)
+    start, losses = (state["step"], list(state["losses"])) if state else (0, [])
     training.seed_everything(cfg.seed)
     bar = training.progress(cfg.steps, "train clip", initial=start)
     local = cfg.batch_size // world

@@ -113,15 +113,8 @@ def train_dalle(
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-    state_file = Path(run_dir) / "state.pt" if run_dir else None
-    if state_file is not None:
-        training.check_writable(state_file.parent)
-    start, logs = 0, []
-    if state_file is not None and state_file.exists():
-        state = training.load_state(state_file)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start, logs = state["step"], [StepLog(**x) for x in state["logs"]]
+    state_file, state = training.resume(run_dir, {"model": model, "opt": opt})
+    start, logs = (state["step"], [StepLog(**x) for x in state["logs"]]) if state else (0, [])
     null = model.null_text(1, torch.device("cpu"))
     bar = training.progress(cfg.steps, "train dalle", initial=start)
     local = cfg.batch_size // world

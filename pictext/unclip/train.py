@@ -127,16 +127,8 @@ def _train(model: torch.nn.Module, n: int, step_loss, cfg: UnclipTrainConfig, ru
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
-    state_file = Path(run_dir) / "state.pt" if run_dir else None
-    if state_file is not None:
-        training.check_writable(state_file.parent)
-    start, losses = 0, []
-    if state_file is not None and state_file.exists():
-        state = training.load_state(state_file)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        ema.load_state_dict(state["ema"])
-        start, losses = state["step"], list(state["losses"])
+    state_file, state = training.resume(run_dir, {"model": model, "opt": opt, "ema": ema})
+    start, losses = (state["step"], list(state["losses"])) if state else (0, [])
     bar = training.progress(cfg.steps, desc, initial=start)
     for step, indices in training.batches(n, cfg.batch_size, cfg.seed, start):
         if step >= cfg.steps:

@@ -94,17 +94,9 @@ def train_vqgan(
     g_params = [p for p in model.parameters() if p.requires_grad]
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    state_file = Path(run_dir) / "state.pt" if run_dir else None
-    if state_file is not None:
-        training.check_writable(state_file.parent)
-    start, logs = 0, []
-    if state_file is not None and state_file.exists():
-        state = training.load_state(state_file)
-        model.load_state_dict(state["model"])
-        disc.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        start, logs = state["step"], [StepLog(**x) for x in state["logs"]]
+    parts = {"model": model, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d}
+    state_file, state = training.resume(run_dir, parts)
+    start, logs = (state["step"], [StepLog(**x) for x in state["logs"]]) if state else (0, [])
     training.seed_everything(cfg.seed)
     usage = _UsageWindow(model.config.n_embed, cfg.usage_window)
     bar = training.progress(cfg.steps, "train vqgan", initial=start)
