@@ -176,12 +176,5 @@ def load_image_tokenizer(spec: str) -> ImageTokenizer:
     return model.eval()
 
 
-def is_dalle(path: str | os.PathLike) -> bool:
-    try:
-        return checkpoint.read_metadata(path).get("pictext.kind") == KIND
-    except checkpoint.CheckpointError:
-        return False
-
-
-__all__ = ["DALLEPipeline", "ImageTokenizer", "TokenizerMismatchError", "is_dalle", "load_dalle",
+__all__ = ["DALLEPipeline", "ImageTokenizer", "TokenizerMismatchError", "load_dalle",
            "load_image_tokenizer", "save_dalle", "save_dvae"]  # fmt: skip

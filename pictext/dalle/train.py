@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from PIL import Image
 from pictext import training
 from pictext.dalle.io import DALLEPipeline, ImageTokenizer, save_dalle
 from pictext.dalle.model import DALLE, DALLEConfig
-from pictext.text import HFTokenizer, Tokenizer, train_bpe_tokenizer
+from pictext.text import HFTokenizer, train_bpe_tokenizer
 from pictext.vqgan.model import VQGAN, VQGANConfig
 
 PairDataset = Sequence[tuple[Image.Image, str]]
@@ -238,11 +238,3 @@ def train_pipeline(
 def caption_tokenizer(captions: Sequence[str], vocab_size: int, text_len: int) -> HFTokenizer:
     """A byte-level BPE trained on the captions (deterministic for the same captions)."""
     return train_bpe_tokenizer(sorted(set(captions)), vocab_size, text_len)
-
-
-def tokenize(tokenizer: Tokenizer, texts: Sequence[str], text_len: int) -> torch.Tensor:
-    return tokenizer(list(texts), context_length=text_len, truncate=True)
-
-
-__all__ = ["DALLERecipe", "DALLETrainConfig", "encode_images", "recipe_data", "replace", "train_dalle",
-           "train_pipeline"]  # fmt: skip
