@@ -18,20 +18,27 @@ from pictext.commands import train_paths as _train_paths
 from pictext.images.decode import ImageError
 
 
+def _train_overrides(args: argparse.Namespace, train, refused: dict[str, object]):  # noqa: ANN001, ANN202
+    """`train` (a recipe's training config) with the common options the user gave; options of other families
+    (`refused`, flag -> value, besides CLIP's) are an error naming them."""
+    refused = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock,
+               "--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe} | refused  # fmt: skip
+    given_flags = [flag for flag, value in refused.items() if value is not None]
+    if given_flags:
+        raise ValueError(f"{', '.join(given_flags)}: CLIP training options or another family's; "
+                         f"pictext train {args.family} does not take them")  # fmt: skip
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
+    return dataclasses.replace(train, **{k: v for k, v in given.items() if v is not None})
+
+
 def _train_vqgan(args: argparse.Namespace) -> int:
     from pictext.data.pairs import load_pairs
     from pictext.data.shapes import ShapesWorld
     from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
 
-    clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock}
-    clip_only |= {"--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe}
-    given_clip = [flag for flag, value in clip_only.items() if value is not None]
-    if given_clip:
-        raise ValueError(f"{', '.join(given_clip)}: CLIP training options; pictext train vqgan does not take them")
     recipe = VQGANRecipe()
-    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
-    train = dataclasses.replace(recipe.train, **{k: v for k, v in given.items() if v is not None})
+    train = _train_overrides(args, recipe.train, {"--image-tokenizer": args.image_tokenizer})
     recipe = dataclasses.replace(recipe, train=train)
     if args.data is None:
         data, name = vqgan_recipe_data(recipe), "vqgan"
@@ -40,7 +47,7 @@ def _train_vqgan(args: argparse.Namespace) -> int:
     else:
         data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
         name = f"vqgan-{Path(args.data).stem}"
-    custom = args.data is None and any(v is not None for v in given.values())
+    custom = args.data is None and train != VQGANRecipe().train
     out, run_dir = _train_paths(args, f"{name}{'-custom' if custom else ''}")
     train_vqgan_on(recipe, data, out=out, run_dir=run_dir)
     if int(os.environ.get("RANK", 0)) == 0:
@@ -53,15 +60,8 @@ def _train_dalle(args: argparse.Namespace) -> int:
     from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
     from pictext.data.pairs import load_pairs
 
-    clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock}
-    clip_only |= {"--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe}
-    given_clip = [flag for flag, value in clip_only.items() if value is not None]
-    if given_clip:
-        raise ValueError(f"{', '.join(given_clip)}: CLIP training options; pictext train dalle does not take them")
     recipe = DALLERecipe()
-    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
-    train = dataclasses.replace(recipe.train, **{k: v for k, v in given.items() if v is not None})
+    train = _train_overrides(args, recipe.train, {})
     recipe = dataclasses.replace(recipe, train=train)
     vqgan = None
     if args.image_tokenizer is not None:
@@ -76,7 +76,7 @@ def _train_dalle(args: argparse.Namespace) -> int:
     else:
         data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
         name = f"dalle-{Path(args.data).stem}"
-    custom = args.data is None and (vqgan is not None or any(v is not None for v in given.values()))
+    custom = args.data is None and (vqgan is not None or train != DALLERecipe().train)
     out, run_dir = _train_paths(args, f"{name}{'-custom' if custom else ''}")
     train_pipeline(recipe, data, vqgan=vqgan, out=out, run_dir=run_dir)
     if int(os.environ.get("RANK", 0)) == 0:
@@ -269,16 +269,9 @@ def _train_unclip(args: argparse.Namespace) -> int:
     from pictext.unclip.train import UnclipRecipe, recipe_data, train_unclip
 
     stage = args.family.removeprefix("unclip-")
-    clip_only = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock,
-                 "--recipe": args.recipe, "--image-tokenizer": args.image_tokenizer}  # fmt: skip
-    given_clip = [flag for flag, value in clip_only.items() if value is not None]
-    if given_clip:
-        raise ValueError(f"{', '.join(given_clip)}: not options of pictext train {args.family}")
     recipe = UnclipRecipe(clip=args.clip or UnclipRecipe.clip)
-    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
     field = f"{stage}_train"
-    train = dataclasses.replace(getattr(recipe, field), **{k: v for k, v in given.items() if v is not None})
+    train = _train_overrides(args, getattr(recipe, field), {"--image-tokenizer": args.image_tokenizer})
     recipe = dataclasses.replace(recipe, **{field: train})
     if args.data is None or args.data == "shapes":
         data = recipe_data(recipe)
