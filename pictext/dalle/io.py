@@ -84,16 +84,17 @@ class DALLEPipeline:
         top `prime_rows` token rows of this image (default: half) and draw the rest."""
         from pictext.vqgan.train import to_pixels
 
-        text, _ = self.text(prompt)
+        device = next(self.model.parameters()).device
+        text = self.text(prompt)[0].to(device)
         c = self.model.config
         start = None
         if prime is not None:
             rows = c.image_grid // 2 if prime_rows is None else prime_rows
             if not 0 < rows < c.image_grid:
                 raise ValueError(f"prime_rows must be between 1 and {c.image_grid - 1}, got {rows}")
-            codes = self.image_tokenizer.encode(to_pixels([prime], self.resolution)).indices  # (1, g, g)
+            codes = self.image_tokenizer.encode(to_pixels([prime], self.resolution).to(device)).indices  # (1, g, g)
             start = codes.flatten(1)[:, : rows * c.image_grid]
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device).manual_seed(seed)  # on the model's device, as multinomial needs
         images = []
         for begin in range(0, n, batch_size):
             b = min(batch_size, n - begin)

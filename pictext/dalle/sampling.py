@@ -75,7 +75,8 @@ def sample(
     """Image tokens for each caption of `text` (B, text_len tokenizer ids; repeat a caption for several
     samples). `prime` (B, m) fixes the first m image tokens (raster order) and draws the rest."""
     c = model.config
-    B, device = text.shape[0], text.device
+    device = next(model.parameters()).device
+    B, text = text.shape[0], text.to(device)
     m = 0 if prime is None else prime.shape[1]
     if prime is not None and (prime.shape[0] != B or not 0 <= m < c.image_len):
         raise ValueError(f"prime must be ({B}, m) with m < {c.image_len} image tokens, got {tuple(prime.shape)}")
@@ -87,7 +88,7 @@ def sample(
     run = _Cached(model, stream.shape[0], device, dtype) if cfg.use_cache else _Uncached(model)
     tokens = torch.zeros(B, c.image_len, dtype=torch.long, device=device)
     if prime is not None:
-        tokens[:, :m] = prime
+        tokens[:, :m] = prime.to(device)
     h = run.start(stream, _both(tokens[:, :m], guided))  # (B or 2B, C): the hidden state that predicts token m
     kept = []
     for q in range(m, c.image_len):

@@ -63,11 +63,12 @@ def encode_images(
     tokens, captions = [], []
     bar = training.progress(len(data), "image tokens")
     vqgan.eval()
+    device = next(vqgan.parameters()).device
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             pairs = training.read_batch(data, range(start, min(start + batch_size, len(data))))
-            x = to_pixels([image for image, _ in pairs], vqgan.config.resolution)
-            tokens.append(vqgan.encode(x).indices)
+            x = to_pixels([image for image, _ in pairs], vqgan.config.resolution).to(device)
+            tokens.append(vqgan.encode(x).indices.cpu())
             captions += [caption for _, caption in pairs]
             bar.update(len(pairs))
     bar.close()
