@@ -128,11 +128,15 @@ def build_checked(build: Callable[[], torch.nn.Module], tensors: dict[str, torch
 
 
 def load_model(
-    path: str | os.PathLike, kind: str, config_cls: type, build: Callable[[Any], torch.nn.Module]
+    path: str | os.PathLike,
+    kind: str,
+    config_cls: type,
+    build: Callable[[Any], torch.nn.Module],
+    complete: Callable[[dict, dict, Any, Path], dict] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """(model, metadata) of a native checkpoint of family `kind`: its config read into `config_cls`, the model
     `build(config)` checked against the tensors before it is allocated (build_checked), weights loaded as
-    float32 (files may store float16)."""
+    float32 (files may store float16). `complete(tensors, meta, config, path)` may add weights kept elsewhere."""
     from pictext.config import from_dict
 
     tensors, meta = load(path, kind)
@@ -140,6 +144,8 @@ def load_model(
         config = from_dict(config_cls, meta.get("config"))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its recorded config is not a {kind.upper()} config ({e})") from e
+    if complete is not None:
+        tensors = complete(tensors, meta, config, Path(path))
     model = build_checked(lambda: build(config), tensors, path)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     return model, meta

@@ -134,7 +134,37 @@ EMOJI_ENTRIES = [
      "category": "Objects" if i % 2 else "Animals & Nature", "subcategory": "animal-mammal"}
     for i in range(40)
 ]  # fmt: skip
-EMOJI_ENTRIES[0]["skin_variations"] = {"1F3FB": {"image": "1f000-1f3fb.png"}, "1F3FF": {"image": "1f000-1f3ff.png"}}
+EMOJI_ENTRIES[0]["skin_variations"] = {
+    "1F3FB": {"unified": "1F000-1F3FB", "image": "1f000-1f3fb.png"},
+    "1F3FF": {"unified": "1F000-1F3FF", "image": "1f000-1f3ff.png"},
+}
+
+
+def _tar(path, files):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def fake_emojilib(path):
+    """emojilib's layout: emoji -> [name slug, keywords...] (thing 1 has keywords; ':D' is not a word)."""
+    table = {chr(0x1F001): ["thing_1", "gadget", "shiny_tool", ":D", "widget"]}
+    return _tar(path, {"package/dist/emoji-en-US.json": json.dumps(table).encode()})
+
+
+SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 72 72">'
+       b'<circle cx="36" cy="36" r="30" fill="#ff0000"/></svg>')  # fmt: skip
+
+
+def fake_openmoji(path):
+    """openmoji's layout: data/openmoji.json and color/svg/<hexcode>.svg (with one extra that emoji-datasource
+    lacks, and one skin tone of thing 0)."""
+    items = [{"hexcode": code, "tags": "round, red", "openmoji_tags": ""} for code in ("1F001", "1F000-1F3FB", "E000")]
+    files = {"package/data/openmoji.json": json.dumps(items).encode()}
+    return _tar(path, files | {f"package/color/svg/{item['hexcode']}.svg": SVG for item in items})
 
 
 def fake_tarball(path):

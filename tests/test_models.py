@@ -60,3 +60,19 @@ def test_text_longer_than_context_is_refused():
     model = CLIP(get_config("tiny-vit"))
     with pytest.raises(ValueError, match="token ids must be"):
         model.encode_text(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_a_fresh_resnet_tower_tells_pictures_apart():
+    """OpenAI's init zeroes the last BatchNorm of each residual branch, not the stem's bn3 (named alike): zeroing
+    that one too made every picture embed the same and training sat at chance."""
+    from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
+
+    torch.manual_seed(0)
+    vision = VisionConfig(image_size=64, layers=(1, 1, 1, 1), width=16, patch_size=None, head_width=32)
+    text = TextConfig(context_length=8, vocab_size=64, width=32, heads=2, layers=1, eot_token_id=63)
+    model = CLIP(CLIPConfig(embed_dim=32, vision=vision, text=text)).train()
+    assert model.visual.bn3.weight.abs().min() > 0
+    assert all(p.abs().max() == 0 for n, p in model.visual.named_parameters() if n.endswith(".bn3.weight"))
+    e = model.encode_image(torch.randn(8, 3, 64, 64), normalize=True)
+    off_diagonal = (e @ e.T)[~torch.eye(8, dtype=torch.bool)]
+    assert off_diagonal.max() < 0.999

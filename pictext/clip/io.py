@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from pictext import checkpoint
 from pictext.checkpoint import CheckpointError
 from pictext.clip.convert import clip_from_hf, clip_from_state_dict, hf_preprocess, read_foreign
@@ -18,7 +20,11 @@ KIND = "clip"
 
 def save_clip(model: CLIP, path: str | os.PathLike, half: bool = False) -> Path:
     """Write `model` with its config, preprocessing and tokenizer in one self-describing .safetensors file;
-    `half` stores the weights in float16 (they load as float32)."""
+    `half` stores the weights in float16 (they load as float32).
+
+    A LiT model whose text tower is still the installed all-MiniLM-L6-v2 (`model.text_source`, unchanged by
+    training) is saved without it: the file names the package and the sha256 of its weights, and loading
+    reads the tower from there (90 MB not copied into every model)."""
     if model.tokenizer is None:
         raise ValueError("model has no tokenizer; set model.tokenizer before saving so the file is usable alone")
     meta = {
@@ -26,8 +32,20 @@ def save_clip(model: CLIP, path: str | os.PathLike, half: bool = False) -> Path:
         "preprocess": to_dict(model.preprocess),
         "tokenizer": model.tokenizer.to_metadata(),
     }
-    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    if model.text_source is not None and _text_tower_unchanged(model):
+        meta["text_source"] = model.text_source
+        state = {k: v for k, v in state.items() if not k.startswith("text.")}
+    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state.items()}
     return checkpoint.save(path, tensors, KIND, meta)
+
+
+def _text_tower_unchanged(model: CLIP) -> bool:
+    from pictext.clip.lit import text_tower_state
+
+    package = text_tower_state(model.text_source, model.config.text)  # type: ignore[arg-type]
+    mine = {k: v for k, v in model.state_dict().items() if k.startswith("text.")}
+    return mine.keys() == package.keys() and all(torch.equal(mine[k].cpu(), package[k]) for k in mine)
 
 
 def load_clip(
@@ -44,7 +62,8 @@ def load_clip(
     """
     path = Path(path)
     if path.is_file() and checkpoint.is_native(path):
-        model, meta = checkpoint.load_model(path, KIND, CLIPConfig, CLIP)
+        model, meta = checkpoint.load_model(path, KIND, CLIPConfig, CLIP, complete=_text_from_package)
+        model.text_source = meta.get("text_source")
         model.preprocess = from_dict(Preprocess, meta["preprocess"])
         model.tokenizer = tokenizer_from_metadata(meta["tokenizer"], path)
         return model.eval()
@@ -65,6 +84,15 @@ def load_clip(
         model = clip_from_state_dict(sd, activation, config)
     model.tokenizer = ClipBPETokenizer(vocab or _vocab_beside(path), context_length=model.config.text.context_length)
     return model
+
+
+def _text_from_package(tensors: dict, meta: dict, config: CLIPConfig, path: Path) -> dict:
+    """A file saved without its text tower gets it from the package it names (checked by hash)."""
+    if "text_source" not in meta:
+        return tensors
+    from pictext.clip.lit import text_tower_state
+
+    return tensors | text_tower_state(meta["text_source"], config.text, path)
 
 
 def _vocab_beside(path: Path) -> Path | None:

@@ -9,6 +9,7 @@ LiT model is one native file like any other.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -40,6 +41,32 @@ def find_sentence_encoder(path: str | os.PathLike | None = None) -> Path:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder} is not a sentence-encoder folder: {name} is missing")
     return folder
+
+
+def fingerprint(folder: str | os.PathLike) -> str:
+    """sha256 of a sentence encoder's model.safetensors: what a model saved without its text tower asks for."""
+    h = hashlib.sha256()
+    with open(Path(folder) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def text_tower_state(source: dict, config: TextConfig, path: object = "the model") -> dict[str, torch.Tensor]:
+    """The text tower's weights for a model saved without them (`save_clip` of a LiT model): read from the
+    installed package named in `source`, refused unless its weights hash to the recorded sha256."""
+    if source.get("package") != MINILM_PACKAGE:
+        raise CheckpointError(f"{path}: its text tower comes from {source.get('package')!r}, which pictext cannot find")
+    try:
+        folder = find_sentence_encoder()
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path} keeps its text tower in a package: {e}") from e
+    if fingerprint(folder) != source.get("sha256"):
+        raise CheckpointError(
+            f"{path} was trained against other all-MiniLM-L6-v2 weights than the {MINILM_PACKAGE} installed here "
+            f"({folder}): sha256 {source.get('sha256', '?')[:16]}... expected. Install the version it was made with"
+        )
+    return _rename(load_file(str(folder / "model.safetensors")), config.layers, config.context_length)
 
 
 def _rename(sd: dict[str, torch.Tensor], layers: int, context_length: int) -> dict[str, torch.Tensor]:
@@ -111,6 +138,7 @@ def lit_model(
 ) -> CLIP:
     """A CLIP whose text tower is the pretrained sentence encoder in `folder` (default: all-MiniLM-L6-v2) and whose
     image tower (`vision`) and projections are freshly initialised; `activation` is the image tower's."""
+    default = folder is None
     folder = find_sentence_encoder(folder)
     text = text_config_of(folder, context_length)
     model = CLIP(CLIPConfig(embed_dim=embed_dim, vision=vision, text=text, activation=activation))
@@ -127,6 +155,8 @@ def lit_model(
     )
     cls, sep = special.get("cls_token", "[CLS]"), special.get("sep_token", "[SEP]")
     model.tokenizer = HFTokenizer((folder / "tokenizer.json").read_text(), context_length, (cls, sep), clean=False)
+    if default:  # the packaged tower: a saved model may leave it out and name it (save_clip)
+        model.text_source = {"package": MINILM_PACKAGE, "sha256": fingerprint(folder)}
     pad = model.tokenizer.backend.token_to_id("[PAD]")
     if pad is not None and pad != text.pad_token_id:
         raise CheckpointError(f"{folder}: [PAD] is id {pad} but config.json says pad_token_id {text.pad_token_id}")

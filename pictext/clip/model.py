@@ -211,6 +211,7 @@ class CLIP(nn.Module):
         self.preprocess = Preprocess(image_size=config.vision.image_size)  # replaced by what a checkpoint records
         self.tokenizer: Tokenizer | None = None  # set by pictext.load; None for a bare architecture
         self.precision = "fp32"  # what pictext.api and Index run it in ("fp32" or "bf16"); pictext.load sets it
+        self.text_source: dict | None = None  # a pretrained text tower installed as a package (lit.py): its name, hash
         t = config.text
         if config.vision.is_resnet:
             self.visual: nn.Module = ModifiedResNet(config.vision, config.embed_dim)
@@ -252,8 +253,8 @@ class CLIP(nn.Module):
             for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
                 nn.init.normal_(proj.weight, std=pool.c_proj.in_features**-0.5)
             for name, p in self.visual.named_parameters():
-                if name.endswith("bn3.weight"):  # each residual branch starts as identity
-                    nn.init.zeros_(p)
+                if name.startswith("layer") and name.endswith("bn3.weight"):  # each residual branch starts as
+                    nn.init.zeros_(p)  # identity; the stem's own bn3 stays at one, or the tower starts dead
 
     @property
     def dtype(self) -> torch.dtype:
