@@ -504,6 +504,53 @@ def test_generate_streams_frames_then_the_png_and_refuses_bad_or_concurrent_jobs
         assert busy.status_code == 409 and "one at a time" in busy.json()["error"]
 
 
+def with_unclip_model(generator):
+    """The generator with a tiny random unCLIP in its CLIP's space (8 px pictures)."""
+    from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder
+    from pictext.unclip.io import UnclipPipeline
+    from pictext.unclip.prior import DiffusionPrior, PriorConfig
+
+    clip = generator.clip
+    E, T = clip.config.embed_dim, clip.config.text.context_length
+    torch.manual_seed(0)
+    unclip = UnclipPipeline(clip, DiffusionPrior(PriorConfig(embed_dim=E, text_len=T, width=32, heads=2, layers=1)),
+                            DiffusionDecoder(DecoderConfig(embed_dim=E, resolution=8, channels=(32, 32))))  # fmt: skip
+    return dataclasses.replace(generator, unclip=unclip)
+
+
+def _png(color: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 20), color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_unclip_variations_and_interpolations_take_uploads_and_refuse_bad_input(indexed, generator):
+    with_unclip = with_unclip_model(generator)
+    client = local(create_app(indexed[0], generator=with_unclip))
+    red, blue = ("red.png", _png("red"), "image/png"), ("blue.png", _png("blue"), "image/png")
+    response = client.post("/api/unclip/vary", files={"file": red}, data={"n": 3, "seed": 1})
+    assert response.status_code == 200
+    images = response.json()["images"]
+    assert len(images) == 3 and len(set(images)) == 3  # three noises, three pictures
+    assert Image.open(io.BytesIO(base64.b64decode(images[0].split(",", 1)[1]))).size == (8, 8)
+    assert client.post("/api/unclip/vary", files={"file": red}, data={"n": 3, "seed": 1}).json()["images"] == images
+    both = {"a": red, "b": blue}
+    assert len(client.post("/api/unclip/interpolate", files=both, data={"n": 4}).json()["images"]) == 4
+    for url, files, data, message in (
+        ("/api/unclip/vary", {"file": ("x.png", b"not a picture", "image/png")}, {}, "x.png"),
+        ("/api/unclip/vary", {"file": red}, {"n": 0}, "n must be"),
+        ("/api/unclip/vary", {"file": red}, {"guidance": -1}, "guidance"),
+        ("/api/unclip/interpolate", both, {"n": 1}, "n must be between 2"),
+        ("/api/unclip/interpolate", {"a": red, "b": ("y.png", b"GIF89a", "image/gif")}, {}, "y.png"),
+    ):
+        response = client.post(url, files=files, data=data)
+        assert response.status_code == 400 and message in response.json()["error"], (url, data, response.text)
+    with with_unclip.busy:  # a job is running
+        assert client.post("/api/unclip/vary", files={"file": red}).status_code == 409
+    without = local(create_app(indexed[0], generator=generator))
+    assert without.post("/api/unclip/vary", files={"file": red}).status_code == 404
+
+
 def test_generate_with_dalle_streams_the_kept_pictures_best_first(indexed, generator):
     client = local(create_app(indexed[0], generator=generator))
     params = {"method": "dalle", "prompt": "a red circle", "samples": 5, "guidance": 2, "seed": 1}
@@ -515,15 +562,7 @@ def test_generate_with_dalle_streams_the_kept_pictures_best_first(indexed, gener
     for bad, message in (({"samples": 0}, "samples"), ({"guidance": -1}, "guidance"), ({"method": "x"}, "method")):
         response = client.get("/api/generate", params=params | bad)
         assert response.status_code == 400 and message in response.json()["error"]
-    from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder
-    from pictext.unclip.io import UnclipPipeline
-    from pictext.unclip.prior import DiffusionPrior, PriorConfig
-
-    clip = generator.clip
-    E, T = clip.config.embed_dim, clip.config.text.context_length
-    unclip = UnclipPipeline(clip, DiffusionPrior(PriorConfig(embed_dim=E, text_len=T, width=32, heads=2, layers=1)),
-                            DiffusionDecoder(DecoderConfig(embed_dim=E, resolution=8, channels=(32, 32))))  # fmt: skip
-    with_unclip = local(create_app(indexed[0], generator=dataclasses.replace(generator, unclip=unclip)))
+    with_unclip = local(create_app(indexed[0], generator=with_unclip_model(generator)))
     assert with_unclip.get("/api/generate/status").json()["methods"] == ["vqgan-clip", "dalle", "unclip"]
     lines = stream_lines(with_unclip.get("/api/generate", params=params | {"method": "unclip", "samples": 2}))
     assert [x["type"] for x in lines] == ["frame"] * 2 + ["done"] and lines[-1]["image"] == lines[0]["image"]
@@ -571,4 +610,39 @@ def test_the_generate_tab_in_a_real_browser(indexed, generator, serve, tmp_path)
         page.click("#generate-run")
         page.wait_for_function("() => document.getElementById('generate-status').textContent.startsWith('done')")
         assert page.eval_on_selector("#generate-frame", "img => img.naturalWidth") == 32
+        assert page.is_hidden("#unclip-extra")
+        browser.close()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("PICTEXT_REQUIRE_BROWSER"),
+    reason="no chromium here (make test installs Debian's and requires it)",
+)
+def test_unclip_variations_in_a_real_browser(indexed, generator, serve, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None, "PICTEXT_REQUIRE_BROWSER is set but chromium is not installed"
+    base = serve(create_app(indexed[0], generator=with_unclip_model(generator)))
+    (tmp_path / "red.png").write_bytes(_png("red"))
+    (tmp_path / "blue.png").write_bytes(_png("blue"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(base + "/")
+        page.click("#tab-generate")
+        page.select_option("#method", "unclip")
+        assert page.is_visible("#vary-form") and page.is_visible("#interpolate-form")
+        page.click("#vary-run")
+        assert page.text_content("#unclip-error") == "choose the picture(s) first"
+        page.set_input_files("#vary-file", str(tmp_path / "red.png"))
+        page.fill("#vary-n", "3")
+        page.click("#vary-run")
+        page.wait_for_function("() => document.querySelectorAll('#unclip-results img').length === 3")
+        assert page.eval_on_selector("#unclip-results img", "img => img.naturalWidth") == 8
+        page.set_input_files("#interpolate-a", str(tmp_path / "red.png"))
+        page.set_input_files("#interpolate-b", str(tmp_path / "blue.png"))
+        page.fill("#interpolate-n", "5")
+        page.click("#interpolate-run")
+        page.wait_for_function("() => document.querySelectorAll('#unclip-results img').length === 5")
+        assert page.text_content("#unclip-error") == ""
         browser.close()

@@ -268,7 +268,7 @@ def create_app(
             atomic_write(cached, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
         return FileResponse(cached, media_type="image/jpeg")
 
-    add_generate_routes(app, generator)
+    add_generate_routes(app, generator, read_upload, _decode)
     return app
 
 

@@ -6,6 +6,10 @@ PNG) or `error`. `GET /api/generate?method=dalle&prompt=...&samples=...&guidance
 then sends the kept ones best first as `frame` lines (rank, CLIP score) and the best as `done`. The job runs in
 its own thread; when the client goes away (the page's Cancel aborts the request), the job is told to stop at
 its next step. A second request while one runs gets 409.
+
+unCLIP's variations and interpolations take uploaded pictures (multipart, like the Classify tab; never a path):
+`POST /api/unclip/vary` (file, n, seed, guidance) and `POST /api/unclip/interpolate` (a, b, n, seed, guidance)
+answer with JSON `{"images": [PNG data URLs]}`.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import io
 import json
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from PIL import Image
 
@@ -34,6 +39,8 @@ MAX_SIZE = 128
 MAX_SAMPLES = 64
 MAX_GUIDANCE = 10.0
 KEEP = 8  # DALL-E pictures shown, best CLIP score first
+MAX_VARIATIONS = 8
+MAX_INTERPOLATION = 12
 
 
 @dataclass
@@ -49,7 +56,14 @@ class Generator:
     last_run_steps: int = 0  # steps the last job ran (fewer than asked when it was cancelled)
 
 
-def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
+def add_generate_routes(
+    app: FastAPI,
+    generator: Generator | None,
+    read_upload: Callable[[UploadFile], Awaitable[bytes]],
+    decode: Callable[[bytes, str], Image.Image],
+) -> None:
+    """The Generate tab's routes; `read_upload` and `decode` are the app's own (size and pixel limits)."""
+
     @app.get("/api/generate/status")
     def generate_status() -> dict:
         if generator is None:
@@ -122,6 +136,43 @@ def add_generate_routes(app: FastAPI, generator: Generator | None) -> None:
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
+    def unclip_job(guidance: float, n: int, seed: int, most: int, what: str) -> UnclipPipeline:
+        if generator is None or generator.unclip is None:
+            raise HTTPException(404, "this server was started without an unclip model to draw with")
+        if not 0 <= guidance <= MAX_GUIDANCE:
+            raise HTTPException(400, f"guidance must be between 0 and {MAX_GUIDANCE}, got {guidance}")
+        if not (2 if what == "interpolate" else 1) <= n <= most:
+            raise HTTPException(400, f"n must be between {2 if what == 'interpolate' else 1} and {most}, got {n}")
+        if not 0 <= seed < 2**63:
+            raise HTTPException(400, f"seed must be between 0 and 2^63 - 1, got {seed}")
+        return generator.unclip
+
+    async def draw_unclip(fn: Callable[[], list[Image.Image]]) -> dict:
+        assert generator is not None
+        if not generator.busy.acquire(blocking=False):
+            raise HTTPException(409, "a generation is already running; one at a time on this server")
+        try:
+            images = await run_in_threadpool(fn)
+        finally:
+            generator.busy.release()
+        return {"images": [_data_url(image) for image in images]}
+
+    @app.post("/api/unclip/vary")
+    async def vary(file: Annotated[UploadFile, File()], n: Annotated[int, Form()] = 4,
+                   seed: Annotated[int, Form()] = 0, guidance: Annotated[float, Form()] = 3.0) -> dict:  # fmt: skip
+        unclip = unclip_job(guidance, n, seed, MAX_VARIATIONS, "vary")
+        picture = _decoded(decode, await read_upload(file), file.filename or "upload")
+        return await draw_unclip(lambda: unclip.vary(picture, n, guidance_scale=guidance, seed=seed))
+
+    @app.post("/api/unclip/interpolate")
+    async def interpolate(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()],
+                          n: Annotated[int, Form()] = 6, seed: Annotated[int, Form()] = 0,
+                          guidance: Annotated[float, Form()] = 3.0) -> dict:  # fmt: skip
+        unclip = unclip_job(guidance, n, seed, MAX_INTERPOLATION, "interpolate")
+        first = _decoded(decode, await read_upload(a), a.filename or "first upload")
+        second = _decoded(decode, await read_upload(b), b.filename or "second upload")
+        return await draw_unclip(lambda: unclip.interpolate(first, second, n, guidance_scale=guidance, seed=seed))
+
 
 def _run(generator: Generator, prompt: str, settings: dict, lines: queue.Queue, cancel: threading.Event) -> None:
     from pictext.generate import generate
@@ -178,6 +229,13 @@ def _run_drawing(generator: Generator, prompt: str, settings: dict, lines: queue
     finally:
         _put(lines, None, force=True)
         generator.busy.release()
+
+
+def _decoded(decode: Callable[[bytes, str], Image.Image], data: bytes, name: str) -> Image.Image:
+    try:
+        return decode(data, name)
+    except ValueError as e:  # ImageError: not a picture, or over the pixel limit
+        raise HTTPException(413 if "over the limit" in str(e) else 400, str(e)) from e
 
 
 def _put(lines: queue.Queue, line: dict | None, force: bool = False) -> None:

@@ -183,7 +183,38 @@ function showMethodFields() {
   const drawing = $("method").value !== "vqgan-clip";
   for (const id of ["steps", "size"]) $(id).parentElement.hidden = drawing;
   for (const id of ["samples", "guidance"]) $(id).parentElement.hidden = !drawing;
+  $("unclip-extra").hidden = $("method").value !== "unclip";
 }
+
+// unCLIP's variations of one uploaded picture, and interpolations between two: the pictures come back at once.
+async function drawUnclip(url, files, n, button) {
+  $("unclip-error").textContent = "";
+  if (files.some((f) => !f)) { $("unclip-error").textContent = "choose the picture(s) first"; return; }
+  const form = new FormData();
+  for (const [name, file] of files.map((f, i) => [files.length === 1 ? "file" : "ab"[i], f])) form.append(name, file);
+  form.append("n", n);
+  form.append("seed", $("seed").value);
+  form.append("guidance", $("guidance").value);
+  button.disabled = true;
+  try {
+    const body = await call(url, { method: "POST", body: form });
+    $("unclip-results").replaceChildren(...body.images.map((src, i) => {
+      const img = document.createElement("img");
+      img.src = src;
+      img.alt = "picture " + (i + 1);
+      return img;
+    }));
+  } catch (e) { $("unclip-error").textContent = e.message; } finally { button.disabled = false; }
+}
+$("vary-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  drawUnclip("/api/unclip/vary", [$("vary-file").files[0]], $("vary-n").value, $("vary-run"));
+});
+$("interpolate-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const files = [$("interpolate-a").files[0], $("interpolate-b").files[0]];
+  drawUnclip("/api/unclip/interpolate", files, $("interpolate-n").value, $("interpolate-run"));
+});
 $("method").addEventListener("change", showMethodFields);
 call("/api/generate/status").then((s) => {
   if (!s.available) {
