@@ -24,7 +24,7 @@ def run_demo(n_classify: int = 8, n_gallery: int = 300, out: str | Path = "gener
     model = load()
     results = emoji_demo(model, ensure_emoji(hub.home()))
     results |= shapes_demo(model, n_classify, n_gallery)
-    return results | generation_demo(Path(out)) | dalle_demo(Path(out))
+    return results | generation_demo(Path(out)) | dalle_demo(Path(out)) | unclip_demo(Path(out))
 
 
 DALLE_PROMPTS = ("a green triangle", "a red square", "a small blue cross", "a large yellow circle")  # all held out
@@ -57,6 +57,44 @@ def dalle_demo(out: Path, samples: int = 16) -> dict[str, float]:
               f"{time.perf_counter() - began:.1f} s)")  # fmt: skip
         passed.append(verdict.dominant)
     return {"dalle_oracle_reranked": float(np.mean(passed))}
+
+
+def unclip_demo(out: Path) -> dict[str, float]:
+    """The default unCLIP: a held-out caption drawn, a variation of the real picture of it, and an interpolation
+    between two real pictures; the oracle judges each picture."""
+    import time
+
+    from pictext.data.shapes import Scene, Shape, judge, render
+    from pictext.generate import generate, load_unclip_model
+    from pictext.generate.outputs import contact_sheet, write_outputs
+    from pictext.generate.rerank import clip_scores
+
+    pipeline = load_unclip_model("unclip")
+    size = pipeline.decoder.config.resolution
+    began = time.perf_counter()
+    prompt = "a green triangle"  # held out of the shapes CLIP's and the unCLIP's training
+    result = generate(prompt, method="unclip", unclip=pipeline, samples=4, seed=0)
+    shown = [judge(image, "green", "triangle").dominant for image in result.samples]
+    record = {"prompt": prompt, "method": "unclip", "seed": 0, "samples": 4}
+    written = write_outputs(out, "unclip-a-green-triangle-0", contact_sheet(result.samples, result.scores), record)
+    print(f"\nunCLIP (prior, then a {size} px decoder): {prompt!r}, 4 pictures: {written['png']}  "
+          f"oracle: {sum(shown)} of 4 show it")  # fmt: skip
+    red = render(Scene((Shape("red", "circle", "large", "center"),), background=40), size)
+    blue = render(Scene((Shape("blue", "square", "large", "center"),), background=40), size)
+    variations = pipeline.vary(red, 4, seed=0)
+    kept = [judge(image, "red", "circle").dominant for image in variations]
+    scores = [float(x) for x in clip_scores([red, *variations], "a red circle", pipeline.clip)]
+    record = {"method": "unclip-vary", "seed": 0, "scores": "CLIP score with 'a red circle'"}
+    written = write_outputs(out, "unclip-vary-red-circle-0", contact_sheet([red, *variations], scores), record)
+    print(f"variations of a red circle: {written['png']}  oracle: {sum(kept)} of 4 keep its colour and shape")
+    steps = pipeline.interpolate(red, blue, 5, seed=0)
+    scores = [float(x) for x in clip_scores(steps, "a blue square", pipeline.clip)]
+    written = write_outputs(out, "unclip-interpolate-0", contact_sheet(steps, scores),
+                            {"method": "unclip-interpolate", "seed": 0, "from": "red circle", "to": "blue square",
+                             "scores": "CLIP score with 'a blue square'"})  # fmt: skip
+    print(f"red circle -> blue square in 5 pictures: {written['png']}  (CLIP score with 'a blue square' "
+          f"{scores[0]:.2f} -> {scores[-1]:.2f}; {time.perf_counter() - began:.0f} s in all)")  # fmt: skip
+    return {"unclip_oracle": float(np.mean(shown)), "unclip_variation_oracle": float(np.mean(kept))}
 
 
 def generation_demo(out: Path, steps: int = 100) -> dict[str, float]:

@@ -40,6 +40,14 @@ def test_every_shipped_model_loads_by_name(path):
         pytest.fail(f"{path} is a {kind!r} model this test does not know")
 
 
+def test_a_name_lookup_never_trains(monkeypatch, tmp_path):
+    """`default` and `shapes` ship; without their files, lookup says how to build them, and trains nothing."""
+    monkeypatch.setattr(hub, "SHIPPED", tmp_path)
+    for name in ("default", "shapes"):
+        with pytest.raises(hub.ModelNotFoundError, match=f"pictext models build {name}"):
+            hub.resolve(name)
+
+
 @pytest.mark.skipif(not (hub.SHIPPED / "dalle.safetensors").is_file(), reason="no shipped DALL-E")
 def test_shipped_dalle_draws_seen_captions():
     """Seen colour-shape combinations: the oracle recognises about half of the shipped DALL-E's samples at
@@ -55,3 +63,17 @@ def test_shipped_dalle_draws_seen_captions():
         images = pipeline.draw(f"a large {color} {shape}", 16, SamplingConfig(guidance_scale=3.0), seed=0)
         shown += [judge(image, color, shape).dominant for image in images]
     assert np.mean(shown) > 1 / 5, np.mean(shown)
+
+
+@pytest.mark.skipif(not (hub.SHIPPED / "unclip.safetensors").is_file(), reason="no shipped unCLIP")
+def test_the_unclip_demo_draws_varies_and_interpolates(tmp_path):
+    from PIL import Image
+
+    from pictext.demo import unclip_demo
+
+    results = unclip_demo(tmp_path)
+    assert set(results) == {"unclip_oracle", "unclip_variation_oracle"}
+    for name in ("unclip-a-green-triangle-0", "unclip-vary-red-circle-0", "unclip-interpolate-0"):
+        sheet = Image.open(tmp_path / f"{name}.png")
+        assert sheet.width >= 4 * 32 * 2  # a contact sheet of at least four enlarged 32 px pictures
+        assert (tmp_path / f"{name}.json").is_file()
