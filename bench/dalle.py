@@ -9,8 +9,8 @@ sampling seeds, 16 samples are drawn. Reported per guidance scale:
 
 Figures are the mean and the worst over the sampling seeds; one trained model (the recipe's seed). The reranking
 CLIP is the `shapes` model (`pictext models build shapes`); the summary takes guidance 3, the default.
-On emoji, when the `default` CLIP exists: the CLIP score of samples for held-out emoji names next to the score of
-the real held-out emoji with those names. Writes bench/results/dalle.json.
+On emoji, when Google's emoji set is built: the default CLIP's score of samples for held-out emoji names next to
+the score of the real held-out emoji with those names. Writes bench/results/dalle.json.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def judge_set(pipeline, clip, items, guidance: float, seed: int) -> dict[str, fl
 
 def emoji_scores(pipeline, n: int = 40) -> dict[str, float] | None:  # noqa: ANN001
     """CLIP score (default CLIP) of one DALL-E sample per held-out emoji name, and of the real emoji."""
-    path = hub.models_dir() / "default.safetensors"
+    path = hub.resolve("default")
     folder = hub.home() / "data" / "emoji" / "held_out"
-    if not path.is_file() or not folder.is_dir():
+    if not folder.is_dir():
         return None
     from pictext.data.emoji import named_images
 

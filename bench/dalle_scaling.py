@@ -30,6 +30,7 @@ import numpy as np
 HERE = Path(__file__).parent
 VARIANTS = {  # name: transformer size, training length, extra shapes pictures (beyond the recipe's)
     "recipe": {"width": 192, "layers": 4, "heads": 6, "steps": 2400, "batch_size": 32, "extra_shapes": 0},
+    "double": {"width": 192, "layers": 4, "heads": 6, "steps": 4800, "batch_size": 32, "extra_shapes": 0},
     "long": {"width": 192, "layers": 4, "heads": 6, "steps": 12000, "batch_size": 32, "extra_shapes": 0},
     "wide": {"width": 256, "layers": 6, "heads": 8, "steps": 12000, "batch_size": 32, "extra_shapes": 0},
     "data": {"width": 192, "layers": 4, "heads": 6, "steps": 12000, "batch_size": 32, "extra_shapes": 60000},

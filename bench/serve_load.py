@@ -45,7 +45,7 @@ def build(folder: Path) -> tuple[Path, Path]:
     from PIL import Image  # noqa: F401 - imported for the side effect of failing early without Pillow
 
     from pictext.clip.io import save_clip
-    from pictext.clip.train import DEFAULT_RECIPE, build_shapes_model
+    from pictext.clip.recipes import DEFAULT_RECIPE, build_shapes_model
     from pictext.data.shapes import ShapesWorld
     from pictext.search import Index
 

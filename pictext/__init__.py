@@ -1,7 +1,7 @@
 """pictext: multimodal networks that run on a laptop CPU and scale up without a rewrite.
 
 >>> import pictext
->>> model = pictext.load()                       # the default model (trained once, then cached)
+>>> model = pictext.load()                       # the default model (shipped in the package)
 >>> probs = pictext.classify(["a.png"], ["red circle", "blue square"], model=model)
 """
 

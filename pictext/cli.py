@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_dalle(args)
     if args.image_tokenizer is not None:
         raise ValueError("--image-tokenizer is an option of pictext train dalle")
-    from pictext.clip.train import RECIPES, recipe_data, train_on
+    from pictext.clip.recipes import RECIPES, recipe_data, train_on
     from pictext.data.pairs import load_pairs
 
     recipe = RECIPES[args.recipe or "shapes"]
@@ -131,6 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "checkpoint_every": args.checkpoint_every,
         "lock": None if args.lock is None else tuple(x for x in args.lock if x != "none"),
         "grad_checkpointing": args.grad_checkpointing or None,
+        "augment": args.augment,
     }
     cfg = dataclasses.replace(recipe.train, **{k: v for k, v in given.items() if v is not None})
     recipe = dataclasses.replace(recipe, train=cfg)
@@ -167,12 +168,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     from pictext import hub
     from pictext.data.emoji import build_emoji, fetch_tarball
 
-    tarball = Path(args.tarball) if args.tarball else fetch_tarball(hub.home() / "downloads", args.vendor)
+    downloads = hub.home() / "downloads"
+    tarball = Path(args.tarball) if args.tarball else fetch_tarball(downloads, args.vendor)
     if not tarball.is_file():
         raise FileNotFoundError(f"--tarball {tarball}: no such file")
-    folder = "emoji" if args.vendor == "google" else f"emoji-{args.vendor}"
+    words = fetch_tarball(downloads, "emojilib") if args.keywords else None
+    base = fetch_tarball(downloads, "google") if args.vendor == "openmoji" else None
+    folder = "emoji" if args.vendor == "google" and not args.keywords else f"emoji-{args.vendor}"
+    folder += "-keywords" if args.keywords else ""
     out = Path(args.out) if args.out else hub.home() / "data" / folder
-    counts = build_emoji(out, tarball, args.per_shard if args.format == "shards" else None, args.vendor)
+    counts = build_emoji(out, tarball, args.per_shard if args.format == "shards" else None, args.vendor, words, base)
     print(f"wrote {counts['train']} training and {counts['held_out']} held-out emoji to {out}/")
     return 0
 
@@ -188,7 +193,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         where = "shipped" if path.parent == hub.SHIPPED else "local"
         print(f"  {path.stem:24s} {path.stat().st_size / 1e6:8.1f} MB  {where}")
     if not models:
-        print(f"  none yet; `pictext demo` trains the default model '{hub.DEFAULT_MODEL}'")
+        print(
+            "  none; the package's own are missing too: reinstall pictext, or "
+            f"`pictext models build {hub.DEFAULT_MODEL}`"
+        )
     return 0
 
 
@@ -220,7 +228,7 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
         train_vqgan_on(recipe, vqgan_recipe_data(recipe), out=target, run_dir=target.with_suffix(".run"))
     elif name in hub.RECIPE_MODELS:
         from pictext.clip.io import save_clip
-        from pictext.clip.train import RECIPES, train_shapes
+        from pictext.clip.recipes import RECIPES, train_shapes
 
         target = Path(out) if out else hub.models_dir() / f"{name}.safetensors"
         model = train_shapes(RECIPES[name], out=target, run_dir=target.with_suffix(".run"))
@@ -473,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, help="GradCache: the exact --batch-size gradient, this many at a time")
     p.add_argument("--lock", choices=["text", "image", "none"], action="append", help="freeze a tower (LiT: text)")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations: less memory")
+    p.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, help="crops, margins, pale backgrounds, blur, noise; no "
+        "flips or hue changes, which would falsify captions (default: the recipe's)"
+    )  # fmt: skip
     p.add_argument("--out", help="where to save (default: $PICTEXT_HOME/models/RECIPE.safetensors, or NAME-custom)")
     p.add_argument("--run-dir", help="folder for resumable training state (default: beside --out)")
     p.set_defaults(run=cmd_train)
@@ -489,8 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build"])
     p.add_argument("name", choices=["emoji"])
     p.add_argument("--out", help="output folder (default: $PICTEXT_HOME/data/emoji)")
-    p.add_argument("--vendor", choices=["google", "twitter", "facebook"], default="google", help="whose drawings")
-    p.add_argument("--tarball", help="a .tgz from `npm pack emoji-datasource-VENDOR`, instead of running npm")
+    p.add_argument(
+        "--vendor", choices=["google", "twitter", "openmoji", "facebook"], default="google",
+        help="whose drawings (facebook's are not openly licensed: for testing only)",
+    )  # fmt: skip
+    p.add_argument("--keywords", action="store_true", help="add emojilib's keywords to the captions (npm: emojilib)")
+    p.add_argument("--tarball", help="the vendor's .tgz from `npm pack` (emoji-datasource-VENDOR, openmoji), not npm")
     p.add_argument("--format", choices=["folder", "shards"], default="folder", help="pair folders or WebDataset .tar")
     p.add_argument("--per-shard", type=int, default=1000, help="samples per shard with --format shards")
     p.set_defaults(run=cmd_data)

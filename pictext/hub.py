@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from pictext.clip.configs import CLIP_CONFIGS
 
 SHIPPED = Path(__file__).parent / "weights"  # models trained by the project's recipes, inside the package
 DEFAULT_MODEL = "default"
-RECIPE_MODELS = ("default", "shapes")  # built by their recipe on first use (pictext/clip/train.py)
+RECIPE_MODELS = ("default", "shapes")  # CLIP recipes (clip/recipes.py); both ship, `pictext models build` remakes them
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -46,8 +45,6 @@ def resolve(name: str | os.PathLike) -> Path:
     shipped = SHIPPED / f"{name}.safetensors"
     if shipped.is_file():
         return shipped
-    if str(name) in RECIPE_MODELS:
-        return ensure_recipe_model(str(name))
     slugs = {k.replace("/", "-").lower() for k in CLIP_CONFIGS}
     if str(name).replace("/", "-").lower() in slugs:
         raise ModelNotFoundError(
@@ -56,22 +53,7 @@ def resolve(name: str | os.PathLike) -> Path:
             "`pictext convert`"
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
-    builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E", "unclip": "the default unCLIP"}
+    builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E", "unclip": "the default unCLIP",
+              "default": "the default CLIP", "shapes": "the shapes CLIP"}  # fmt: skip
     hint = f"; build {builds[str(name)]} with `pictext models build {name}`" if str(name) in builds else ""
     raise ModelNotFoundError(f"{name!r} is neither a file nor a model in {models_dir()} (available: {available}){hint}")
-
-
-def ensure_recipe_model(name: str = DEFAULT_MODEL) -> Path:
-    """A recipe model's file ("default": LiT on emoji + shapes); trained once, resumably and with a progress bar,
-    then cached. The default recipe fetches the emoji set once with `npm pack` (npm's registry)."""
-    path = models_dir() / f"{name}.safetensors"
-    if not path.is_file():
-        from pictext.clip.train import RECIPES, train_shapes
-
-        print(f"pictext: training the {name!r} model once; it will be cached at {path}", file=sys.stderr)
-        train_shapes(RECIPES[name], out=path, run_dir=home() / "runs" / name)
-    return path
-
-
-def ensure_default() -> Path:
-    return ensure_recipe_model(DEFAULT_MODEL)

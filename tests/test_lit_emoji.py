@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pictext.api import encode_images, encode_texts
-from pictext.clip.train import ShapesRecipe, TrainConfig, train_on
+from pictext.clip.recipes import ShapesRecipe, train_on
+from pictext.clip.train import TrainConfig
 from pictext.data.emoji import named_images
 from pictext.data.pairs import FolderPairs
 from pictext.evaluate import evaluate_emoji

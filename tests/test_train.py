@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from pictext.clip.train import ShapesRecipe, TrainConfig, build_shapes_model, train_clip
+from pictext.clip.recipes import ShapesRecipe, build_shapes_model
+from pictext.clip.train import TrainConfig, train_clip
 from pictext.data.shapes import ShapesWorld, find_shapes
 from pictext.training import load_state, train_precision
 

@@ -1,25 +1,21 @@
-"""Contrastive training of CLIP, as one explicit loop; and the recipe for the default shapes model."""
+"""Contrastive training of CLIP, as one explicit loop (the built-in models' recipes are in recipes.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from pictext import training
-from pictext.clip.io import save_clip
-from pictext.clip.lit import lit_model
 from pictext.clip.loss import SigLIPLoss, clip_loss, gather_features, gradcache_backward
-from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
-from pictext.data.shapes import ShapesWorld
-from pictext.text.tokenizer import train_bpe_tokenizer
+from pictext.clip.model import CLIP
+from pictext.data.augment import Augment
 
 PairDataset = Sequence[tuple[Image.Image, str]]
 
@@ -38,6 +34,10 @@ class TrainConfig:
     micro_batch: int | None = None  # GradCache: exact gradients of batch_size, activations of micro_batch per rank
     lock: tuple[str, ...] = ()  # towers kept frozen, projections still trained: ("text",) is LiT; also "image"
     grad_checkpointing: bool = False  # recompute transformer blocks in backward: less memory, ~30% more time
+    augment: bool = False  # caption-safe augmentation (pictext/data/augment.py): crops, margins, backgrounds, no flips
+
+
+AUGMENT = Augment()
 
 
 class LockedTextCache:
@@ -140,7 +140,12 @@ def train_clip(
         if hasattr(data, "set_epoch"):
             data.set_epoch(step * cfg.batch_size // len(data))
         pairs = training.read_batch(data, indices[rank * local : (rank + 1) * local])  # this rank's shard
-        pixels = model.preprocess.batch([image for image, _ in pairs]).to(device)
+        images = [image for image, _ in pairs]
+        if cfg.augment:  # each picture's changes a function of (seed, step, its place in the batch): exact resume
+            images = [
+                AUGMENT(im, np.random.default_rng([cfg.seed, step, rank * local + i])) for i, im in enumerate(images)
+            ]
+        pixels = model.preprocess.batch(images).to(device)
         captions = [caption for _, caption in pairs]
         if text_cache is not None:  # a locked tower's output is a pure function of the caption: compute each once
             texts = text_cache(captions)
@@ -176,115 +181,3 @@ def train_clip(
             on_step(step, losses[-1])
     bar.close()
     return losses[start:]
-
-
-@dataclass(frozen=True)
-class ShapesRecipe:
-    """A small ViT CLIP for the CPU. The defaults are the shapes model: trained from scratch on the shapes world
-    (held-out combos excluded). `DEFAULT_RECIPE` below is the default model: LiT on emoji plus shapes."""
-
-    data: str = "shapes"  # "shapes", or "emoji+shapes": the emoji set's training split and the shapes world
-    text: str = "scratch"  # "scratch": a small causal tower, BPE trained on the captions; "minilm": LiT's tower
-    image_size: int = 32  # rendered at 64 px, resized: 16 patches of 8 px
-    patch_size: int | None = 8  # None: a ModifiedResNet image tower with `vision_layers_rn` blocks
-    vision_layers_rn: tuple[int, ...] = (1, 1, 1, 1)
-    vision_width: int = 128
-    vision_layers: int = 4
-    text_width: int = 128
-    text_layers: int = 2
-    embed_dim: int = 128
-    vocab_size: int = 320
-    context_length: int = 20
-    max_shapes: int = 2
-    grey_fraction: float = 0.5  # form-only shapes captioned by form alone: teaches shape apart from colour
-    unnamed_colors: bool = True  # form-only shapes in random unnamed hues, not greys: 82% held-out, from 63%
-    emoji_repeats: int = 4  # "emoji+shapes": each emoji counted this often against `shapes_length` shapes
-    shapes_length: int = 12_000
-    train: TrainConfig = TrainConfig(steps=900, batch_size=128, lr=2e-3)
-
-
-DEFAULT_RECIPE = ShapesRecipe(
-    data="emoji+shapes",
-    text="minilm",
-    image_size=48,
-    context_length=32,
-    train=TrainConfig(steps=900, batch_size=128, lr=2e-3, lock=("text",)),
-)
-RECIPES = {"default": DEFAULT_RECIPE, "shapes": ShapesRecipe()}
-
-
-def recipe_data(recipe: ShapesRecipe, home: Path | None = None) -> PairDataset:
-    """The recipe's training pairs; the emoji set is built under `home` (the pictext cache) on first use."""
-    if recipe.data not in ("shapes", "emoji+shapes"):
-        raise ValueError(f"recipe data must be 'shapes' or 'emoji+shapes', got {recipe.data!r}")
-    world = ShapesWorld(
-        size=64,
-        max_shapes=recipe.max_shapes,
-        grey_fraction=recipe.grey_fraction,
-        unnamed_colors=recipe.unnamed_colors,
-        length=1_000_000 if recipe.data == "shapes" else recipe.shapes_length,
-        seed=recipe.train.seed,
-    )
-    if recipe.data == "shapes":
-        return world
-    from pictext import hub
-    from pictext.data.emoji import ensure_emoji
-    from pictext.data.pairs import FolderPairs, MixedPairs
-
-    emoji = FolderPairs(ensure_emoji(home or hub.home()) / "train", seed=recipe.train.seed)
-    return MixedPairs([(emoji, recipe.emoji_repeats), (world, 1)])
-
-
-def build_shapes_model(recipe: ShapesRecipe, world: PairDataset) -> CLIP:
-    """A fresh model of the recipe's size: LiT's pretrained text tower, or a small one with a BPE trained on up
-    to 4,000 of the data's captions."""
-    vision = VisionConfig(
-        image_size=recipe.image_size,
-        layers=recipe.vision_layers if recipe.patch_size else recipe.vision_layers_rn,
-        width=recipe.vision_width,
-        patch_size=recipe.patch_size,
-        head_width=32,
-    )
-    training.seed_everything(recipe.train.seed)
-    if recipe.text == "minilm":
-        model = lit_model(vision, recipe.embed_dim, context_length=recipe.context_length)
-    elif recipe.text == "scratch":
-        caption_lists = getattr(world, "caption_lists", None)  # file datasets: captions without decoding images
-        if caption_lists is not None:
-            captions = [c for cs in caption_lists()[:4000] for c in cs]
-        else:
-            captions = [world[i][1] for i in range(min(len(world), 4000))]
-        tokenizer = train_bpe_tokenizer(captions, recipe.vocab_size, recipe.context_length)
-        text = TextConfig(
-            context_length=recipe.context_length,
-            vocab_size=tokenizer.vocab_size,
-            width=recipe.text_width,
-            heads=recipe.text_width // 32,
-            layers=recipe.text_layers,
-            eot_token_id=tokenizer.eot_token_id,
-        )
-        model = CLIP(CLIPConfig(embed_dim=recipe.embed_dim, vision=vision, text=text, activation="gelu"))
-        model.tokenizer = tokenizer
-    else:
-        raise ValueError(f"recipe text must be 'scratch' or 'minilm', got {recipe.text!r}")
-    model.preprocess = dataclasses.replace(
-        model.preprocess, image_size=recipe.image_size, mean=(0.5,) * 3, std=(0.5,) * 3
-    )
-    return model
-
-
-def train_shapes(recipe: ShapesRecipe, out: str | Path | None = None, run_dir: str | Path | None = None) -> CLIP:
-    """Train the recipe's model on its own data from nothing (resuming from run_dir); save to `out` if given."""
-    return train_on(recipe, recipe_data(recipe), out, run_dir)
-
-
-def train_on(
-    recipe: ShapesRecipe, data: PairDataset, out: str | Path | None = None, run_dir: str | Path | None = None
-) -> CLIP:
-    """A model of the recipe's size trained on `data` (resuming from run_dir); saved to `out` by rank 0."""
-    model = build_shapes_model(recipe, data)
-    train_clip(model, data, recipe.train, run_dir=run_dir)
-    model.eval()
-    if out is not None and int(os.environ.get("RANK", 0)) == 0:  # under torchrun, rank 0 writes
-        save_clip(model, out)
-    return model

@@ -22,7 +22,8 @@ def _train_overrides(args: argparse.Namespace, train, refused: dict[str, object]
     """`train` (a recipe's training config) with the common options the user gave; options of other families
     (`refused`, flag -> value, besides CLIP's) are an error naming them."""
     refused = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock,
-               "--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe} | refused  # fmt: skip
+               "--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe,
+               "--augment": args.augment} | refused  # fmt: skip
     given_flags = [flag for flag, value in refused.items() if value is not None]
     if given_flags:
         raise ValueError(f"{', '.join(given_flags)}: CLIP training options or another family's; "
