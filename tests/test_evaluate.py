@@ -49,3 +49,17 @@ def test_eval_cli_reports_what_the_library_computes(tiny_model_path, capsys):
     results = json.loads(capsys.readouterr().out)["results"]
     assert results == pytest.approx(evaluate_data(load_clip(tiny_model_path), "digits"), abs=1e-6)
     assert {"top1", "top5", "linear_probe", "image_to_text_r@1", "text_to_image_r@10"} <= set(results)
+
+
+def test_frechet_distance_against_closed_forms():
+    from pictext.evaluate import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 6))
+    assert abs(frechet_distance(a, a)) < 1e-6
+    shift = np.array([3.0, 0, 0, 4.0, 0, 0])
+    assert abs(frechet_distance(a, a + shift) - 25.0) < 1e-6  # same covariance: the squared mean distance
+    scaled = frechet_distance(a, 2 * a)  # Tr(S + 4S - 2*2S) = Tr(S), plus the squared mean distance
+    assert abs(scaled - (np.trace(np.cov(a, rowvar=False)) + (a.mean(0) @ a.mean(0)))) < 1e-6
+    with pytest.raises(ValueError, match="same D"):
+        frechet_distance(a, a[:, :3])
