@@ -166,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from pictext import hub
-    from pictext.data.emoji import build_emoji, fetch_tarball
+    from pictext.data.emoji import build_emoji, fetch_tarball, folder_name
 
     downloads = hub.home() / "downloads"
     tarball = Path(args.tarball) if args.tarball else fetch_tarball(downloads, args.vendor)
@@ -174,9 +174,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--tarball {tarball}: no such file")
     words = fetch_tarball(downloads, "emojilib") if args.keywords else None
     base = fetch_tarball(downloads, "google") if args.vendor == "openmoji" else None
-    folder = "emoji" if args.vendor == "google" and not args.keywords else f"emoji-{args.vendor}"
-    folder += "-keywords" if args.keywords else ""
-    out = Path(args.out) if args.out else hub.home() / "data" / folder
+    out = Path(args.out) if args.out else hub.home() / "data" / folder_name(args.vendor, args.keywords)
     counts = build_emoji(out, tarball, args.per_shard if args.format == "shards" else None, args.vendor, words, base)
     print(f"wrote {counts['train']} training and {counts['held_out']} held-out emoji to {out}/")
     return 0

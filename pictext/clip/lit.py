@@ -9,6 +9,7 @@ LiT model is one native file like any other.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -44,9 +45,17 @@ def find_sentence_encoder(path: str | os.PathLike | None = None) -> Path:
 
 
 def fingerprint(folder: str | os.PathLike) -> str:
-    """sha256 of a sentence encoder's model.safetensors: what a model saved without its text tower asks for."""
+    """sha256 of a sentence encoder's model.safetensors: what a model saved without its text tower asks for.
+    Hashed once per process and file version (90 MB; every load of a LiT model checks it)."""
+    weights = (Path(folder) / "model.safetensors").resolve()
+    stat = weights.stat()
+    return _sha256(weights, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:  # size and mtime key the cache: a changed file rehashes
     h = hashlib.sha256()
-    with open(Path(folder) / "model.safetensors", "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()

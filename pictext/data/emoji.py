@@ -229,11 +229,15 @@ def named_images(folder: Path, split: str = "held_out") -> tuple[list[Path], lis
     return pngs, [p.with_suffix(".txt").read_text().splitlines()[0] for p in pngs]
 
 
+def folder_name(vendor: str = "google", keywords: bool = False) -> str:
+    """Where a vendor's set lives under $PICTEXT_HOME/data: emoji, emoji-twitter, ...; emoji-google-keywords, ..."""
+    return "emoji" if vendor == "google" and not keywords else f"emoji-{vendor}" + ("-keywords" if keywords else "")
+
+
 def ensure_emoji(home: Path, vendor: str = "google", keywords: bool = False) -> Path:
-    """The vendor's emoji pair folders under `home`/data (emoji, emoji-twitter, ...; with keywords in the captions
-    emoji-google-keywords, ...), built once (npm's registry is asked only then)."""
-    folder = "emoji" if vendor == "google" and not keywords else f"emoji-{vendor}" + ("-keywords" if keywords else "")
-    out = home / "data" / folder
+    """The vendor's emoji pair folders under `home`/data (`folder_name`), built once (npm's registry is asked
+    only then)."""
+    out = home / "data" / folder_name(vendor, keywords)
     if not (out / "held_out" / "labels.json").is_file():  # written last: its presence means the build finished
         downloads = home / "downloads"
         words = fetch_tarball(downloads, "emojilib") if keywords else None
