@@ -1,13 +1,13 @@
 """How far generated emoji are from real ones: a Fréchet distance in the default CLIP's feature space.
 
 For 150 held-out emoji names (never in a training caption of any shipped model), one picture per name from the
-default DALL-E (guidance 3, the best of 4 by the default CLIP) and one from the default unCLIP (guidance 3; its
-recipe never saw an emoji, so this shows where a model of the shapes world alone lands), each set's image
-features against the real held-out emoji of those names (Google's drawings, 64 px). Baselines make the numbers
-readable: as many other held-out emoji (other names, same style: what a set of right-looking but wrong
-emoji scores at this sample size), the real emoji shrunk to the generators' 32 px (the cost of resolution
-alone), and Facebook's drawings of the same emoji (a real change of style). Not comparable to published
-FIDs (Inception features, 50,000 pictures). Writes bench/results/emoji_frechet.json.
+default DALL-E (guidance 3, the best of 4 by the default CLIP) and one from the default unCLIP (no decoder
+guidance, its default; its recipe never saw an emoji, so this shows where a model of the shapes world alone
+lands), each set's image features against the real held-out emoji of those names (Google's drawings, 64 px).
+Baselines make the numbers readable: as many other held-out emoji (other names, same style: what a set of
+right-looking but wrong emoji scores at this sample size), the real emoji shrunk to the generators' 32 px (the
+cost of resolution alone), and Facebook's drawings of the same emoji (a real change of style). Not comparable
+to published FIDs (Inception features, 50,000 pictures). Writes bench/results/emoji_frechet.json.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
                      "seconds_per_name": (time.perf_counter() - took) / len(pick)}  # fmt: skip
     drawn, took = [], time.perf_counter()
     for k, i in enumerate(pick):
-        drawn += unclip.generate(names[i], 1, guidance_scale=3.0, seed=k)
+        drawn += unclip.generate(names[i], 1, seed=k)
     rows["unclip"] = {"fd": frechet_distance(features(clip, drawn), real), "pictures": len(drawn),
                       "seconds_per_name": (time.perf_counter() - took) / len(pick)}  # fmt: skip
     for name, row in rows.items():

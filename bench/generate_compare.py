@@ -5,7 +5,7 @@ For each generator and sampling seed (3), one picture per prompt, with each gene
 
 - VQGAN+CLIP: the default VQGAN guided by the `shapes` CLIP, 100 steps at 64 px;
 - DALL-E: the default DALL-E, 16 samples at guidance 3, the best by the `shapes` CLIP kept;
-- unCLIP: the default prior (best of 2) and decoder (guidance 3, 50 DDIM steps), in the `shapes` CLIP's space.
+- unCLIP: the default prior (best of 2) and decoder (no guidance, 50 DDIM steps), in the `shapes` CLIP's space.
 
 Reported: the oracle's accuracy (`judge(...).dominant`), the CLIP score of the picture with its prompt judged by
 a CLIP that neither guided nor reranked (`JUDGE_CLIP`, default `shapes-seed1`: the shapes recipe trained with

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pictext.checkpoint import atomic_write
+from pictext.config import to_dict
 
 
 def seed_everything(seed: int) -> None:
@@ -125,9 +126,19 @@ def check_writable(folder: Path) -> None:
         raise CheckpointError(f"cannot write checkpoints to {folder}: the folder is read-only")
 
 
-def resume(run_dir: str | os.PathLike | None, parts: dict[str, Any]) -> tuple[Path | None, dict[str, Any] | None]:
+class ResumeError(ValueError):
+    pass
+
+
+def resume(
+    run_dir: str | os.PathLike | None, parts: dict[str, Any], config: Any = None
+) -> tuple[Path | None, dict[str, Any] | None]:
     """(the run's state file, its saved state or None): the folder is checked writable now, not at the first
-    checkpoint, and each of `parts` (a name in the state -> a module or optimizer) is loaded from a saved state."""
+    checkpoint, and each of `parts` (a name in the state -> a module or optimizer) is loaded from a saved state.
+
+    `config`, the model's dataclass config, is what the state must have been saved with (`run_state` records
+    it): a run folder left by another architecture or parametrisation is refused, not silently continued (a
+    decoder switched from epsilon to v prediction has the same weight shapes, so loading alone cannot tell)."""
     if run_dir is None:
         return None, None
     state_file = Path(run_dir) / "state.pt"
@@ -135,9 +146,21 @@ def resume(run_dir: str | os.PathLike | None, parts: dict[str, Any]) -> tuple[Pa
     if not state_file.exists():
         return state_file, None
     state = load_state(state_file)
+    saved = state.get("config")
+    if config is not None and saved is not None and saved != to_dict(config):
+        differ = sorted(k for k in set(saved) | set(to_dict(config)) if saved.get(k) != to_dict(config).get(k))
+        raise ResumeError(
+            f"{state_file} is a run of another model config (differs in {differ}); "
+            f"delete {Path(run_dir)} to start afresh, or give another run folder"
+        )
     for name, part in parts.items():
         part.load_state_dict(state[name])
     return state_file, state
+
+
+def run_state(config: Any, **state: Any) -> dict[str, Any]:
+    """A training state to save, with the model config `resume` checks it against."""
+    return {"config": to_dict(config), **state}
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -79,6 +79,22 @@ def test_the_unclip_demo_draws_varies_and_interpolates(tmp_path):
         assert (tmp_path / f"{name}.json").is_file()
 
 
+@pytest.mark.skipif(not (hub.SHIPPED / "unclip.safetensors").is_file(), reason="no shipped unCLIP")
+def test_shipped_unclip_variations_keep_colour_and_shape():
+    """Variations of single-shape pictures at the default guidance (1): the oracle finds the source's colour and
+    shape in about two thirds (bench/unclip.py); a quarter of 16 is a bound a fair draw clears on any machine."""
+    from pictext.data.shapes import ShapesWorld, judge
+    from pictext.unclip.io import load_unclip
+
+    pipeline = load_unclip(hub.SHIPPED / "unclip.safetensors")
+    world = ShapesWorld(size=32, split="all", seed=5, length=4)
+    kept = []
+    for i in range(len(world)):
+        color, shape = world.label(i).split()
+        kept += [judge(image, color, shape).dominant for image in pipeline.vary(world[i][0], n=4, seed=i)]
+    assert np.mean(kept) >= 1 / 4, np.mean(kept)
+
+
 def test_the_default_clip_loads_offline_and_knows_shapes_it_never_saw(monkeypatch):
     """No npm, no training, no download: the shipped file and the installed text tower. Held-out colour-shape
     combinations, zero-shot top-1 among all 20 classes: 85.7% in bench/default_model.py; 60% is a margin any

@@ -146,6 +146,26 @@ def test_decoder_learns_and_exports_as_a_diffusers_folder(tmp_path):
     assert out.shape == (2, 3, 8, 8) and out.abs().max() <= 1
 
 
+def test_a_run_folder_of_another_parametrisation_is_refused_not_continued(tmp_path):
+    """Same weight shapes, other prediction type: loading alone would not notice; resume must."""
+    import dataclasses
+
+    from PIL import Image
+
+    from pictext.training import ResumeError
+    from pictext.unclip.train import Embedded, UnclipTrainConfig, train_decoder
+
+    data = [(Image.new("RGB", (8, 8), (200, 30, 30)), "red")] * 4
+    embedded = Embedded(torch.nn.functional.normalize(torch.randn(4, 16), dim=-1), None, ["red"] * 4)  # type: ignore[arg-type]
+    cfg = UnclipTrainConfig(steps=2, batch_size=2, precision="fp32", checkpoint_every=1)
+    train_decoder(DiffusionDecoder(DECODER), data, embedded, cfg, tmp_path)
+    longer = dataclasses.replace(cfg, steps=3)  # the same config: the run goes on from step 2
+    assert len(train_decoder(DiffusionDecoder(DECODER), data, embedded, longer, tmp_path)) == 1
+    other = dataclasses.replace(DECODER, diffusion=DiffusionConfig(prediction="epsilon", clip_sample=True))
+    with pytest.raises(ResumeError, match=r"state.pt is a run of another model config \(differs in \['diffusion'\]\)"):
+        train_decoder(DiffusionDecoder(other), data, embedded, dataclasses.replace(cfg, steps=4), tmp_path)
+
+
 def test_slerp_stays_on_the_sphere_and_hits_its_ends():
     from pictext.unclip.io import slerp
 

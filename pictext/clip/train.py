@@ -116,7 +116,7 @@ def train_clip(
         groups[1]["params"] += list(siglip.parameters())
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     parts = {"model": model, "optimizer": optimizer} | ({"siglip": siglip} if siglip is not None else {})
-    state_file, state = training.resume(run_dir, parts)
+    state_file, state = training.resume(run_dir, parts, model.config)
     start, losses = (state["step"], list(state["losses"])) if state else (0, [])
     training.seed_everything(cfg.seed)
     bar = training.progress(cfg.steps, "train clip", initial=start)
@@ -175,7 +175,9 @@ def train_clip(
         bar.update(1)
         done = step + 1
         if rank == 0 and state_file is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "losses": losses}
+            state = training.run_state(
+                model.config, model=model.state_dict(), optimizer=optimizer.state_dict(), step=done, losses=losses
+            )
             training.save_state(state_file, state | ({"siglip": siglip.state_dict()} if siglip else {}))
         if on_step is not None:
             on_step(step, losses[-1])

@@ -114,7 +114,7 @@ def train_dalle(
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-    state_file, state = training.resume(run_dir, {"model": model, "opt": opt})
+    state_file, state = training.resume(run_dir, {"model": model, "opt": opt}, model.config)
     start, logs = (state["step"], [StepLog(**x) for x in state["logs"]]) if state else (0, [])
     null = model.null_text(1, torch.device("cpu"))
     bar = training.progress(cfg.steps, "train dalle", initial=start)
@@ -142,8 +142,8 @@ def train_dalle(
         bar.update(1)
         done = step + 1
         if rank == 0 and state_file is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            training.save_state(state_file, {"model": model.state_dict(), "opt": opt.state_dict(), "step": done,
-                                             "logs": [vars(x) for x in logs]})  # fmt: skip
+            training.save_state(state_file, training.run_state(model.config, model=model.state_dict(),
+                                opt=opt.state_dict(), step=done, logs=[vars(x) for x in logs]))  # fmt: skip
         if on_step is not None:
             on_step(step, entry)
     bar.close()

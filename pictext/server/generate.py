@@ -76,7 +76,7 @@ def add_generate_routes(
     @app.get("/api/generate")
     async def generate_route(
         request: Request, prompt: str, steps: int = 100, seed: int = 0, size: int = 64, method: str = "vqgan-clip",
-        samples: int = 16, guidance: float = 3.0,
+        samples: int = 16, guidance: float | None = None,
     ):  # fmt: skip
         from pictext.generate.outputs import slug
         from pictext.generate.vqgan_clip import GenerationError, parse_prompts, round_size
@@ -93,6 +93,8 @@ def add_generate_routes(
             raise HTTPException(400, str(e)) from e
         if not 1 <= samples <= MAX_SAMPLES:
             raise HTTPException(400, f"samples must be between 1 and {MAX_SAMPLES}, got {samples}")
+        if guidance is None:  # each generator's default: DALL-E's sampler 3, unCLIP's decoder 1 (none)
+            guidance = 1.0 if method == "unclip" else 3.0
         if not 0 <= guidance <= MAX_GUIDANCE:
             raise HTTPException(400, f"guidance must be between 0 and {MAX_GUIDANCE}, got {guidance}")
         if not 1 <= steps <= MAX_STEPS:
@@ -159,7 +161,7 @@ def add_generate_routes(
 
     @app.post("/api/unclip/vary")
     async def vary(file: Annotated[UploadFile, File()], n: Annotated[int, Form()] = 4,
-                   seed: Annotated[int, Form()] = 0, guidance: Annotated[float, Form()] = 3.0) -> dict:  # fmt: skip
+                   seed: Annotated[int, Form()] = 0, guidance: Annotated[float, Form()] = 1.0) -> dict:  # fmt: skip
         unclip = unclip_job(guidance, n, seed, MAX_VARIATIONS, "vary")
         picture = _decoded(decode, await read_upload(file), file.filename or "upload")
         return await draw_unclip(lambda: unclip.vary(picture, n, guidance_scale=guidance, seed=seed))
@@ -167,7 +169,7 @@ def add_generate_routes(
     @app.post("/api/unclip/interpolate")
     async def interpolate(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()],
                           n: Annotated[int, Form()] = 6, seed: Annotated[int, Form()] = 0,
-                          guidance: Annotated[float, Form()] = 3.0) -> dict:  # fmt: skip
+                          guidance: Annotated[float, Form()] = 1.0) -> dict:  # fmt: skip
         unclip = unclip_job(guidance, n, seed, MAX_INTERPOLATION, "interpolate")
         first = _decoded(decode, await read_upload(a), a.filename or "first upload")
         second = _decoded(decode, await read_upload(b), b.filename or "second upload")

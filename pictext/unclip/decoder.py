@@ -31,7 +31,9 @@ class DecoderConfig:
     cross_dim: int = 64  # their width
     head_dim: int = 32
     attention_levels: int = 1  # the lowest-resolution levels that attend (to themselves and the tokens)
-    diffusion: DiffusionConfig = DiffusionConfig(prediction="epsilon", clip_sample=True)
+    # v rather than epsilon: on the shapes world, at 1,000 steps, variations kept their colour and shape in 25%
+    # of cases with v and 27% with x0, against 2% for epsilon after 2,000 (its samples kept the noise grain)
+    diffusion: DiffusionConfig = DiffusionConfig(prediction="v_prediction", clip_sample=True)
 
 
 class DiffusionDecoder(nn.Module):
@@ -65,7 +67,7 @@ class DiffusionDecoder(nn.Module):
         return diffusion_loss(self, make_scheduler(self.config.diffusion), pixels, embedding, generator)
 
     @torch.no_grad()
-    def generate(self, embedding: torch.Tensor, guidance_scale: float = 3.0, steps: int = 50,
+    def generate(self, embedding: torch.Tensor, guidance_scale: float = 1.0, steps: int = 50,
                  generator: torch.Generator | None = None, eta: float = 0.0) -> torch.Tensor:  # fmt: skip
         """(B, 3, H, W) pixels in [-1, 1] for (B, E) unit-norm image embeddings, by DDIM."""
         c = self.config

@@ -47,7 +47,7 @@ class UnclipPipeline:
     def draw(
         self,
         embeddings: torch.Tensor,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 1.0,
         steps: int = 50,
         generator: torch.Generator | None = None,
         x_T: torch.Tensor | None = None,
@@ -64,13 +64,13 @@ class UnclipPipeline:
                         generator, x_T=x_T)  # fmt: skip
         return to_images(pixels.clamp(-1, 1))
 
-    def generate(self, prompt: str, n: int = 1, prior_guidance: float = 1.0, guidance_scale: float = 3.0,
+    def generate(self, prompt: str, n: int = 1, prior_guidance: float = 1.0, guidance_scale: float = 1.0,
                  steps: int = 50, seed: int = 0) -> list[Image.Image]:  # fmt: skip
         g = torch.Generator().manual_seed(seed)
         embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g)
         return self.draw(embeddings, guidance_scale, steps, g)
 
-    def vary(self, image: Image.Image, n: int = 4, guidance_scale: float = 3.0, steps: int = 50,
+    def vary(self, image: Image.Image, n: int = 4, guidance_scale: float = 1.0, steps: int = 50,
              seed: int = 0) -> list[Image.Image]:  # fmt: skip
         """Variations: the image's own CLIP embedding decoded from `n` different noises."""
         from pictext.unclip.train import image_embeddings
@@ -78,7 +78,7 @@ class UnclipPipeline:
         embedding = image_embeddings(self.clip, [image]).expand(n, -1)
         return self.draw(embedding, guidance_scale, steps, torch.Generator().manual_seed(seed))
 
-    def interpolate(self, a: Image.Image, b: Image.Image, n: int = 8, guidance_scale: float = 3.0,
+    def interpolate(self, a: Image.Image, b: Image.Image, n: int = 8, guidance_scale: float = 1.0,
                     steps: int = 50, seed: int = 0) -> list[Image.Image]:  # fmt: skip
         """`n` pictures along the great circle between the two images' CLIP embeddings, from one noise."""
         from pictext.unclip.train import image_embeddings

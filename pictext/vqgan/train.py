@@ -95,7 +95,7 @@ def train_vqgan(
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     parts = {"model": model, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d}
-    state_file, state = training.resume(run_dir, parts)
+    state_file, state = training.resume(run_dir, parts, model.config)
     start, logs = (state["step"], [StepLog(**x) for x in state["logs"]]) if state else (0, [])
     training.seed_everything(cfg.seed)
     usage = _UsageWindow(model.config.n_embed, cfg.usage_window)
@@ -125,10 +125,10 @@ def train_vqgan(
         bar.update(1)
         done = step + 1
         if rank == 0 and state_file is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            training.save_state(state_file, {
-                "model": model.state_dict(), "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(), "step": done, "logs": [vars(x) for x in logs],
-            })  # fmt: skip
+            training.save_state(state_file, training.run_state(
+                model.config, model=model.state_dict(), discriminator=disc.state_dict(), opt_g=opt_g.state_dict(),
+                opt_d=opt_d.state_dict(), step=done, logs=[vars(x) for x in logs],
+            ))  # fmt: skip
         if on_step is not None:
             on_step(step, entry)
     bar.close()
@@ -216,9 +216,11 @@ class _UsageWindow:
 
 
 DEFAULT_VQGAN = VQGANConfig(
-    resolution=64, ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), z_channels=64, embed_dim=64,
-    n_embed=512, restart_after=100,
+    resolution=64, ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), z_channels=64, embed_dim=16,
+    n_embed=512, ema_decay=0.99, restart_after=100,
 )  # fmt: skip
+# 16-dimensional codes in an EMA codebook, as DALL-E's tokenizer (dalle/train.py), instead of 64-dimensional
+# learned ones: on 32 px shapes the oracle recognised 43% of the reconstructions against 12%.
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ class VQGANRecipe:
     model: VQGANConfig = DEFAULT_VQGAN
     # No adversarial phase: with it from step 800 (disc_weight 0.8, no perceptual loss), L1 went from 0.114 to
     # 0.25 by step 2000 and held-out PSNR fell to 15.3 dB; the discriminator won (hinge loss about 0.05).
-    train: VQGANTrainConfig = VQGANTrainConfig(steps=1500, disc_start=10**9)
+    train: VQGANTrainConfig = VQGANTrainConfig(steps=1500, lr=1e-3, disc_start=10**9)
     emoji_repeats: int = 2  # each training emoji counted this often against `shapes_length` shapes
     shapes_length: int = 6000
 
