@@ -3,7 +3,9 @@
 The default VQGAN trains on Google's emoji (and the shapes world). This reconstructs Facebook's emoji (npm's
 emoji-datasource-facebook, never trained on; its held-out split, whose emoji names were also held out of the
 Google training set) at 64 px, and Google's own held-out emoji, and reports PSNR (mean and worst decile) and
-the share of the 512 codes the reconstructions use (over all three sets). No peer: taming's released models
+the share of the 512 codes the reconstructions use (over all three sets). Also the shapes world at 64 px: the
+share of reconstructions of single-shape pictures in which the oracle still finds the shape's colour and shape
+(`judge(...).dominant`), the pictures VQGAN+CLIP has to draw through this decoder. No peer: taming's released models
 are 256 px ImageNet models that cannot be fetched here; `tests/test_vqgan.py` proves the import from taming's
 format is exact instead.
 
@@ -50,6 +52,20 @@ def measure(model, pngs: list[Path], codes: torch.Tensor, batch: int = 64) -> di
     }
 
 
+def shapes_recognised(model, n: int = 200) -> dict[str, float]:  # noqa: ANN001
+    """The oracle on reconstructions of single-shape pictures, held-out and seen colour-shape combinations."""
+    from pictext.data.shapes import ShapesWorld, judge
+    from pictext.unclip.io import to_images
+
+    out = {}
+    for split in ("held_out", "train"):
+        world = ShapesWorld(size=64, split=split, seed=7, length=n)
+        with torch.no_grad():
+            pictures = to_images(model(to_pixels([world[i][0] for i in range(n)], 64)).reconstruction.clamp(-1, 1))
+        out[split] = float(np.mean([judge(pictures[i], *world.label(i).split()).dominant for i in range(n)]))
+    return out
+
+
 def main() -> None:
     spec = sys.argv[1] if len(sys.argv) > 1 else "vqgan"
     model = load_vqgan(hub.resolve(spec))
@@ -65,8 +81,10 @@ def main() -> None:
         "heldout_psnr_worst_decile_db": round(heldout["psnr_worst_decile_db"], 2),
         "codebook_usage": round(float(codes.float().mean()), 3),
     }
+    shapes = shapes_recognised(model)
+    summary["shapes_reconstructions_recognised"] = round(shapes["held_out"], 3)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "torch": torch.__version__}
-    out = {"summary": summary, "rows": rows, "machine": machine}
+    out = {"summary": summary, "rows": rows, "shapes_recognised": shapes, "machine": machine}
     (Path(__file__).parent / "results" / "vqgan.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
