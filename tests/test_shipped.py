@@ -81,8 +81,9 @@ def test_the_unclip_demo_draws_varies_and_interpolates(tmp_path):
 
 @pytest.mark.skipif(not (hub.SHIPPED / "unclip.safetensors").is_file(), reason="no shipped unCLIP")
 def test_shipped_unclip_variations_keep_colour_and_shape():
-    """Variations of single-shape pictures at the default guidance (1): the oracle finds the source's colour and
-    shape in about two thirds (bench/unclip.py); a quarter of 16 is a bound a fair draw clears on any machine."""
+    """Variations of single-shape pictures with the default sampler (no guidance, eta 1): the oracle finds the
+    source's colour and shape in about three quarters (bench/unclip.py); a quarter of 16 is a bound a fair
+    draw clears on any machine."""
     from pictext.data.shapes import ShapesWorld, judge
     from pictext.unclip.io import load_unclip
 

@@ -127,7 +127,7 @@ VQGAN_CLIP_DEFAULTS = dict(vqgan="vqgan", drawer="vqgan", steps=200, size="64", 
 DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
 
 
-UNCLIP_OPTIONS = ("unclip", "samples", "guidance", "prior_guidance", "steps")
+UNCLIP_OPTIONS = ("unclip", "samples", "guidance", "prior_guidance", "steps", "eta")
 OPTIONS = {"vqgan-clip": tuple(VQGAN_CLIP_DEFAULTS), "dalle": DALLE_OPTIONS, "unclip": UNCLIP_OPTIONS}
 
 
@@ -195,7 +195,7 @@ def _generate_unclip(args: argparse.Namespace) -> int:
     if args.clip:
         raise GenerationError("--method unclip draws in the space of the CLIP its file names; it takes no --clip")
     given = {"samples": args.samples, "guidance_scale": args.guidance, "prior_guidance": args.prior_guidance,
-             "steps": args.steps}  # fmt: skip
+             "steps": args.steps, "eta": args.eta}  # fmt: skip
     settings = {k: v for k, v in given.items() if v is not None} | {"seed": args.seed}
     from pictext.generate.unclip import UnclipSettings
 
@@ -221,10 +221,10 @@ def cmd_vary(args: argparse.Namespace) -> int:
     _check_unclip_args(args)
     source = decode_image(args.image)
     pipeline = load_unclip_model(args.unclip)
-    images = pipeline.vary(source, args.n, args.guidance, args.steps, args.seed)
+    images = pipeline.vary(source, args.n, args.guidance, args.steps, args.seed, args.eta)
     name = f"{slug(Path(args.image).stem)}-variations-{args.seed}"
     record = {"method": "unclip-variations", "image": str(args.image), "n": args.n, "guidance_scale": args.guidance,
-              "steps": args.steps, "seed": args.seed}  # fmt: skip
+              "steps": args.steps, "seed": args.seed, "eta": args.eta}  # fmt: skip
     embeddings = image_embeddings(pipeline.clip, [source, *images])
     scores = (embeddings[1:] @ embeddings[0]).tolist()  # each variation's CLIP similarity to the source
     written = write_outputs(args.out, name, contact_sheet(images, scores), record | {"similarity": scores},
@@ -261,6 +261,8 @@ def _check_unclip_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if args.guidance < 0:
         raise ValueError(f"--guidance must be >= 0 (1 is no guidance), got {args.guidance}")
+    if not 0 <= getattr(args, "eta", 0.0) <= 1:
+        raise ValueError(f"--eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {args.eta}")
 
 
 def _train_unclip(args: argparse.Namespace) -> int:
@@ -395,6 +397,7 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     g = p.add_argument_group("unclip (also --samples, default 4; --guidance, default 1; --steps, default 50)")
     g.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
     g.add_argument("--prior-guidance", type=float, help="the prior's classifier-free guidance (default: 1)")
+    g.add_argument("--eta", type=float, help="DDIM's fresh noise per step, 0 (deterministic; default) to 1")
     p.set_defaults(run=cmd_generate)
 
     for name, help in (
@@ -405,6 +408,7 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
         if name == "vary":
             p.add_argument("image", help="the image to vary")
             p.add_argument("-n", type=int, default=4, help="variations (default: 4)")
+            p.add_argument("--eta", type=float, default=1.0, help="DDIM's fresh noise per step, 0-1 (default: 1)")
             p.set_defaults(run=cmd_vary)
         else:
             p.add_argument("a", help="the first image")

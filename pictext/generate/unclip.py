@@ -21,6 +21,7 @@ class UnclipSettings:
     guidance_scale: float = 1.0
     prior_guidance: float = 1.0  # the prior's
     steps: int = 50  # the decoder's DDIM steps (the prior takes 64)
+    eta: float = 0.0  # DDIM's fresh noise per step: 0 deterministic, 1 DDPM-like (see UnclipPipeline.generate)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -28,6 +29,8 @@ class UnclipSettings:
             raise GenerationError(f"samples must be at least 1, got {self.samples}")
         if self.steps < 1:
             raise GenerationError(f"steps must be at least 1, got {self.steps}")
+        if not 0 <= self.eta <= 1:
+            raise GenerationError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {self.eta}")
         for name in ("guidance_scale", "prior_guidance"):
             if getattr(self, name) < 0:
                 raise GenerationError(f"{name} must be >= 0 (1 is no guidance), got {getattr(self, name)}")
@@ -46,7 +49,7 @@ def generate_unclip(
     s = UnclipSettings(**settings)  # type: ignore[arg-type]
     if not prompt.strip():
         raise GenerationError("the prompt is empty; unCLIP draws a caption, e.g. 'a red circle'")
-    images = pipeline.generate(prompt, s.samples, s.prior_guidance, s.guidance_scale, s.steps, s.seed)
+    images = pipeline.generate(prompt, s.samples, s.prior_guidance, s.guidance_scale, s.steps, s.seed, s.eta)
     scores = [float(x) for x in clip_scores(images, prompt, pipeline.clip)]
     if callback is not None:
         for i, (image, score) in enumerate(zip(images, scores)):

@@ -51,36 +51,46 @@ class UnclipPipeline:
         steps: int = 50,
         generator: torch.Generator | None = None,
         x_T: torch.Tensor | None = None,
+        eta: float = 0.0,
     ) -> list[Image.Image]:
-        """Pictures for (B, E) unit-norm image embeddings; x_T fixes the starting noise."""
+        """Pictures for (B, E) unit-norm image embeddings; x_T fixes the starting noise; `eta` is DDIM's share of
+        fresh noise at each step (0: deterministic from x_T, 1: as much as DDPM)."""
         from pictext.unclip.diffusion import make_scheduler, sample
 
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta}")
         if x_T is None:
-            return to_images(self.decoder.generate(embeddings, guidance_scale, steps, generator))
+            return to_images(self.decoder.generate(embeddings, guidance_scale, steps, generator, eta))
         c = self.decoder.config
         scheduler = make_scheduler(c.diffusion, "ddim")
         null = torch.zeros_like(embeddings)
         pixels = sample(self.decoder, scheduler, tuple(x_T.shape), embeddings, null, guidance_scale, steps,
-                        generator, x_T=x_T)  # fmt: skip
+                        generator, eta, x_T=x_T)  # fmt: skip
         return to_images(pixels.clamp(-1, 1))
 
     def generate(self, prompt: str, n: int = 1, prior_guidance: float = 1.0, guidance_scale: float = 1.0,
-                 steps: int = 50, seed: int = 0) -> list[Image.Image]:  # fmt: skip
+                 steps: int = 50, seed: int = 0, eta: float = 0.0) -> list[Image.Image]:  # fmt: skip
+        """`n` pictures of `prompt`. eta 0 by default (deterministic DDIM): with eta 1, 18.9% of held-out captions'
+        pictures were right against 23.3%, and 67.2% of seen ones against 61.1% (bench/unclip.py): no clear gain."""
         g = torch.Generator().manual_seed(seed)
         embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g)
-        return self.draw(embeddings, guidance_scale, steps, g)
+        return self.draw(embeddings, guidance_scale, steps, g, eta=eta)
 
     def vary(self, image: Image.Image, n: int = 4, guidance_scale: float = 1.0, steps: int = 50,
-             seed: int = 0) -> list[Image.Image]:  # fmt: skip
-        """Variations: the image's own CLIP embedding decoded from `n` different noises."""
+             seed: int = 0, eta: float = 1.0) -> list[Image.Image]:  # fmt: skip
+        """Variations: the image's own CLIP embedding decoded from `n` different noises.
+
+        eta 1 by default: the default decoder's variations kept their source's colour and shape 75.7% of the time
+        (bench/unclip.py's 12 pictures, 3 seeds), against 59.7% with deterministic DDIM (eta 0)."""
         from pictext.unclip.train import image_embeddings
 
         embedding = image_embeddings(self.clip, [image]).expand(n, -1)
-        return self.draw(embedding, guidance_scale, steps, torch.Generator().manual_seed(seed))
+        return self.draw(embedding, guidance_scale, steps, torch.Generator().manual_seed(seed), eta=eta)
 
     def interpolate(self, a: Image.Image, b: Image.Image, n: int = 8, guidance_scale: float = 1.0,
                     steps: int = 50, seed: int = 0) -> list[Image.Image]:  # fmt: skip
-        """`n` pictures along the great circle between the two images' CLIP embeddings, from one noise."""
+        """`n` pictures along the great circle between the two images' CLIP embeddings, from one noise (and
+        deterministic DDIM, eta 0, so that only the embedding changes along the way)."""
         from pictext.unclip.train import image_embeddings
 
         ea, eb = image_embeddings(self.clip, [a, b])
