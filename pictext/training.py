@@ -146,9 +146,9 @@ def resume(
     if not state_file.exists():
         return state_file, None
     state = load_state(state_file)
-    saved = state.get("config")
-    if config is not None and saved is not None and saved != to_dict(config):
-        differ = sorted(k for k in set(saved) | set(to_dict(config)) if saved.get(k) != to_dict(config).get(k))
+    saved, now = state.get("config"), to_dict(config) if config is not None else None
+    if now is not None and saved is not None and saved != now:
+        differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise ResumeError(
             f"{state_file} is a run of another model config (differs in {differ}); "
             f"delete {Path(run_dir)} to start afresh, or give another run folder"
