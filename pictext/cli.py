@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.family.startswith("unclip-"):
         return _train_unclip(args)
     if args.clip is not None:
-        raise ValueError("--clip is an option of pictext train unclip-prior and unclip-decoder")
+        raise ValueError("--clip is an option of pictext train unclip-prior, unclip-decoder and unclip-upsampler")
     if args.family == "vqgan":
         return _train_vqgan(args)
     if args.family == "dalle":
@@ -211,7 +211,7 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
         recipe = UnclipRecipe()
         clip = load(recipe.clip, precision="fp32")
         prior, decoder = train_unclip(recipe, recipe_data(recipe), clip, run_dir=target.with_suffix(".run"))
-        save_unclip(prior, decoder, recipe.clip, clip, target, half=True)
+        save_unclip(prior, decoder, recipe.clip, clip, target, half=True)  # no upsampler: see UnclipRecipe
     elif name == "dalle":
         from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
 
@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_encode)
 
     p = sub.add_parser("train", help="train a model")
-    p.add_argument("family", choices=["clip", "vqgan", "dalle", "unclip-prior", "unclip-decoder"])
+    p.add_argument("family", choices=["clip", "vqgan", "dalle", "unclip-prior", "unclip-decoder", "unclip-upsampler"])
     p.add_argument("--clip", help="unclip-*: the CLIP whose space the prior and decoder live in (default: shapes)")
     p.add_argument(
         "--image-tokenizer",

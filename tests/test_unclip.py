@@ -1,5 +1,5 @@
-"""unCLIP: the diffusion maths against closed forms, guidance, EMA, the prior and decoder on tiny configs, the
-pipeline's file, variations and interpolations."""
+"""unCLIP: the diffusion maths against closed forms, guidance, EMA, the prior, decoder and upsampler on tiny
+configs, the pipeline's file, variations and interpolations."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder, export_diffusers
 from pictext.unclip.diffusion import DiffusionConfig, make_scheduler, sample
 from pictext.unclip.prior import DiffusionPrior, PriorConfig, TextCondition
+from pictext.unclip.upsampler import DiffusionUpsampler, UpsamplerConfig
 
 
 def test_linear_schedule_and_q_sample_match_their_closed_forms():
@@ -146,6 +147,36 @@ def test_decoder_learns_and_exports_as_a_diffusers_folder(tmp_path):
     assert out.shape == (2, 3, 8, 8) and out.abs().max() <= 1
 
 
+UPSAMPLER = UpsamplerConfig(low=8, resolution=16, channels=(32, 32))
+
+
+def test_upsampler_reads_the_small_picture_and_draws_twice_its_size():
+    torch.manual_seed(0)
+    up = DiffusionUpsampler(UPSAMPLER)
+    small = torch.rand(2, 3, 8, 8) * 2 - 1
+    big = small.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)  # each pixel a 2x2 block
+    torch.testing.assert_close(up.shrink(big), small)
+    flat = torch.full((2, 3, 8, 8), 0.3)  # a blur keeps a flat picture flat; only the noise changes it
+    clean = DiffusionUpsampler(UpsamplerConfig(low=8, resolution=16, channels=(32, 32), max_noise=0.0))
+    torch.testing.assert_close(clean.corrupt(flat, torch.Generator().manual_seed(1)), flat)
+    noisy = up.corrupt(flat, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(noisy, up.corrupt(flat, torch.Generator().manual_seed(1)))  # seeded
+    assert 0 < (noisy - flat).abs().max() < 0.5
+    loss = up.loss(big, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is not None for p in up.parameters() if p.requires_grad)
+    up.eval()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
+    with torch.no_grad():  # the small picture is what conditions it
+        assert not torch.allclose(up(x, t, small), up(x, t, -small))
+    out = up.generate(small, steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 16, 16) and out.abs().max() <= 1
+    with pytest.raises(ValueError, match="reads 8x8 pictures"):
+        up.generate(torch.zeros(1, 3, 16, 16), steps=1)
+    with pytest.raises(ValueError, match="draws larger than it reads"):
+        UpsamplerConfig(low=32, resolution=32)
+
+
 def test_a_run_folder_of_another_parametrisation_is_refused_not_continued(tmp_path):
     """Same weight shapes, other prediction type: loading alone would not notice; resume must."""
     import dataclasses
@@ -179,7 +210,7 @@ def test_slerp_stays_on_the_sphere_and_hits_its_ends():
 def test_pipeline_file_variations_interpolations_and_a_foreign_clip(tiny_model_path, other_model_path, tmp_path):
     from pictext.api import load
     from pictext.checkpoint import CheckpointError
-    from pictext.unclip.io import load_unclip, save_unclip
+    from pictext.unclip.io import UnclipPipeline, load_unclip, save_unclip
     from pictext.unclip.train import text_condition
 
     clip = load(str(tiny_model_path), precision="fp32")
@@ -204,6 +235,14 @@ def test_pipeline_file_variations_interpolations_and_a_foreign_clip(tiny_model_p
         pipeline.generate(" ")
     with pytest.raises(CheckpointError, match="the CLIP given is another"):
         load_unclip(path, clip=load(str(other_model_path)))
+    up = save_unclip(prior, decoder, str(tiny_model_path), clip, tmp_path / "up.safetensors",
+                     upsampler=DiffusionUpsampler(UPSAMPLER).eval())  # fmt: skip
+    pipeline = load_unclip(up)
+    assert [im.size for im in pipeline.generate("a red circle", n=2, steps=2)] == [(16, 16), (16, 16)]
+    assert [im.size for im in pipeline.generate("a red circle", n=1, steps=2, upsample=False)] == [(8, 8)]
+    assert [im.size for im in pipeline.vary(source, n=1, steps=2)] == [(16, 16)]
+    with pytest.raises(ValueError, match="the upsampler reads 16 px pictures, the decoder draws 8 px"):
+        UnclipPipeline(clip, prior, decoder, DiffusionUpsampler(UpsamplerConfig(low=16, resolution=32)))
 
 
 def test_cli_trains_both_stages_then_generates_varies_and_interpolates(tiny_model_path, tmp_path, capsys):
@@ -259,3 +298,13 @@ def test_cli_trains_both_stages_then_generates_varies_and_interpolates(tiny_mode
     assert main(["vary", str(data / "0.png"), "--eta", "-0.1", "--unclip", str(out), "--out", str(tmp_path / "y")]) == 2
     assert "--eta must be between 0 (deterministic DDIM) and 1" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+    # the optional upsampler joins the same file: 32 px from the decoder, 64 px out
+    assert main(["train", "unclip-upsampler", *common]) == 0
+    assert main(["generate", "a red circle", "--method", "unclip", "--unclip", str(out), "--samples", "1", "--steps",
+                 "2", "--out", str(tmp_path / "up")]) == 0  # fmt: skip
+    assert Image.open(tmp_path / "up" / "a-red-circle-0.png").size == (64, 64)
+    assert main(["vary", str(data / "0.png"), "-n", "1", "--steps", "2", "--unclip", str(out), "--no-upsample",
+                 "--out", str(tmp_path / "small")]) == 0  # fmt: skip
+    assert Image.open(next((tmp_path / "small").glob("*-frames/*.png"))).size == (32, 32)
+    assert main(["train", "unclip-decoder", *common[:2], "--clip", "shapes", *common[4:]]) == 2
+    assert "holds parts trained in the space of" in capsys.readouterr().err

@@ -127,7 +127,7 @@ VQGAN_CLIP_DEFAULTS = dict(vqgan="vqgan", drawer="vqgan", steps=200, size="64", 
 DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
 
 
-UNCLIP_OPTIONS = ("unclip", "samples", "guidance", "prior_guidance", "steps", "eta")
+UNCLIP_OPTIONS = ("unclip", "samples", "guidance", "prior_guidance", "steps", "eta", "upsample")
 OPTIONS = {"vqgan-clip": tuple(VQGAN_CLIP_DEFAULTS), "dalle": DALLE_OPTIONS, "unclip": UNCLIP_OPTIONS}
 
 
@@ -195,7 +195,7 @@ def _generate_unclip(args: argparse.Namespace) -> int:
     if args.clip:
         raise GenerationError("--method unclip draws in the space of the CLIP its file names; it takes no --clip")
     given = {"samples": args.samples, "guidance_scale": args.guidance, "prior_guidance": args.prior_guidance,
-             "steps": args.steps, "eta": args.eta}  # fmt: skip
+             "steps": args.steps, "eta": args.eta, "upsample": args.upsample}  # fmt: skip
     settings = {k: v for k, v in given.items() if v is not None} | {"seed": args.seed}
     from pictext.generate.unclip import UnclipSettings
 
@@ -221,10 +221,10 @@ def cmd_vary(args: argparse.Namespace) -> int:
     _check_unclip_args(args)
     source = decode_image(args.image)
     pipeline = load_unclip_model(args.unclip)
-    images = pipeline.vary(source, args.n, args.guidance, args.steps, args.seed, args.eta)
+    images = pipeline.vary(source, args.n, args.guidance, args.steps, args.seed, args.eta, args.upsample)
     name = f"{slug(Path(args.image).stem)}-variations-{args.seed}"
     record = {"method": "unclip-variations", "image": str(args.image), "n": args.n, "guidance_scale": args.guidance,
-              "steps": args.steps, "seed": args.seed, "eta": args.eta}  # fmt: skip
+              "steps": args.steps, "seed": args.seed, "eta": args.eta, "upsample": args.upsample}  # fmt: skip
     embeddings = image_embeddings(pipeline.clip, [source, *images])
     scores = (embeddings[1:] @ embeddings[0]).tolist()  # each variation's CLIP similarity to the source
     written = write_outputs(args.out, name, contact_sheet(images, scores), record | {"similarity": scores},
@@ -244,10 +244,11 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise ValueError(f"-n must be at least 2 (the two ends), got {args.n}")
     a, b = decode_image(args.a), decode_image(args.b)
     pipeline = load_unclip_model(args.unclip)
-    images = pipeline.interpolate(a, b, args.n, args.guidance, args.steps, args.seed)
+    images = pipeline.interpolate(a, b, args.n, args.guidance, args.steps, args.seed, args.upsample)
     name = f"{slug(Path(args.a).stem)}-to-{slug(Path(args.b).stem)}-{args.seed}"
     record = {"method": "unclip-interpolation", "a": str(args.a), "b": str(args.b), "n": args.n,
-              "guidance_scale": args.guidance, "steps": args.steps, "seed": args.seed}  # fmt: skip
+              "guidance_scale": args.guidance, "steps": args.steps, "seed": args.seed,
+              "upsample": args.upsample}  # fmt: skip
     weights = [i / (args.n - 1) for i in range(args.n)]
     written = write_outputs(args.out, name, contact_sheet(images, weights), record, frames=images)
     print(f"{written['png']}  (slerp weights 0..1; frames in {written['frames']}, GIF {written['gif']})")
@@ -266,29 +267,41 @@ def _check_unclip_args(args: argparse.Namespace) -> None:
 
 
 def _train_unclip(args: argparse.Namespace) -> int:
+    from pictext import hub
     from pictext.api import load
     from pictext.data.pairs import load_pairs
     from pictext.unclip.io import read_parts, save_unclip
-    from pictext.unclip.train import UnclipRecipe, recipe_data, train_unclip
+    from pictext.unclip.train import UnclipRecipe, recipe_data, train_recipe_upsampler, train_unclip
 
     stage = args.family.removeprefix("unclip-")
-    recipe = UnclipRecipe(clip=args.clip or UnclipRecipe.clip)
+    out, run_dir = _train_paths(args, "unclip")
+    # the parts this stage does not train come from --out; an upsampler alone joins the default unCLIP
+    source = out if out.is_file() else hub.resolve("unclip") if stage == "upsampler" else None
+    kept, meta = read_parts(source) if source is not None else ({"prior": None, "decoder": None, "upsampler": None}, {})
+    clip_name = meta.get("clip", {}).get("name")
+    if args.clip and clip_name and args.clip != clip_name:
+        raise ValueError(f"--clip {args.clip}: {source} holds parts trained in the space of {clip_name!r}; "
+                         "give another --out for another CLIP")  # fmt: skip
+    if source is not None and source != out:
+        print(f"the prior and the decoder come from {source}")
+    recipe = UnclipRecipe(clip=args.clip or clip_name or UnclipRecipe.clip)
     field = f"{stage}_train"
     train = _train_overrides(args, getattr(recipe, field), {"--image-tokenizer": args.image_tokenizer})
     recipe = dataclasses.replace(recipe, **{field: train})
+    size = recipe.upsampler_resolution if stage == "upsampler" else None
     if args.data is None or args.data == "shapes":
-        data = recipe_data(recipe)
+        data = recipe_data(recipe, size)
     else:
         data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
-    out, run_dir = _train_paths(args, "unclip")
     clip = load(recipe.clip, precision="fp32")
-    prior, decoder = train_unclip(recipe, data, clip, run_dir, stages=(stage,))
-    kept_prior, kept_decoder = read_parts(out)[:2] if out.is_file() else (None, None)
-    prior = prior if stage == "prior" else kept_prior
-    decoder = decoder if stage == "decoder" else kept_decoder
+    if stage == "upsampler":
+        low = kept["decoder"].config.resolution if kept["decoder"] is not None else None
+        kept["upsampler"] = train_recipe_upsampler(recipe, data, run_dir, low)
+    else:
+        kept[stage] = train_unclip(recipe, data, clip, run_dir, stages=(stage,))[0 if stage == "prior" else 1]
     if int(os.environ.get("RANK", 0)) == 0:
-        save_unclip(prior, decoder, recipe.clip, clip, out)
-        missing = "decoder" if decoder is None else "prior" if prior is None else None
+        save_unclip(kept["prior"], kept["decoder"], recipe.clip, clip, out, upsampler=kept["upsampler"])
+        missing = next((name for name in ("prior", "decoder") if kept[name] is None), None)
         hint = f"; train the {missing} too: pictext train unclip-{missing} --out {out}" if missing else ""
         print(f"saved {out}{hint}")
     return 0
@@ -398,6 +411,8 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     g.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
     g.add_argument("--prior-guidance", type=float, help="the prior's classifier-free guidance (default: 1)")
     g.add_argument("--eta", type=float, help="DDIM's fresh noise per step, 0 (deterministic; default) to 1")
+    g.add_argument("--no-upsample", dest="upsample", action="store_const", const=False,
+                   help="keep the decoder's size even when the file has an upsampler")  # fmt: skip
     p.set_defaults(run=cmd_generate)
 
     for name, help in (
@@ -419,6 +434,8 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
         p.add_argument("--guidance", type=float, default=1.0, help="the decoder's guidance scale (default: 1, none)")
         p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--no-upsample", dest="upsample", action="store_false",
+                       help="keep the decoder's size even when the file has an upsampler")  # fmt: skip
         p.add_argument("--out", default="generated", help="output folder")
 
     p = sub.add_parser("reconstruct", help="encode and decode images with a VQGAN: what its codes keep")

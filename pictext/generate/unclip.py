@@ -23,6 +23,7 @@ class UnclipSettings:
     steps: int = 50  # the decoder's DDIM steps (the prior takes 64)
     eta: float = 0.0  # DDIM's fresh noise per step: 0 deterministic, 1 DDPM-like (see UnclipPipeline.generate)
     seed: int = 0
+    upsample: bool = True  # through the file's upsampler, when it has one
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -49,7 +50,8 @@ def generate_unclip(
     s = UnclipSettings(**settings)  # type: ignore[arg-type]
     if not prompt.strip():
         raise GenerationError("the prompt is empty; unCLIP draws a caption, e.g. 'a red circle'")
-    images = pipeline.generate(prompt, s.samples, s.prior_guidance, s.guidance_scale, s.steps, s.seed, s.eta)
+    images = pipeline.generate(prompt, s.samples, s.prior_guidance, s.guidance_scale, s.steps, s.seed, s.eta,
+                               upsample=s.upsample)  # fmt: skip
     scores = [float(x) for x in clip_scores(images, prompt, pipeline.clip)]
     if callback is not None:
         for i, (image, score) in enumerate(zip(images, scores)):

@@ -5,7 +5,7 @@ timestep embedding, and projected into a few extra context tokens the UNet atten
 `UNet2DConditionModel` (the embedding enters through its `class_embed_type="projection"` path, the tokens as
 `encoder_hidden_states`); this module adds only the token projection, the guidance dropout and the sampling
 call. `export_diffusers` writes the UNet as a diffusers model folder (`UNet2DConditionModel.from_pretrained`
-loads it) with the token projection beside it. No upsampler stage: the decoder draws at its own resolution.
+loads it) with the token projection beside it. The optional upsampler that may follow it is `upsampler.py`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""unCLIP as one file and one object: the prior and the decoder, and the CLIP whose space they live in.
+"""unCLIP as one file and one object: the prior, the decoder, an optional upsampler, and the CLIP whose space
+they live in.
 
-The file holds the prior's and the decoder's weights and configs, and the name and fingerprint of the CLIP
-they were trained with; loading finds that CLIP by name and refuses one whose weights differ (its embedding
-space would not be theirs).
+The file holds each part's weights and config, and the name and fingerprint of the CLIP they were trained
+with; loading finds that CLIP by name and refuses one whose weights differ (its embedding space would not be
+theirs).
 """
 
 from __future__ import annotations
@@ -21,20 +22,31 @@ from pictext.clip.model import CLIP
 from pictext.config import from_dict, to_dict
 from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder
 from pictext.unclip.prior import DiffusionPrior, PriorConfig
+from pictext.unclip.upsampler import DiffusionUpsampler, UpsamplerConfig
 
 KIND = "unclip"
+PARTS = {"prior": (DiffusionPrior, PriorConfig), "decoder": (DiffusionDecoder, DecoderConfig),
+         "upsampler": (DiffusionUpsampler, UpsamplerConfig)}  # fmt: skip
 
 
 @dataclass
 class UnclipPipeline:
+    """Pictures from captions and CLIP image embeddings. With an upsampler, the pictures the decoder draws are
+    enlarged by it (`upsample_steps` DDIM steps) unless a call passes upsample=False."""
+
     clip: CLIP
     prior: DiffusionPrior
     decoder: DiffusionDecoder
+    upsampler: DiffusionUpsampler | None = None
+    upsample_steps: int = 25
 
     def __post_init__(self) -> None:
         if self.clip.config.embed_dim != self.prior.config.embed_dim:
             raise ValueError(f"the CLIP embeds in {self.clip.config.embed_dim} dimensions, the prior in "
                              f"{self.prior.config.embed_dim}; use the CLIP they were trained with")  # fmt: skip
+        if self.upsampler is not None and self.upsampler.config.low != self.decoder.config.resolution:
+            raise ValueError(f"the upsampler reads {self.upsampler.config.low} px pictures, the decoder draws "
+                             f"{self.decoder.config.resolution} px ones; train one for this decoder")  # fmt: skip
 
     def image_embeddings_for(self, prompts: list[str], guidance_scale: float = 1.0, steps: int = 64,
                              generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
@@ -52,32 +64,37 @@ class UnclipPipeline:
         generator: torch.Generator | None = None,
         x_T: torch.Tensor | None = None,
         eta: float = 0.0,
+        upsample: bool = True,
     ) -> list[Image.Image]:
         """Pictures for (B, E) unit-norm image embeddings; x_T fixes the starting noise; `eta` is DDIM's share of
-        fresh noise at each step (0: deterministic from x_T, 1: as much as DDPM)."""
+        fresh noise at each step (0: deterministic from x_T, 1: as much as DDPM); `upsample`: through the
+        upsampler, if there is one."""
         from pictext.unclip.diffusion import make_scheduler, sample
 
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta}")
         if x_T is None:
-            return to_images(self.decoder.generate(embeddings, guidance_scale, steps, generator, eta))
-        c = self.decoder.config
-        scheduler = make_scheduler(c.diffusion, "ddim")
-        null = torch.zeros_like(embeddings)
-        pixels = sample(self.decoder, scheduler, tuple(x_T.shape), embeddings, null, guidance_scale, steps,
-                        generator, eta, x_T=x_T)  # fmt: skip
-        return to_images(pixels.clamp(-1, 1))
+            pixels = self.decoder.generate(embeddings, guidance_scale, steps, generator, eta)
+        else:
+            scheduler = make_scheduler(self.decoder.config.diffusion, "ddim")
+            null = torch.zeros_like(embeddings)
+            pixels = sample(self.decoder, scheduler, tuple(x_T.shape), embeddings, null, guidance_scale, steps,
+                            generator, eta, x_T=x_T).clamp(-1, 1)  # fmt: skip
+        if self.upsampler is not None and upsample:
+            pixels = self.upsampler.generate(pixels, self.upsample_steps, generator, eta)
+        return to_images(pixels)
 
     def generate(self, prompt: str, n: int = 1, prior_guidance: float = 1.0, guidance_scale: float = 1.0,
-                 steps: int = 50, seed: int = 0, eta: float = 0.0) -> list[Image.Image]:  # fmt: skip
+                 steps: int = 50, seed: int = 0, eta: float = 0.0,
+                 upsample: bool = True) -> list[Image.Image]:  # fmt: skip
         """`n` pictures of `prompt`. eta 0 by default (deterministic DDIM): with eta 1, 18.9% of held-out captions'
         pictures were right against 23.3%, and 67.2% of seen ones against 61.1% (bench/unclip.py): no clear gain."""
         g = torch.Generator().manual_seed(seed)
         embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g)
-        return self.draw(embeddings, guidance_scale, steps, g, eta=eta)
+        return self.draw(embeddings, guidance_scale, steps, g, eta=eta, upsample=upsample)
 
     def vary(self, image: Image.Image, n: int = 4, guidance_scale: float = 1.0, steps: int = 50,
-             seed: int = 0, eta: float = 1.0) -> list[Image.Image]:  # fmt: skip
+             seed: int = 0, eta: float = 1.0, upsample: bool = True) -> list[Image.Image]:  # fmt: skip
         """Variations: the image's own CLIP embedding decoded from `n` different noises.
 
         eta 1 by default: the default decoder's variations kept their source's colour and shape 75.7% of the time
@@ -85,10 +102,11 @@ class UnclipPipeline:
         from pictext.unclip.train import image_embeddings
 
         embedding = image_embeddings(self.clip, [image]).expand(n, -1)
-        return self.draw(embedding, guidance_scale, steps, torch.Generator().manual_seed(seed), eta=eta)
+        g = torch.Generator().manual_seed(seed)
+        return self.draw(embedding, guidance_scale, steps, g, eta=eta, upsample=upsample)
 
     def interpolate(self, a: Image.Image, b: Image.Image, n: int = 8, guidance_scale: float = 1.0,
-                    steps: int = 50, seed: int = 0) -> list[Image.Image]:  # fmt: skip
+                    steps: int = 50, seed: int = 0, upsample: bool = True) -> list[Image.Image]:  # fmt: skip
         """`n` pictures along the great circle between the two images' CLIP embeddings, from one noise (and
         deterministic DDIM, eta 0, so that only the embedding changes along the way)."""
         from pictext.unclip.train import image_embeddings
@@ -98,7 +116,7 @@ class UnclipPipeline:
         g = torch.Generator().manual_seed(seed)
         c = self.decoder.config
         x_T = torch.randn((1, 3, c.resolution, c.resolution), generator=g).expand(n, -1, -1, -1)
-        return self.draw(embeddings, guidance_scale, steps, g, x_T=x_T)
+        return self.draw(embeddings, guidance_scale, steps, g, x_T=x_T, upsample=upsample)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -116,13 +134,14 @@ def to_images(pixels: torch.Tensor) -> list[Image.Image]:
 
 
 def save_unclip(prior: DiffusionPrior | None, decoder: DiffusionDecoder | None, clip_name: str, clip: CLIP,
-                path: str | os.PathLike, half: bool = False) -> Path:  # fmt: skip
-    """The prior and the decoder in one file; either may be None while it is not trained yet (the two stages
-    train separately), and loading says which one is missing."""
+                path: str | os.PathLike, half: bool = False,
+                upsampler: DiffusionUpsampler | None = None) -> Path:  # fmt: skip
+    """The prior, the decoder and the upsampler (optional) in one file; the prior or the decoder may be None while
+    it is not trained yet (the stages train separately), and loading says which one is missing."""
     from pictext.search.index import model_fingerprint
 
     tensors, meta = {}, {"clip": {"name": clip_name, "fingerprint": model_fingerprint(clip)}}
-    for name, part in (("prior", prior), ("decoder", decoder)):
+    for name, part in (("prior", prior), ("decoder", decoder), ("upsampler", upsampler)):
         if part is not None:
             tensors |= {f"{name}.{k}": v for k, v in part.state_dict().items()}
             meta[name] = to_dict(part.config)
@@ -131,11 +150,11 @@ def save_unclip(prior: DiffusionPrior | None, decoder: DiffusionDecoder | None, 
     return checkpoint.save(path, tensors, KIND, meta)
 
 
-def read_parts(path: str | os.PathLike) -> tuple[DiffusionPrior | None, DiffusionDecoder | None, dict]:
-    """(prior, decoder, metadata) of an unCLIP file; a stage not trained yet is None."""
+def read_parts(path: str | os.PathLike) -> tuple[dict[str, torch.nn.Module | None], dict]:
+    """({"prior": ..., "decoder": ..., "upsampler": ...}, metadata) of an unCLIP file; a part it lacks is None."""
     tensors, meta = checkpoint.load(path, KIND)
     parts: dict[str, torch.nn.Module | None] = {}
-    for name, cls, config_cls in (("prior", DiffusionPrior, PriorConfig), ("decoder", DiffusionDecoder, DecoderConfig)):
+    for name, (cls, config_cls) in PARTS.items():
         if name not in meta:
             parts[name] = None
             continue
@@ -147,7 +166,7 @@ def read_parts(path: str | os.PathLike) -> tuple[DiffusionPrior | None, Diffusio
         module = checkpoint.build_checked(lambda cls=cls, config=config: cls(config), own, path)
         module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
         parts[name] = module.eval()
-    return parts["prior"], parts["decoder"], meta  # type: ignore[return-value]
+    return parts, meta
 
 
 def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> UnclipPipeline:
@@ -155,9 +174,9 @@ def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> Uncl
     from pictext.api import load
     from pictext.search.index import model_fingerprint
 
-    prior, decoder, meta = read_parts(path)
-    for name, part in (("prior", prior), ("decoder", decoder)):
-        if part is None:
+    parts, meta = read_parts(path)
+    for name in ("prior", "decoder"):
+        if parts[name] is None:
             raise checkpoint.CheckpointError(
                 f"{path} has no {name} yet; train it with `pictext train unclip-{name} --out {path}`"
             )
@@ -167,4 +186,4 @@ def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> Uncl
             f"{path} was trained in the space of the CLIP {meta['clip']['name']!r} (fingerprint "
             f"{meta['clip']['fingerprint']}), and the CLIP given is another; pass that one"
         )
-    return UnclipPipeline(model, prior, decoder)  # type: ignore[arg-type]
+    return UnclipPipeline(model, parts["prior"], parts["decoder"], parts["upsampler"])  # type: ignore[arg-type]

@@ -45,6 +45,9 @@ class TextCondition:
     def index(self, rows: torch.Tensor) -> TextCondition:
         return TextCondition(self.embedding[rows], self.tokens[rows], self.mask[rows])
 
+    def to(self, device: torch.device | str) -> TextCondition:
+        return TextCondition(self.embedding.to(device), self.tokens.to(device), self.mask.to(device))
+
     def dropped(self) -> TextCondition:
         """The empty condition classifier-free guidance compares with: zeros, and every token masked but one."""
         mask = torch.zeros_like(self.mask)
