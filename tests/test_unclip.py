@@ -241,6 +241,9 @@ def test_pipeline_file_variations_interpolations_and_a_foreign_clip(tiny_model_p
     assert [im.size for im in pipeline.generate("a red circle", n=2, steps=2)] == [(16, 16), (16, 16)]
     assert [im.size for im in pipeline.generate("a red circle", n=1, steps=2, upsample=False)] == [(8, 8)]
     assert [im.size for im in pipeline.vary(source, n=1, steps=2)] == [(16, 16)]
+    assert [im.size for im in pipeline.interpolate(source, source, n=2, steps=2)] == [(16, 16), (16, 16)]
+    ends = pipeline.interpolate(source, source, n=2, steps=2)  # one embedding, one noise: the same picture twice
+    assert ends[0].tobytes() == ends[1].tobytes()
     with pytest.raises(ValueError, match="the upsampler reads 16 px pictures, the decoder draws 8 px"):
         UnclipPipeline(clip, prior, decoder, DiffusionUpsampler(UpsamplerConfig(low=16, resolution=32)))
 

@@ -81,7 +81,7 @@ class UnclipPipeline:
             pixels = sample(self.decoder, scheduler, tuple(x_T.shape), embeddings, null, guidance_scale, steps,
                             generator, eta, x_T=x_T).clamp(-1, 1)  # fmt: skip
         if self.upsampler is not None and upsample:
-            pixels = self.upsampler.generate(pixels, self.upsample_steps, generator, eta)
+            pixels = self.upsampler.generate(pixels, self.upsample_steps, generator, eta, same_noise=x_T is not None)
         return to_images(pixels)
 
     def generate(self, prompt: str, n: int = 1, prior_guidance: float = 1.0, guidance_scale: float = 1.0,

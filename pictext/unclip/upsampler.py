@@ -72,11 +72,13 @@ class DiffusionUpsampler(nn.Module):
 
     @torch.no_grad()
     def generate(self, low: torch.Tensor, steps: int = 25, generator: torch.Generator | None = None,
-                 eta: float = 0.0) -> torch.Tensor:  # fmt: skip
-        """(B, 3, R, R) pixels in [-1, 1] for (B, 3, r, r) small pictures in [-1, 1], by DDIM."""
+                 eta: float = 0.0, same_noise: bool = False) -> torch.Tensor:  # fmt: skip
+        """(B, 3, R, R) pixels in [-1, 1] for (B, 3, r, r) small pictures in [-1, 1], by DDIM; `same_noise`
+        starts every picture from one noise (an interpolation's frames then differ only where their inputs do)."""
         c = self.config
         if tuple(low.shape[-2:]) != (c.low, c.low):
             raise ValueError(f"this upsampler reads {c.low}x{c.low} pictures, got {tuple(low.shape[-2:])}")
         shape = (low.shape[0], 3, c.resolution, c.resolution)
-        x = sample(self, make_scheduler(c.diffusion, "ddim"), shape, low, None, 1.0, steps, generator, eta)
+        x_T = torch.randn((1, *shape[1:]), generator=generator).expand(shape) if same_noise else None
+        x = sample(self, make_scheduler(c.diffusion, "ddim"), shape, low, None, 1.0, steps, generator, eta, x_T)
         return x.clamp(-1, 1)
