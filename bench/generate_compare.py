@@ -3,9 +3,10 @@
 Prompts: "a {colour} {shape}" for the five colour-shape combinations every model here was trained without.
 For each generator and sampling seed (3), one picture per prompt, with each generator's defaults:
 
-- VQGAN+CLIP: the default VQGAN guided by the `shapes` CLIP, 100 steps at 64 px;
+- VQGAN+CLIP: the VQGAN shapes prompts get by default (the default DALL-E's, 32 px) guided by the `shapes` CLIP,
+  100 steps from random codes;
 - DALL-E: the default DALL-E, 16 samples at guidance 3, the best by the `shapes` CLIP kept;
-- unCLIP: the default prior (best of 2) and decoder (no guidance, 50 DDIM steps), in the `shapes` CLIP's space.
+- unCLIP: the default prior (best of 2) and decoder (no guidance, 50 DDIM steps, eta 1), in the `shapes` CLIP's space.
 
 Reported: the oracle's accuracy (`judge(...).dominant`), the CLIP score of the picture with its prompt judged by
 a CLIP that neither guided nor reranked (`JUDGE_CLIP`, default `shapes-seed1`: the shapes recipe trained with
@@ -28,7 +29,7 @@ import torch
 from pictext import hub
 from pictext.api import load
 from pictext.data.shapes import DEFAULT_HELD_OUT, judge
-from pictext.generate import generate, load_dalle_model, load_unclip_model
+from pictext.generate import default_vqgan_for, generate, load_dalle_model, load_unclip_model
 from pictext.generate.rerank import clip_scores
 from pictext.vqgan.io import load_vqgan
 
@@ -39,9 +40,10 @@ PROMPTS = [(f"a {c} {s}", c, s) for c, s in DEFAULT_HELD_OUT]
 def main() -> None:
     shapes = load("shapes", precision="fp32")
     judge_clip = load(os.environ.get("JUDGE_CLIP", "shapes-seed1"), precision="fp32")
-    vqgan, dalle, unclip = load_vqgan(hub.resolve("vqgan")), load_dalle_model("dalle"), load_unclip_model("unclip")
+    vqgan = load_vqgan(hub.resolve(default_vqgan_for(PROMPTS[0][0])))
+    dalle, unclip = load_dalle_model("dalle"), load_unclip_model("unclip")
     draw = {
-        "VQGAN+CLIP": lambda p, s: generate(p, clip=shapes, vqgan=vqgan, steps=100, size=64, seed=s).image,
+        "VQGAN+CLIP": lambda p, s: generate(p, clip=shapes, vqgan=vqgan, steps=100, seed=s).image,
         "DALL-E": lambda p, s: generate(p, method="dalle", dalle=dalle, clip=shapes, seed=s).image,
         "unCLIP": lambda p, s: generate(p, method="unclip", unclip=unclip, samples=1, seed=s).image,
     }

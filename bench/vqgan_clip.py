@@ -1,12 +1,14 @@
 """VQGAN+CLIP on the shapes world, judged by the oracle: does the picture show the prompt?
 
-All 20 colour-shape prompts ("a red circle", ...), 3 seeds each, drawn with the default VQGAN and guided by the
-`shapes` CLIP (five of the 20 combinations were held out of that CLIP's training). Each output is judged by
+All 20 colour-shape prompts ("a red circle", ...), 3 seeds each, drawn with the VQGAN that shapes prompts get by
+default (the default DALL-E's 32 px tokenizer, `--vqgan dalle`) at its own size and guided by the `shapes` CLIP
+(five of the 20 combinations were held out of that CLIP's and that VQGAN's training). Each output is judged by
 `judge` (pictext.data.shapes): `dominant` (the largest named-colour region is the requested colour and shape;
 the headline) and `contains` (some region of that colour has that shape). Also: whether the CLIP score rose
 from the first to the last step in every run, and seconds per image.
 
-    python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan vqgan] [--clip shapes]
+    python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan dalle] [--clip shapes]
+                               [--size N] [--seeds 0,1,2] [--json bench/results/vqgan_clip.json]
 
 Writes bench/results/vqgan_clip.json (summary keys `oracle_accuracy` and `oracle_accuracy_heldout`, the
 dominant verdict; target >= 0.70).
@@ -40,21 +42,26 @@ def main() -> None:
     parser.add_argument("--init", choices=["random", "background"], default="background",
                         help="random codes (pictext generate's default), or a plain image in a shapes-world "
                         "background grey (the pictures then start as the world's scenes do)")  # fmt: skip
-    parser.add_argument("--vqgan", default="vqgan")
+    parser.add_argument("--vqgan", default="dalle", help="default: the one shapes prompts get (default_vqgan_for)")
     parser.add_argument("--clip", default="shapes")
     parser.add_argument("--cutouts", type=int, default=16)
+    parser.add_argument("--size", type=int, help="side of the pictures drawn (default: the VQGAN's training side)")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--out", default=None, help="also save every picture here")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "vqgan_clip.json")
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     clip, vqgan = load(args.clip), load_vqgan(hub.resolve(args.vqgan))
-    background = Image.new("RGB", (64, 64), (40, 40, 40))
+    args.size = args.size or vqgan.config.resolution
+    background = Image.new("RGB", (args.size, args.size), (40, 40, 40))
     rows = []
     for color in COLORS:
         for shape in SHAPES:
-            for seed in SEEDS:
+            for seed in seeds:
                 prompt = f"a {color} {shape}"
                 began = time.perf_counter()
                 init = {"init": "image", "init_image": background} if args.init == "background" else {}
-                result = generate(prompt, clip=clip, vqgan=vqgan, seed=seed, steps=args.steps, size=64,
+                result = generate(prompt, clip=clip, vqgan=vqgan, seed=seed, steps=args.steps, size=args.size,
                                   cutouts=args.cutouts, frame_every=0, **init)  # fmt: skip
                 seconds = time.perf_counter() - began
                 verdict = judge(result.image, color, shape)
@@ -77,7 +84,7 @@ def main() -> None:
         return round(float(np.mean([r[key] for r in rs])), 3)
 
     def per_seed(rs: list[dict], key: str) -> list[float]:
-        return [share([r for r in rs if r["seed"] == s], key) for s in SEEDS]
+        return [share([r for r in rs if r["seed"] == s], key) for s in seeds]
 
     summary = {
         "oracle_accuracy": share(seen, "dominant"),
@@ -94,10 +101,11 @@ def main() -> None:
         "steps": args.steps,
         "cutouts": args.cutouts,
         "init": args.init,
+        "size": args.size,
     }
     machine = {"cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(), "torch": torch.__version__}
     out = {"summary": summary, "rows": rows, "machine": machine, "models": {"clip": args.clip, "vqgan": args.vqgan}}
-    (Path(__file__).parent / "results" / "vqgan_clip.json").write_text(json.dumps(out, indent=2) + "\n")
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

@@ -98,7 +98,8 @@ def unclip_demo(out: Path) -> dict[str, float]:
 
 
 def generation_demo(out: Path, steps: int = 100) -> dict[str, float]:
-    """VQGAN+CLIP with the default VQGAN, guided by the `shapes` CLIP; the oracle judges every picture."""
+    """VQGAN+CLIP with the shapes-world VQGAN (the default DALL-E's tokenizer), guided by the `shapes` CLIP; the
+    oracle judges every picture."""
     import time
 
     from pictext.data.shapes import judge, prompt_target
@@ -106,15 +107,18 @@ def generation_demo(out: Path, steps: int = 100) -> dict[str, float]:
     from pictext.generate.outputs import slug, write_outputs
     from pictext.vqgan.io import load_vqgan
 
-    clip, vqgan = load("shapes"), load_vqgan(hub.resolve("vqgan"))
-    print(f"\nVQGAN+CLIP: the default VQGAN guided by the shapes CLIP, {steps} steps at 64 px, seed 0")
+    clip, vqgan = load("shapes"), load_vqgan(hub.resolve("dalle"))
+    side = vqgan.config.resolution
+    print(f"\nVQGAN+CLIP: the shapes-world VQGAN (the default DALL-E's) guided by the shapes CLIP, {steps} steps at "
+          f"{side} px, seed 0")  # fmt: skip
     passed = []
     for prompt in GENERATE_PROMPTS:
         began = time.perf_counter()
-        result = generate(prompt, clip=clip, vqgan=vqgan, steps=steps, size=64, seed=0)
+        result = generate(prompt, clip=clip, vqgan=vqgan, steps=steps, seed=0)
         color, shape = prompt_target(prompt)  # type: ignore[misc]
         verdict = judge(result.image, color, shape)
-        settings = {"prompt": prompt, "method": "vqgan-clip", "seed": 0, "steps": steps, "clip": "shapes"}
+        settings = {"prompt": prompt, "method": "vqgan-clip", "seed": 0, "steps": steps, "clip": "shapes",
+                    "vqgan": "dalle", "size": side}  # fmt: skip
         written = write_outputs(out, f"{slug(prompt)}-0", result.image, settings, result.frames)
         print(f"{prompt:18s} {written['png']}  CLIP score {result.steps[0].clip_score:.3f} -> "
               f"{result.clip_score:.3f}  oracle: {'shows it' if verdict.dominant else 'does not show it'}"

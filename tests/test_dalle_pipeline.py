@@ -185,6 +185,12 @@ def test_save_load_roundtrip_is_exact_in_float32(tiny_dalle, tmp_path):
     for (name, a), b in zip(pipeline.model.state_dict().items(), loaded.model.state_dict().values()):
         assert torch.equal(a, b), name
     save_vqgan(pipeline.image_tokenizer, tmp_path / "v.safetensors")  # the embedded tokenizer is a plain VQGAN
+    from pictext.vqgan.io import load_vqgan
+
+    inside = load_vqgan(path)  # a DALL-E file serves as a VQGAN (for VQGAN+CLIP): its tokenizer, nothing else
+    assert isinstance(inside, VQGAN) and not inside.training
+    for (name, a), b in zip(pipeline.image_tokenizer.state_dict().items(), inside.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_a_dvae_is_an_image_tokenizer_too(tmp_path):
@@ -213,6 +219,11 @@ def test_a_dvae_is_an_image_tokenizer_too(tmp_path):
     assert isinstance(pipeline.image_tokenizer, DVAE) and pipeline.model.config.image_vocab == 64
     assert pipeline.model.config.image_grid == 4 and pipeline.draw("a red circle", 1)[0].size == (32, 32)
     assert main([*argv[:4], "--image-tokenizer", "dvae", *argv[6:]]) == 2
+    from pictext.checkpoint import CheckpointError
+    from pictext.vqgan.io import load_vqgan
+
+    with pytest.raises(CheckpointError, match="image tokenizer is a dVAE, not a VQGAN"):
+        load_vqgan(out)
 
     folder = tmp_path / "openai-dvae"
     folder.mkdir()

@@ -75,6 +75,17 @@ def test_the_optimization_moves_the_picture_towards_the_prompt(tiny_model_path):
     assert result.image.size == (32, 32) and len(result.frames) == 4  # frames at 0, 10, 20 and the last step
 
 
+def test_shapes_prompts_default_to_the_shapes_vqgan_and_the_size_to_the_vqgans_own(tiny_model_path, tiny_vqgan_path):
+    from pictext.generate import default_vqgan_for
+
+    assert default_vqgan_for("a small red circle") == "dalle" and default_vqgan_for("a photo of a cat") == "vqgan"
+    side = TINY_VQGAN.resolution  # 32; the pixel drawer draws 64
+    result = generate("a blue square", clip=load_clip(tiny_model_path), vqgan=tiny_vqgan_path, steps=1, cutouts=2)
+    assert result.image.size == (side, side)
+    pixel = generate("a blue square", clip=load_clip(tiny_model_path), drawer="pixel", steps=1, cutouts=2)
+    assert pixel.image.size == (64, 64)
+
+
 def test_vqgan_drawer_inits_and_callback_can_stop(tiny_model_path, tiny_vqgan_path):
     clip = load_clip(tiny_model_path)
     seen = []

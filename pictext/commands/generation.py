@@ -122,7 +122,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-VQGAN_CLIP_DEFAULTS = dict(vqgan="vqgan", drawer="vqgan", steps=200, size="64", cutouts=16, lr=0.2, init="random",
+# vqgan and size: chosen per prompt and VQGAN (default_vqgan_for, the VQGAN's training side)
+VQGAN_CLIP_DEFAULTS = dict(vqgan=None, drawer="vqgan", steps=200, size=None, cutouts=16, lr=0.2, init="random",
                            image_prompt=[], smoothness=0.0, saturation=0.0, symmetry=0.0, frame_every=10)  # fmt: skip
 DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
 
@@ -310,7 +311,7 @@ def _train_unclip(args: argparse.Namespace) -> int:
 def _generate_vqgan_clip(args: argparse.Namespace) -> int:
     from pictext import hub
     from pictext.checkpoint import is_native, read_metadata
-    from pictext.generate import default_clip_for, generate
+    from pictext.generate import default_clip_for, default_vqgan_for, generate
     from pictext.generate.outputs import slug, write_outputs
     from pictext.generate.vqgan_clip import GenerationError, parse_prompts, round_size
     from pictext.images.decode import decode_image
@@ -328,11 +329,12 @@ def _generate_vqgan_clip(args: argparse.Namespace) -> int:
     if args.drawer == "vqgan":
         from pictext.vqgan.io import load_vqgan
 
+        args.vqgan = args.vqgan or default_vqgan_for(args.prompt)
         try:
             vqgan = load_vqgan(hub.resolve(args.vqgan))
         except CheckpointError as e:
             raise GenerationError(f"--vqgan {args.vqgan}: {e}") from e
-    width, height = _size(args.size)
+    width, height = _size(args.size or str(vqgan.config.resolution if vqgan is not None else 64))
     if vqgan is not None:
         f = vqgan.config.factor
         rounded = (round_size(width, f), round_size(height, f))
@@ -386,10 +388,17 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="generated", help="output folder")
     g = p.add_argument_group("vqgan-clip")
-    g.add_argument("--vqgan", help="native VQGAN file, taming .ckpt, or local model name (default: vqgan)")
+    g.add_argument(
+        "--vqgan",
+        help="native VQGAN file, taming .ckpt, DALL-E file (its VQGAN), or local model name "
+        "(default: dalle's 32 px VQGAN for a shapes-world prompt such as 'a red circle', else vqgan)",
+    )
     g.add_argument("--drawer", choices=["vqgan", "pixel"], help="default: vqgan")
     g.add_argument("--steps", type=int, help="default: 200 (unclip: the decoder's DDIM steps, default 50)")
-    g.add_argument("--size", help="N or WxH pixels, rounded to the VQGAN's factor (default: 64)")
+    g.add_argument(
+        "--size",
+        help="N or WxH pixels, rounded to the VQGAN's factor (default: the VQGAN's training side; pixel drawer: 64)",
+    )
     g.add_argument("--cutouts", type=int, help="default: 16")
     g.add_argument("--lr", type=float, help="default: 0.2")
     g.add_argument("--init", help="random (codes), noise (pixels), or an image file (default: random)")
@@ -410,7 +419,7 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     g = p.add_argument_group("unclip (also --samples, default 4; --guidance, default 1; --steps, default 50)")
     g.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
     g.add_argument("--prior-guidance", type=float, help="the prior's classifier-free guidance (default: 1)")
-    g.add_argument("--eta", type=float, help="DDIM's fresh noise per step, 0 (deterministic; default) to 1")
+    g.add_argument("--eta", type=float, help="DDIM's fresh noise per step, 0 (deterministic) to 1 (default)")
     g.add_argument("--no-upsample", dest="upsample", action="store_const", const=False,
                    help="keep the decoder's size even when the file has an upsampler")  # fmt: skip
     p.set_defaults(run=cmd_generate)

@@ -131,20 +131,33 @@ def save_dalle(pipeline: DALLEPipeline, path: str | os.PathLike, half: bool = Fa
 def load_dalle(path: str | os.PathLike) -> DALLEPipeline:
     """A DALL-E pipeline in eval mode, float32."""
     tensors, meta = checkpoint.load(path, KIND)
+    image_tokenizer = _image_tokenizer(tensors, meta, path)
     try:
-        tokenizer_cls, tokenizer_config_cls = _TOKENIZERS[meta["image_tokenizer"]["kind"]]
-        tokenizer_config = from_dict(tokenizer_config_cls, meta["image_tokenizer"]["config"])
         config = from_dict(DALLEConfig, meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: its recorded configs are not a DALL-E's ({e})") from e
-    own = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
     rest = {k: v for k, v in tensors.items() if not k.startswith(PREFIX)}
-    image_tokenizer = checkpoint.build_checked(lambda: tokenizer_cls(tokenizer_config), own, path)
-    image_tokenizer.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
     model = checkpoint.build_checked(lambda: DALLE(config), rest, path)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in rest.items()})
     text = tokenizer_from_metadata(meta["tokenizer"], path)
     return DALLEPipeline(model.eval(), text, image_tokenizer.eval())
+
+
+def load_dalle_tokenizer(path: str | os.PathLike) -> ImageTokenizer:
+    """The image tokenizer inside a DALL-E file alone (a VQGAN or a dVAE), eval mode, float32."""
+    return _image_tokenizer(*checkpoint.load(path, KIND), path)
+
+
+def _image_tokenizer(tensors: dict, meta: dict, path: str | os.PathLike) -> ImageTokenizer:
+    try:
+        tokenizer_cls, tokenizer_config_cls = _TOKENIZERS[meta["image_tokenizer"]["kind"]]
+        tokenizer_config = from_dict(tokenizer_config_cls, meta["image_tokenizer"]["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: its recorded configs are not a DALL-E's ({e})") from e
+    own = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+    image_tokenizer = checkpoint.build_checked(lambda: tokenizer_cls(tokenizer_config), own, path)
+    image_tokenizer.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
+    return image_tokenizer.eval()
 
 
 def tokenizer_kind(tokenizer: ImageTokenizer) -> str:

@@ -14,6 +14,7 @@ a few given ones).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,8 @@ def parse_prompts(text: str) -> list[Prompt]:
 @dataclass(frozen=True)
 class GenerateConfig:
     steps: int = 200  # optimizer steps
-    size: tuple[int, int] = (64, 64)  # (width, height), multiples of the VQGAN's factor
+    size: tuple[int, int] | None = None  # (width, height), multiples of the VQGAN's factor; default: the side
+    # the VQGAN trained at (the pixel drawer: 64)
     lr: float = 0.2  # Adam on the latent
     lr_drops: tuple[float, ...] = (0.75,)  # fractions of the run after which lr is divided by 10
     cutouts: int = 16  # random crops per step, each embedded by every CLIP
@@ -119,6 +121,9 @@ def generate_vqgan_clip(
 ) -> Generated:
     """Optimize a picture for `prompts`; `callback(step, frame)` sees each step and stops the run by returning
     False. Runs on CPU in float32 (generation is small; bf16 autocast changes the picture, not the speed much)."""
+    if config.size is None:
+        side = vqgan.config.resolution if config.drawer == "vqgan" and vqgan is not None else 64
+        config = dataclasses.replace(config, size=(side, side))
     _check(prompts, clips, vqgan, config, init_image)
     g = torch.Generator().manual_seed(config.seed)
     targets = [_targets(clip, prompts) for clip in clips]  # per CLIP: (P, E) embeddings and (P,) weights
