@@ -7,8 +7,9 @@ sampling seeds, and reports the oracle's accuracy on every sample and on the one
 Figures per variant: the mean and the worst over the training seeds (each the mean over sampling seeds).
 
 Jobs run as parallel processes (`--jobs`); on a GPU they share it. Writes bench/results/dalle_scaling.json
-(or `--out`) after every job; with `--save DIR`, each variant's seed-0 pipeline too (fp16): the recipe's seed,
-so a winning variant's file is what the recipe with its settings trains.
+(or `--out`) after every job, keeping the rows it already holds of variants this run does not train; with
+`--save DIR`, each variant's seed-0 pipeline too (fp16): the recipe's seed, so a winning variant's file is
+what the recipe with its settings trains.
 
     python bench/dalle_scaling.py --run ~/.cache/pictext/models/dalle.run --jobs 4
 """
@@ -28,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
+SIZE = {"width": 192, "layers": 4, "heads": 6, "batch_size": 32}
 VARIANTS = {  # name: transformer size, training length, extra shapes pictures (beyond the recipe's)
-    "recipe": {"width": 192, "layers": 4, "heads": 6, "steps": 2400, "batch_size": 32, "extra_shapes": 0},
-    "double": {"width": 192, "layers": 4, "heads": 6, "steps": 4800, "batch_size": 32, "extra_shapes": 0},
-    "long": {"width": 192, "layers": 4, "heads": 6, "steps": 12000, "batch_size": 32, "extra_shapes": 0},
-    "wide": {"width": 256, "layers": 6, "heads": 8, "steps": 12000, "batch_size": 32, "extra_shapes": 0},
-    "data": {"width": 192, "layers": 4, "heads": 6, "steps": 12000, "batch_size": 32, "extra_shapes": 60000},
+    "recipe": SIZE | {"steps": 2400, "extra_shapes": 0},
+    "double": SIZE | {"steps": 4800, "extra_shapes": 0},
+    "long": SIZE | {"steps": 12000, "extra_shapes": 0},
+    "wide": SIZE | {"width": 256, "layers": 6, "heads": 8, "steps": 12000, "extra_shapes": 0},
+    "data": SIZE | {"steps": 12000, "extra_shapes": 60000},
 }
 
 
@@ -84,7 +86,7 @@ def job(run: Path, name: str, seed: int, save: Path | None, scale: float = 1.0) 
            "final_image_loss": float(np.mean([x.image_loss for x in logs[-100:]]))}  # fmt: skip
     for split, combos in (("held_out", DEFAULT_HELD_OUT), ("seen", SEEN)):
         runs = [judge_set(pipeline, clip, captions(combos), 3.0, s) for s in (0, 1, 2)]
-        for key in ("oracle_accuracy", "oracle_accuracy_reranked"):
+        for key in ("oracle_accuracy", "oracle_accuracy_reranked", "color_accuracy", "shape_accuracy"):
             row[f"{split}_{key}"] = float(np.mean([r[key] for r in runs]))
     return row
 
@@ -100,9 +102,11 @@ def summarise(rows: list[dict]) -> dict:
             **VARIANTS[name],
             "train_seconds": float(np.mean([r["train_seconds"] for r in mine])),
         }
-        for key in ("held_out_oracle_accuracy", "held_out_oracle_accuracy_reranked", "seen_oracle_accuracy",
-                    "seen_oracle_accuracy_reranked", "final_image_loss"):  # fmt: skip
-            values = [r[key] for r in mine]
+        for key in ("held_out_oracle_accuracy", "held_out_oracle_accuracy_reranked", "held_out_shape_accuracy",
+                    "seen_oracle_accuracy", "seen_oracle_accuracy_reranked", "final_image_loss"):  # fmt: skip
+            values = [r[key] for r in mine if key in r]  # rows from before a key was measured lack it
+            if not values:
+                continue
             worst = max(values) if key == "final_image_loss" else min(values)
             entry |= {key: float(np.mean(values)), f"{key}_worst": float(worst)}
         out[name] = entry
@@ -137,7 +141,10 @@ def main() -> None:
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
-    running, rows, began = [], [], time.perf_counter()
+    # rows of variants this run does not train are kept from --out, so one file holds every variant measured
+    kept = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    running, began = [], time.perf_counter()
+    rows = [r for r in kept if r["variant"] not in args.variants.split(",")]
 
     def write() -> None:  # after every job, so an interrupted run keeps what it finished
         out = {"summary": summarise(rows), "rows": rows, "seconds": time.perf_counter() - began,
