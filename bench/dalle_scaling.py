@@ -36,6 +36,9 @@ VARIANTS = {  # name: transformer size, training length, extra shapes pictures (
     "long": SIZE | {"steps": 12000, "extra_shapes": 0},
     "wide": SIZE | {"width": 256, "layers": 6, "heads": 8, "steps": 12000, "extra_shapes": 0},
     "data": SIZE | {"steps": 12000, "extra_shapes": 60000},
+    # as many extra pictures as the recipe's, all single shapes, half of them in unnamed hues captioned by form
+    # alone ("a small triangle"): shape taught apart from colour, as the CLIP recipe's `unnamed_colors` does
+    "forms": SIZE | {"steps": 4800, "extra_shapes": 20000, "forms": True},
 }
 
 
@@ -61,7 +64,9 @@ def job(run: Path, name: str, seed: int, save: Path | None, scale: float = 1.0) 
     tokens, texts = saved["tokens"], list(saved["captions"])
     vqgan = load_vqgan(run / "vqgan.safetensors").to(device).eval()
     if v["extra_shapes"]:  # more pictures of the same world, another seed; held-out combinations still absent
-        world = ShapesWorld(size=32, max_shapes=2, grey_fraction=0.1, length=v["extra_shapes"], seed=10_000)
+        kind = {"max_shapes": 1, "grey_fraction": 0.5, "unnamed_colors": True} if v.get("forms") else {}
+        world = ShapesWorld(size=32, **({"max_shapes": 2, "grey_fraction": 0.1} | kind), length=v["extra_shapes"],
+                            seed=10_000)  # fmt: skip
         more, more_texts = encode_images(vqgan, world, batch_size=512)
         tokens, texts = torch.cat([tokens, more]), texts + more_texts
     tokenizer = caption_tokenizer(texts, recipe.text_vocab, recipe.text_len)
@@ -85,7 +90,7 @@ def job(run: Path, name: str, seed: int, save: Path | None, scale: float = 1.0) 
     row = {"variant": name, "seed": seed, "train_seconds": seconds, "pairs": len(texts),
            "final_image_loss": float(np.mean([x.image_loss for x in logs[-100:]]))}  # fmt: skip
     for split, combos in (("held_out", DEFAULT_HELD_OUT), ("seen", SEEN)):
-        runs = [judge_set(pipeline, clip, captions(combos), 3.0, s) for s in (0, 1, 2)]
+        runs = [judge_set(pipeline, {"shapes": clip}, captions(combos), 3.0, s) for s in (0, 1, 2)]
         for key in ("oracle_accuracy", "oracle_accuracy_reranked", "color_accuracy", "shape_accuracy"):
             row[f"{split}_{key}"] = float(np.mean([r[key] for r in runs]))
     return row
