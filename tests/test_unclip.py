@@ -115,9 +115,29 @@ def test_prior_trains_and_keeps_the_candidate_closest_to_the_text(monkeypatch):
     far, near = -text.embedding, text.embedding + 0.1
     import pictext.unclip.prior as prior_module
 
-    monkeypatch.setattr(prior_module, "_sample_with_condition", lambda *a, **k: torch.cat([far, near]))
+    monkeypatch.setattr(prior_module, "sample", lambda *a, **k: torch.cat([far, near]))
     out = prior.generate(text, candidates=2)
     torch.testing.assert_close(out, torch.nn.functional.normalize(near, dim=-1))
+
+
+def test_the_condition_cache_gives_the_full_forward_and_the_same_samples():
+    """The condition's keys and values, computed once, stand for its positions: at any timestep the cached pass
+    equals diffusers' full pass (fp32, 1e-5), padding included; so do whole guided and unguided samplings."""
+    torch.manual_seed(0)
+    prior = DiffusionPrior(PRIOR).eval()
+    for p in prior.parameters():  # diffusers starts some at zero (the query token): make every path count
+        torch.nn.init.normal_(p, std=0.2)
+    cond = _condition(5)
+    cond.mask[1, 1:] = False  # one caption of a single token
+    x, t = torch.randn(5, 16), torch.tensor([0, 10, 500, 999, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(prior.forward_cached(x, t, prior.condition_cache(cond)), prior(x, t, cond),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+    for guidance in (1.0, 3.0):
+        g = [torch.Generator().manual_seed(1) for _ in range(2)]
+        cached = prior.generate(cond, guidance, steps=8, generator=g[0])
+        full = prior.generate(cond, guidance, steps=8, generator=g[1], use_cache=False)
+        torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
 
 
 DECODER = DecoderConfig(embed_dim=16, resolution=8, channels=(32, 32), cross_dim=32, head_dim=16)
