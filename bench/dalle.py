@@ -8,8 +8,8 @@ sampler:
 - `oracle_accuracy`: the share of all samples the oracle judges to show the caption (`judge(...).dominant`);
 - `oracle_accuracy_reranked`: the share of captions whose best sample by CLIP score (keep 1 of 16) shows it,
   reranked by the CLIP `generate` uses for the caption; `oracle_accuracy_reranked_by_NAME` by each of the
-  `shapes` and `default` CLIPs; `oracle_accuracy_any`: the share of captions with at least one right sample
-  among the 16 (what a perfect reranker would keep);
+  `shapes` and `default` CLIPs, and by both (`shapes+default`: their cosines summed); `oracle_accuracy_any`:
+  the share of captions with at least one right sample among the 16 (what a perfect reranker would keep);
 - `color_accuracy`, `shape_accuracy`: the share of samples whose dominant object has the caption's colour, and
   the share whose dominant object has its shape, whatever the other attribute: which of the two fails.
 
@@ -55,13 +55,15 @@ def captions(combos) -> list[tuple[str, str, str]]:  # noqa: ANN001
 
 def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: float = 1.0) -> dict[str, float]:  # noqa: ANN001
     shown, any_right, colors, shapes = [], [], [], []
-    reranked = {name: [] for name in clips}
+    reranked = {name: [] for name in [*clips, "+".join(clips)]}
     for k, (caption, color, shape) in enumerate(items):
         cfg = SamplingConfig(guidance_scale=guidance, temperature=temperature)
         images = pipeline.draw(caption, SAMPLES, cfg, seed=seed * 1000 + k)
         verdicts = [judge(image, color, shape) for image in images]
-        for name, clip in clips.items():
-            reranked[name].append(verdicts[int(np.argmax(clip_scores(images, caption, clip)))].dominant)
+        scores = {name: clip_scores(images, caption, clip) for name, clip in clips.items()}
+        scores["+".join(clips)] = sum(scores.values())  # the CLIPs together: their cosines summed
+        for name, s in scores.items():
+            reranked[name].append(verdicts[int(np.argmax(s))].dominant)
         shown += [v.dominant for v in verdicts]
         any_right.append(any(v.dominant for v in verdicts))
         colors += [v.largest is not None and v.largest.color == color for v in verdicts]
@@ -138,7 +140,7 @@ def main() -> None:
         "oracle_accuracy_reranked": main_row["oracle_accuracy_reranked"],
         "oracle_accuracy_reranked_worst": main_row["oracle_accuracy_reranked_worst"],
         "oracle_accuracy_any": main_row["oracle_accuracy_any"],
-        **{key: main_row[key] for key in (f"oracle_accuracy_reranked_by_{name}" for name in RERANKERS)},
+        **{k: main_row[k] for k in (f"oracle_accuracy_reranked_by_{n}" for n in [*RERANKERS, "+".join(RERANKERS)])},
         "color_accuracy": main_row["color_accuracy"],
         "shape_accuracy": main_row["shape_accuracy"],
         "tokenizer_reconstructions_recognised": ceiling["held_out"],

@@ -1,4 +1,4 @@
-"""The three generators side by side on the same held-out shapes prompts: VQGAN+CLIP, DALL-E, unCLIP.
+"""The three generators side by side on the same held-out shapes prompts and emoji names: VQGAN+CLIP, DALL-E, unCLIP.
 
 Prompts: "a {colour} {shape}" for the five colour-shape combinations every model here was trained without.
 For each generator and sampling seed (3), one picture per prompt, with each generator's defaults:
@@ -6,7 +6,14 @@ For each generator and sampling seed (3), one picture per prompt, with each gene
 - VQGAN+CLIP: the VQGAN shapes prompts get by default (the default DALL-E's, 32 px) guided by the `shapes` CLIP,
   100 steps from random codes;
 - DALL-E: the default DALL-E, 16 samples at guidance 3, the best by the `shapes` CLIP kept;
-- unCLIP: the default prior (best of 2) and decoder (no guidance, 50 DDIM steps, eta 1), in the `shapes` CLIP's space.
+- unCLIP: the default prior (best of 2) and decoder (guidance 1.5, 50 DDIM steps, eta 1), in the `default` CLIP's
+  space.
+
+Emoji: 10 held-out emoji names (no shipped model saw them in a caption), one picture a name and seed, each
+generator with its defaults for such a prompt: VQGAN+CLIP with the default VQGAN and the `default` CLIP, DALL-E
+reranked by the `default` CLIP, unCLIP (in the `default` CLIP's space). Their CLIP score with the name is judged by
+`JUDGE_EMOJI_CLIP` (default `default-resnet-s1`: the default recipe trained with seed 1, which bench/default_model.py
+leaves in the cache), next to the score of the real emoji of those names.
 
 Reported: the oracle's accuracy (`judge(...).dominant`), the CLIP score of the picture with its prompt judged by
 a CLIP that neither guided nor reranked (`JUDGE_CLIP`, default `shapes-seed1`: the shapes recipe trained with
@@ -28,6 +35,7 @@ import torch
 
 from pictext import hub
 from pictext.api import load
+from pictext.data.emoji import ensure_emoji, named_images
 from pictext.data.shapes import DEFAULT_HELD_OUT, judge
 from pictext.generate import default_vqgan_for, generate, load_dalle_model, load_unclip_model
 from pictext.generate.rerank import clip_scores
@@ -35,6 +43,44 @@ from pictext.vqgan.io import load_vqgan
 
 SEEDS = (0, 1, 2)
 PROMPTS = [(f"a {c} {s}", c, s) for c, s in DEFAULT_HELD_OUT]
+EMOJI_NAMES = 10
+
+
+def held_out_emoji(n: int = EMOJI_NAMES) -> tuple[list[str], list[Path]]:
+    """`n` held-out Google emoji names (no skin-tone variants) and their real pictures."""
+    pngs, names = named_images(ensure_emoji(hub.home()), "held_out")
+    base = [i for i, p in enumerate(pngs) if "-1f3f" not in p.stem]
+    pick = np.sort(np.random.default_rng(1).choice(base, size=n, replace=False))
+    return [names[i] for i in pick], [pngs[i] for i in pick]
+
+
+def emoji_rows(dalle, unclip) -> list[dict]:  # noqa: ANN001
+    """Each generator's CLIP score on held-out emoji names, by a CLIP none of them used, and the real emoji's."""
+    from PIL import Image
+
+    default = load("default", precision="fp32")
+    judge_clip = load(os.environ.get("JUDGE_EMOJI_CLIP", "default-resnet-s1"), precision="fp32")
+    vqgan = load_vqgan(hub.resolve(default_vqgan_for("an emoji")))
+    names, pngs = held_out_emoji()
+    real = [float(clip_scores([Image.open(p)], name, judge_clip)[0]) for name, p in zip(names, pngs)]
+    rows = [{"system": "real held-out emoji", "clip_score_judge": float(np.mean(real))}]
+    draw = {
+        "VQGAN+CLIP": lambda p, s: generate(p, clip=default, vqgan=vqgan, steps=100, seed=s).image,
+        "DALL-E": lambda p, s: generate(p, method="dalle", dalle=dalle, clip=default, seed=s).image,
+        "unCLIP": lambda p, s: generate(p, method="unclip", unclip=unclip, samples=1, seed=s).image,
+    }
+    for system, run in draw.items():
+        scores, seconds = [], []
+        for seed in SEEDS:
+            for name in names:
+                began = time.perf_counter()
+                image = run(name, seed)
+                seconds.append(time.perf_counter() - began)
+                scores.append(float(clip_scores([image], name, judge_clip)[0]))
+        rows.append({"system": system, "clip_score_judge": float(np.mean(scores)),
+                     "seconds_per_image": float(np.mean(seconds))})  # fmt: skip
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main() -> None:
@@ -64,11 +110,16 @@ def main() -> None:
                "seconds_per_image": float(np.mean(seconds))}  # fmt: skip
         rows.append(row)
         print(rows[-1], flush=True)
+    emoji = emoji_rows(dalle, unclip)
     out = {
-        "summary": {r["system"]: r["oracle_accuracy"] for r in rows},
+        "summary": {r["system"]: r["oracle_accuracy"] for r in rows}
+        | {f"emoji_clip_score_{r['system'].split()[0]}": r["clip_score_judge"] for r in emoji},  # "real held-out..."
         "rows": rows,
+        "emoji_rows": emoji,
         "prompts": [p for p, _, _ in PROMPTS],
+        "emoji_names": held_out_emoji()[0],
         "judge_clip": os.environ.get("JUDGE_CLIP", "shapes-seed1"),
+        "judge_emoji_clip": os.environ.get("JUDGE_EMOJI_CLIP", "default-resnet-s1"),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),

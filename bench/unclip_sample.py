@@ -1,12 +1,15 @@
 """Seconds per image of unCLIP sampling: pictext against dalle2-pytorch, same sizes and steps, random weights.
 
-Both sides get the default unCLIP recipe's sizes in the `shapes` CLIP's space: a prior transformer of width 256,
-4 layers, 4 heads over the caption's token encodings, its embedding, the timestep, the noised image embedding
-and a query (dalle2-pytorch's DiffusionPriorNetwork works at its embedding width, so its embeddings are 256
-wide), 64 DDIM steps, the better of two draws kept; and a 32 px decoder UNet of widths 32/64/64, one resnet
-block a level, 4 image-embedding tokens, 50 DDIM steps, guidance 3. The CLIP text tower is not timed (the
-same precomputed encodings go to both). dalle2-pytorch 1.15.6 runs guidance as two forward passes; pictext
-batches the conditional and unconditional halves in one. Writes bench/results/unclip_sample.json.
+Both sides get the default unCLIP recipe's sizes in the `default` CLIP's space (128-d embeddings, 32 text
+positions): a prior transformer of width 256, 4 layers, 4 heads over the caption's token encodings, its
+embedding, the timestep, the noised image embedding and a query (dalle2-pytorch's DiffusionPriorNetwork works at
+its embedding width, so its embeddings are 256 wide), 64 DDIM steps, the better of two draws kept; and a 32 px
+decoder UNet of widths 32/64/64, one resnet block a level, 4 image-embedding tokens, 50 DDIM steps, guidance 3.
+The CLIP text tower is not timed (the same precomputed encodings go to both). dalle2-pytorch 1.15.6 runs
+guidance as two forward passes; pictext batches the conditional and unconditional halves in one. pictext's
+prior computes the caption's positions once (`condition_cache`: the mask is causal and they come first), so
+each step runs 3 of its 36 positions; dalle2-pytorch runs all of them at every step.
+Writes bench/results/unclip_sample.json.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder
 from pictext.unclip.prior import DiffusionPrior, PriorConfig, TextCondition
 
-E, T, WIDTH, LAYERS, HEADS = 128, 20, 256, 4, 4  # the shapes CLIP's embedding and context; the recipe's prior
+E, T, WIDTH, LAYERS, HEADS = 128, 32, 256, 4, 4  # the default CLIP's embedding and context; the recipe's prior
 CHANNELS, RESOLUTION, PRIOR_STEPS, DECODER_STEPS, GUIDANCE, BATCH = (32, 64, 64), 32, 64, 50, 3.0, 8
 
 

@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model")
     p.add_argument("family", choices=["clip", "vqgan", "dalle", "unclip-prior", "unclip-decoder", "unclip-upsampler"])
-    p.add_argument("--clip", help="unclip-*: the CLIP whose space the prior and decoder live in (default: shapes)")
+    p.add_argument("--clip", help="unclip-*: the CLIP whose space the prior and decoder live in (default: default)")
     p.add_argument(
         "--image-tokenizer",
         help="dalle: vqgan:MODEL or dvae:MODEL, a file or local name; a dvae "

@@ -72,7 +72,7 @@ def unclip_demo(out: Path) -> dict[str, float]:
     pipeline = load_unclip_model("unclip")
     size = pipeline.decoder.config.resolution
     began = time.perf_counter()
-    prompt = "a green triangle"  # held out of the shapes CLIP's and the unCLIP's training
+    prompt = "a green triangle"  # held out of the training of every shipped model
     result = generate(prompt, method="unclip", unclip=pipeline, samples=4, seed=0)
     shown = [judge(image, "green", "triangle").dominant for image in result.samples]
     record = {"prompt": prompt, "method": "unclip", "seed": 0, "samples": 4}

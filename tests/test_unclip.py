@@ -331,3 +331,25 @@ def test_cli_trains_both_stages_then_generates_varies_and_interpolates(tiny_mode
     assert Image.open(next((tmp_path / "small").glob("*-frames/*.png"))).size == (32, 32)
     assert main(["train", "unclip-decoder", *common[:2], "--clip", "shapes", *common[4:]]) == 2
     assert "holds parts trained in the space of" in capsys.readouterr().err
+
+
+def test_the_recipe_trains_on_shapes_and_emoji_in_a_clip_that_knows_both(tmp_path):
+    """The default unCLIP's data: the shapes world beside the built emoji set, each emoji once; without emoji
+    (emoji_repeats 0) the shapes world alone."""
+    import dataclasses
+
+    from pictext.clip.recipes import RECIPES
+    from pictext.data.emoji import build_emoji
+    from pictext.unclip.train import UnclipRecipe, recipe_data
+
+    from helpers import fake_tarball
+
+    recipe = dataclasses.replace(UnclipRecipe(), shapes_length=50)
+    assert RECIPES[recipe.clip].data.startswith("open-emoji")  # its CLIP trained on emoji too
+    counts = build_emoji(tmp_path / "data" / "emoji", fake_tarball(tmp_path / "e.tgz"))
+    data = recipe_data(recipe, home=tmp_path)
+    assert len(data) == 50 + counts["train"]
+    image, caption = data[len(data) - 1]  # the last pair is an emoji, at the set's size
+    assert image.size == (64, 64) and caption and "circle" not in caption
+    assert data[0][0].size == (recipe.resolution, recipe.resolution)
+    assert len(recipe_data(dataclasses.replace(recipe, emoji_repeats=0))) == 50

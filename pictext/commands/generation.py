@@ -290,8 +290,10 @@ def _train_unclip(args: argparse.Namespace) -> int:
     train = _train_overrides(args, getattr(recipe, field), {"--image-tokenizer": args.image_tokenizer})
     recipe = dataclasses.replace(recipe, **{field: train})
     size = recipe.upsampler_resolution if stage == "upsampler" else None
-    if args.data is None or args.data == "shapes":
+    if args.data is None:  # the recipe's: the shapes world and Google's emoji
         data = recipe_data(recipe, size)
+    elif args.data == "shapes":
+        data = recipe_data(dataclasses.replace(recipe, emoji_repeats=0), size)
     else:
         data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
     clip = load(recipe.clip, precision="fp32")
@@ -411,12 +413,12 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     g.add_argument("--dalle", help="DALL-E file or local model name (default: dalle)")
     g.add_argument("--samples", type=int, help="pictures drawn (default: 16)")
     g.add_argument("--keep", type=int, help="pictures kept, best CLIP score first (default: 1)")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale, 1: none (default: 3; unclip: 1)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale, 1: none (default: 3; unclip: 1.5)")
     g.add_argument("--temperature", type=float, help="default: 1")
     g.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     g.add_argument("--top-p", type=float, help="sample among the most likely tokens summing to p")
     g.add_argument("--prime", help="an image whose top half is kept; DALL-E draws the rest")
-    g = p.add_argument_group("unclip (also --samples, default 4; --guidance, default 1; --steps, default 50)")
+    g = p.add_argument_group("unclip (also --samples, default 4; --guidance, default 1.5; --steps, default 50)")
     g.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
     g.add_argument("--prior-guidance", type=float, help="the prior's classifier-free guidance (default: 1)")
     g.add_argument("--eta", type=float, help="DDIM's fresh noise per step, 0 (deterministic) to 1 (default)")
@@ -440,7 +442,7 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
             p.add_argument("-n", type=int, default=8, help="pictures, ends included (default: 8)")
             p.set_defaults(run=cmd_interpolate)
         p.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
-        p.add_argument("--guidance", type=float, default=1.0, help="the decoder's guidance scale (default: 1, none)")
+        p.add_argument("--guidance", type=float, default=1.5, help="the decoder's guidance (default: 1.5; 1: none)")
         p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--no-upsample", dest="upsample", action="store_false",

@@ -31,7 +31,7 @@ from PIL import Image
 
 from pictext.clip.model import CLIP
 from pictext.dalle.io import DALLEPipeline
-from pictext.unclip.io import UnclipPipeline
+from pictext.unclip.io import DECODER_GUIDANCE, UnclipPipeline
 from pictext.vqgan.model import VQGAN
 
 MAX_STEPS = 500
@@ -93,8 +93,8 @@ def add_generate_routes(
             raise HTTPException(400, str(e)) from e
         if not 1 <= samples <= MAX_SAMPLES:
             raise HTTPException(400, f"samples must be between 1 and {MAX_SAMPLES}, got {samples}")
-        if guidance is None:  # each generator's default: DALL-E's sampler 3, unCLIP's decoder 1 (none)
-            guidance = 1.0 if method == "unclip" else 3.0
+        if guidance is None:  # each generator's default: DALL-E's sampler 3, unCLIP's decoder DECODER_GUIDANCE
+            guidance = DECODER_GUIDANCE if method == "unclip" else 3.0
         if not 0 <= guidance <= MAX_GUIDANCE:
             raise HTTPException(400, f"guidance must be between 0 and {MAX_GUIDANCE}, got {guidance}")
         if not 1 <= steps <= MAX_STEPS:
@@ -160,8 +160,8 @@ def add_generate_routes(
         return {"images": [_data_url(image) for image in images]}
 
     @app.post("/api/unclip/vary")
-    async def vary(file: Annotated[UploadFile, File()], n: Annotated[int, Form()] = 4,
-                   seed: Annotated[int, Form()] = 0, guidance: Annotated[float, Form()] = 1.0) -> dict:  # fmt: skip
+    async def vary(file: Annotated[UploadFile, File()], n: Annotated[int, Form()] = 4, seed: Annotated[int, Form()] = 0,
+                   guidance: Annotated[float, Form()] = DECODER_GUIDANCE) -> dict:  # fmt: skip
         unclip = unclip_job(guidance, n, seed, MAX_VARIATIONS, "vary")
         picture = _decoded(decode, await read_upload(file), file.filename or "upload")
         return await draw_unclip(lambda: unclip.vary(picture, n, guidance_scale=guidance, seed=seed))
@@ -169,7 +169,7 @@ def add_generate_routes(
     @app.post("/api/unclip/interpolate")
     async def interpolate(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()],
                           n: Annotated[int, Form()] = 6, seed: Annotated[int, Form()] = 0,
-                          guidance: Annotated[float, Form()] = 1.0) -> dict:  # fmt: skip
+                          guidance: Annotated[float, Form()] = DECODER_GUIDANCE) -> dict:  # fmt: skip
         unclip = unclip_job(guidance, n, seed, MAX_INTERPOLATION, "interpolate")
         first = _decoded(decode, await read_upload(a), a.filename or "first upload")
         second = _decoded(decode, await read_upload(b), b.filename or "second upload")

@@ -184,8 +184,8 @@ function showMethodFields() {
   for (const id of ["steps", "size"]) $(id).parentElement.hidden = drawing;
   for (const id of ["samples", "guidance"]) $(id).parentElement.hidden = !drawing;
   $("unclip-extra").hidden = $("method").value !== "unclip";
-  // each generator's own default guidance: DALL-E's sampler 3, unCLIP's decoder 1 (none)
-  $("guidance").value = $("method").value === "unclip" ? 1 : 3;
+  // each generator's own default guidance: DALL-E's sampler 3, unCLIP's decoder 1.5 (DECODER_GUIDANCE)
+  $("guidance").value = $("method").value === "unclip" ? 1.5 : 3;
 }
 
 // unCLIP's variations of one uploaded picture, and interpolations between two: the pictures come back at once.
