@@ -62,7 +62,11 @@ def _rank(rank: int, world: int, path: str, kind: str, port: int, out: str) -> N
         g /= world
     if rank == 0:
         torch.save({"grads": grads, "loss": loss.item()}, out)
+    dist.barrier()
     dist.destroy_process_group()
+    # Leave without running C++ static destructors: torch 2.14's gloo sometimes aborts a rank there (SIGABRT,
+    # "terminate called without an active exception") after all the work is done and checked in (3 runs of 11).
+    os._exit(0)
 
 
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
