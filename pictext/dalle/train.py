@@ -183,16 +183,11 @@ class DALLERecipe:
 
 
 def recipe_data(recipe: DALLERecipe, home: Path | None = None) -> PairDataset:
-    from pictext import hub
-    from pictext.data.emoji import ensure_emoji
-    from pictext.data.pairs import FolderPairs, MixedPairs
+    from pictext.data.emoji import beside_emoji
     from pictext.data.shapes import ShapesWorld
 
     shapes = ShapesWorld(size=32, max_shapes=2, grey_fraction=0.1, length=recipe.shapes_length, seed=recipe.train.seed)
-    if not recipe.emoji_repeats:
-        return shapes
-    emoji = FolderPairs(ensure_emoji(home or hub.home()) / "train", seed=recipe.train.seed)
-    return MixedPairs([(shapes, 1), (emoji, recipe.emoji_repeats)])
+    return beside_emoji(shapes, recipe.emoji_repeats, recipe.train.seed, home)  # type: ignore[return-value]
 
 
 def train_pipeline(

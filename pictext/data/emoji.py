@@ -244,3 +244,14 @@ def ensure_emoji(home: Path, vendor: str = "google", keywords: bool = False) -> 
         base = fetch_tarball(downloads, "google") if vendor == "openmoji" else None
         build_emoji(out, fetch_tarball(downloads, vendor), vendor=vendor, words=words, base=base)
     return out
+
+
+def beside_emoji(data: object, repeats: int, seed: int, home: Path | None = None) -> object:
+    """`data` (pairs) followed by Google's training emoji, each counted `repeats` times (built under `home`, the
+    pictext cache, on first use); `data` alone when `repeats` is 0. The generators' recipes train on this mix."""
+    from pictext import hub
+    from pictext.data.pairs import FolderPairs, MixedPairs
+
+    if not repeats:
+        return data
+    return MixedPairs([(data, 1), (FolderPairs(ensure_emoji(home or hub.home()) / "train", seed=seed), repeats)])

@@ -210,17 +210,12 @@ class UnclipRecipe:
 def recipe_data(recipe: UnclipRecipe, size: int | None = None, home: Path | None = None) -> PairDataset:
     """The recipe's shapes world, drawn at the decoder's resolution or at `size`, and its emoji (built under
     `home`, the pictext cache, on first use)."""
-    from pictext import hub
-    from pictext.data.emoji import ensure_emoji
-    from pictext.data.pairs import FolderPairs, MixedPairs
+    from pictext.data.emoji import beside_emoji
     from pictext.data.shapes import ShapesWorld
 
     shapes = ShapesWorld(size=size or recipe.resolution, max_shapes=2, grey_fraction=0.1,
                          length=recipe.shapes_length, seed=recipe.prior_train.seed)  # fmt: skip
-    if not recipe.emoji_repeats:
-        return shapes
-    emoji = FolderPairs(ensure_emoji(home or hub.home()) / "train", seed=recipe.prior_train.seed)
-    return MixedPairs([(shapes, 1), (emoji, recipe.emoji_repeats)])
+    return beside_emoji(shapes, recipe.emoji_repeats, recipe.prior_train.seed, home)  # type: ignore[return-value]
 
 
 def train_unclip(
