@@ -257,6 +257,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def _check_unclip_args(args: argparse.Namespace) -> None:
+    from pictext.unclip.io import DECODER_GUIDANCE
+
+    if args.guidance is None:  # the pipeline's default, so the record below names the value used
+        args.guidance = DECODER_GUIDANCE
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
     if args.steps < 1:
@@ -442,7 +446,7 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
             p.add_argument("-n", type=int, default=8, help="pictures, ends included (default: 8)")
             p.set_defaults(run=cmd_interpolate)
         p.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
-        p.add_argument("--guidance", type=float, default=1.5, help="the decoder's guidance (default: 1.5; 1: none)")
+        p.add_argument("--guidance", type=float, help="the decoder's guidance (default: 1.5; 1: none)")
         p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--no-upsample", dest="upsample", action="store_false",
