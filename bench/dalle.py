@@ -7,7 +7,7 @@ sampler:
 
 - `oracle_accuracy`: the share of all samples the oracle judges to show the caption (`judge(...).dominant`);
 - `oracle_accuracy_reranked`: the share of captions whose best sample by CLIP score (keep 1 of 16) shows it,
-  reranked by the CLIP `generate` uses for the caption; `oracle_accuracy_reranked_by_NAME` by each of the
+  reranked by the CLIPs `generate` uses for the caption; `oracle_accuracy_reranked_by_NAME` by each of the
   `shapes` and `default` CLIPs, and by both (`shapes+default`: their cosines summed); `oracle_accuracy_any`:
   the share of captions with at least one right sample among the 16 (what a perfect reranker would keep);
 - `color_accuracy`, `shape_accuracy`: the share of samples whose dominant object has the caption's colour, and
@@ -38,7 +38,7 @@ from pictext.api import load
 from pictext.dalle.io import load_dalle
 from pictext.dalle.sampling import SamplingConfig
 from pictext.data.shapes import COLORS, DEFAULT_HELD_OUT, SHAPES, ShapesWorld, judge
-from pictext.generate import default_clip_for
+from pictext.generate import default_rerankers_for
 from pictext.generate.rerank import clip_scores
 
 RERANKERS = ("shapes", "default")
@@ -68,8 +68,8 @@ def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: f
         any_right.append(any(v.dominant for v in verdicts))
         colors += [v.largest is not None and v.largest.color == color for v in verdicts]
         shapes += [v.largest is not None and v.largest.shape == shape for v in verdicts]
-    used = default_clip_for(items[0][0])  # the CLIP `generate` reranks these captions with, where given
-    used = used if used in clips else next(iter(clips))
+    used = "+".join(default_rerankers_for(items[0][0]))  # the CLIPs `generate` reranks these captions with
+    used = used if used in reranked else next(iter(clips))
     return {"oracle_accuracy": float(np.mean(shown)), "oracle_accuracy_reranked": float(np.mean(reranked[used])),
             "oracle_accuracy_any": float(np.mean(any_right)),
             **{f"oracle_accuracy_reranked_by_{name}": float(np.mean(v)) for name, v in reranked.items()},
@@ -151,8 +151,9 @@ def main() -> None:
         "summary": summary,
         "rows": rows,
         "notes": "held-out combinations never appear in the DALL-E's (or its VQGAN's) training data; one trained "
-        "model, mean and worst over 3 sampling seeds; oracle_accuracy_reranked: reranked by the CLIP `generate` uses "
-        f"for shapes captions ({default_clip_for(held[0][0])}); summary at guidance 3, temperature 1",
+        "model, mean and worst over 3 sampling seeds; oracle_accuracy_reranked: reranked by the CLIPs `generate` uses "
+        f"for shapes captions ({' + '.join(default_rerankers_for(held[0][0]))}, cosines summed); summary at guidance "
+        "3, temperature 1",
         "seconds": seconds,
         "machine": {
             "cpu": platform.processor() or platform.machine(),

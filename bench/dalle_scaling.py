@@ -30,15 +30,15 @@ import numpy as np
 
 HERE = Path(__file__).parent
 SIZE = {"width": 192, "layers": 4, "heads": 6, "batch_size": 32}
-VARIANTS = {  # name: transformer size, training length, extra shapes pictures (beyond the recipe's)
-    "recipe": SIZE | {"steps": 2400, "extra_shapes": 0},
-    "double": SIZE | {"steps": 4800, "extra_shapes": 0},
+VARIANTS = {  # name: transformer size, training length, extra shapes pictures (beyond the recipe's scenes)
+    # the recipe: 20,000 single shapes beside its scenes, half of them in unnamed hues captioned by form alone
+    # ("a small triangle"), for the transformer only (DALLERecipe.forms_length): shape taught apart from colour
+    "recipe": SIZE | {"steps": 4800, "extra_shapes": 0, "forms": True},
+    "no-forms": SIZE | {"steps": 4800, "extra_shapes": 0},  # the recipe before the form-only shapes
+    "half": SIZE | {"steps": 2400, "extra_shapes": 0},
     "long": SIZE | {"steps": 12000, "extra_shapes": 0},
     "wide": SIZE | {"width": 256, "layers": 6, "heads": 8, "steps": 12000, "extra_shapes": 0},
-    "data": SIZE | {"steps": 12000, "extra_shapes": 60000},
-    # as many extra pictures as the recipe's, all single shapes, half of them in unnamed hues captioned by form
-    # alone ("a small triangle"): shape taught apart from colour, as the CLIP recipe's `unnamed_colors` does
-    "forms": SIZE | {"steps": 4800, "extra_shapes": 20000, "forms": True},
+    "data": SIZE | {"steps": 12000, "extra_shapes": 60000},  # more scenes of the recipe's kind, another seed
 }
 
 
@@ -53,20 +53,29 @@ def job(run: Path, name: str, seed: int, save: Path | None, scale: float = 1.0) 
     from pictext.api import load
     from pictext.dalle.io import DALLEPipeline, save_dalle
     from pictext.dalle.model import DALLE, DALLEConfig
-    from pictext.dalle.train import DALLERecipe, caption_tokenizer, encode_images, train_dalle
+    from pictext.dalle.train import (
+        DALLERecipe,
+        _fingerprint,
+        caption_tokenizer,
+        encode_images,
+        recipe_forms,
+        train_dalle,
+    )
     from pictext.data.shapes import DEFAULT_HELD_OUT, ShapesWorld
     from pictext.vqgan.io import load_vqgan
 
     v, recipe = VARIANTS[name], DALLERecipe()
     device = training.default_device()
-    (cache,) = run.glob("tokens-*.pt")
+    vqgan = load_vqgan(run / "vqgan.safetensors").to(device).eval()
+    forms = run / f"tokens-{_fingerprint(vqgan, recipe_forms(recipe))}.pt"  # the recipe's extra shapes, if built
+    (cache,) = [path for path in run.glob("tokens-*.pt") if path != forms]  # the scenes and emoji
     saved = training.load_state(cache)
     tokens, texts = saved["tokens"], list(saved["captions"])
-    vqgan = load_vqgan(run / "vqgan.safetensors").to(device).eval()
+    if v.get("forms"):  # what train_pipeline adds for the recipe
+        more, more_texts = encode_images(vqgan, recipe_forms(recipe), batch_size=512)
+        tokens, texts = torch.cat([tokens, more]), texts + more_texts
     if v["extra_shapes"]:  # more pictures of the same world, another seed; held-out combinations still absent
-        kind = {"max_shapes": 1, "grey_fraction": 0.5, "unnamed_colors": True} if v.get("forms") else {}
-        world = ShapesWorld(size=32, **({"max_shapes": 2, "grey_fraction": 0.1} | kind), length=v["extra_shapes"],
-                            seed=10_000)  # fmt: skip
+        world = ShapesWorld(size=32, max_shapes=2, grey_fraction=0.1, length=v["extra_shapes"], seed=10_000)
         more, more_texts = encode_images(vqgan, world, batch_size=512)
         tokens, texts = torch.cat([tokens, more]), texts + more_texts
     tokenizer = caption_tokenizer(texts, recipe.text_vocab, recipe.text_len)

@@ -43,7 +43,7 @@ def main() -> None:
                         help="random codes (pictext generate's default), or a plain image in a shapes-world "
                         "background grey (the pictures then start as the world's scenes do)")  # fmt: skip
     parser.add_argument("--vqgan", default="dalle", help="default: the one shapes prompts get (default_vqgan_for)")
-    parser.add_argument("--clip", default="shapes")
+    parser.add_argument("--clip", default="shapes", help="a CLIP, or several comma-separated (losses summed)")
     parser.add_argument("--cutouts", type=int, default=16)
     parser.add_argument("--size", type=int, help="side of the pictures drawn (default: the VQGAN's training side)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "vqgan_clip.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    clip, vqgan = load(args.clip), load_vqgan(hub.resolve(args.vqgan))
+    clip, vqgan = [load(name) for name in args.clip.split(",")], load_vqgan(hub.resolve(args.vqgan))
     args.size = args.size or vqgan.config.resolution
     background = Image.new("RGB", (args.size, args.size), (40, 40, 40))
     rows = []

@@ -213,11 +213,12 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
         prior, decoder = train_unclip(recipe, recipe_data(recipe), clip, run_dir=target.with_suffix(".run"))
         save_unclip(prior, decoder, recipe.clip, clip, target, half=True)  # no upsampler: see UnclipRecipe
     elif name == "dalle":
-        from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
+        from pictext.dalle.train import DALLERecipe, recipe_data, recipe_forms, train_pipeline
 
         target = Path(out) if out else hub.models_dir() / "dalle.safetensors"
         recipe = DALLERecipe()
-        train_pipeline(recipe, recipe_data(recipe), out=target, run_dir=target.with_suffix(".run"))
+        train_pipeline(recipe, recipe_data(recipe), out=target, run_dir=target.with_suffix(".run"),
+                       extra=recipe_forms(recipe))  # fmt: skip
     elif name == "vqgan":
         from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
 

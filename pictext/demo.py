@@ -32,22 +32,25 @@ DALLE_PROMPTS = ("a green triangle", "a red square", "a small blue cross", "a la
 
 def dalle_demo(out: Path, samples: int = 16) -> dict[str, float]:
     """The default DALL-E on captions of colour-shape combinations it never saw: 16 samples each, the one the
-    shapes CLIP scores highest kept, and the oracle's verdict on it."""
+    default rerankers (the shapes and the default CLIP, cosines summed) score highest kept, and the oracle's
+    verdict on it."""
     import time
 
     from pictext.data.shapes import judge, prompt_target
-    from pictext.generate import generate, load_dalle_model
+    from pictext.generate import default_rerankers_for, generate, load_dalle_model
     from pictext.generate.outputs import contact_sheet, slug, write_outputs
 
-    pipeline, clip = load_dalle_model("dalle"), load("shapes")
-    print(f"\nDALL-E: {samples} samples per held-out caption, the best by the shapes CLIP kept (guidance 3, seed 0)")
+    names = default_rerankers_for(DALLE_PROMPTS[0])
+    pipeline, clips = load_dalle_model("dalle"), [load(name) for name in names]
+    print(f"\nDALL-E: {samples} samples per held-out caption, the best by the {' and '.join(names)} CLIPs kept "
+          "(cosines summed; guidance 3, seed 0)")  # fmt: skip
     passed = []
     for prompt in DALLE_PROMPTS:
         began = time.perf_counter()
-        result = generate(prompt, method="dalle", dalle=pipeline, clip=clip, samples=samples, keep=samples, seed=0)
+        result = generate(prompt, method="dalle", dalle=pipeline, clip=clips, samples=samples, keep=samples, seed=0)
         color, shape = prompt_target(prompt)  # type: ignore[misc]
         verdict = judge(result.image, color, shape)
-        record = {"prompt": prompt, "method": "dalle", "seed": 0, "samples": samples, "clip": "shapes"}
+        record = {"prompt": prompt, "method": "dalle", "seed": 0, "samples": samples, "clip": names}
         name = f"dalle-{slug(prompt)}-0"
         written = write_outputs(out, name, result.image, record | {"clip_score": result.clip_score})
         write_outputs(out, f"{name}-sheet", contact_sheet(result.samples, result.scores), record)

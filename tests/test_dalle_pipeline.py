@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -100,6 +101,22 @@ def test_rerank_keeps_the_best_by_the_clips_scores(tiny_model, tiny_dalle):
         rerank(images, "a red circle", tiny_model, keep=6)
 
 
+def test_rerank_by_several_clips_sums_their_cosines(tiny_model, tiny_dalle):
+    pipeline, _ = tiny_dalle
+    images = pipeline.draw("a red circle", 5, seed=0)
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.visual.proj.mul_(-1.0)  # another CLIP: its every cosine negated, so the sum is zero
+    one = rerank(images, "a red circle", tiny_model, keep=5)
+    both = rerank(images, "a red circle", [tiny_model, tiny_model], keep=5)
+    assert both.all_scores == pytest.approx([2 * s for s in one.all_scores], abs=1e-6)
+    assert both.indices == one.indices
+    cancelled = rerank(images, "a red circle", [tiny_model, other], keep=5)
+    assert cancelled.all_scores == pytest.approx([0.0] * 5, abs=1e-5)
+    with pytest.raises(ValueError, match="at least one CLIP"):
+        rerank(images, "a red circle", [], keep=1)
+
+
 def test_generate_dalle_through_the_api(tiny_model, tiny_dalle):
     pipeline, _ = tiny_dalle
     seen = []
@@ -125,7 +142,9 @@ def test_a_tokenizer_that_does_not_match_is_refused(tiny_dalle):
         DALLEPipeline(pipeline.model, pipeline.text_tokenizer, other)
 
 
-def test_cli_generate_dalle_writes_ranked_pictures_and_a_sheet(tiny_model_path, tiny_dalle, tmp_path, capsys):
+def test_cli_generate_dalle_writes_ranked_pictures_and_a_sheet(
+    tiny_model_path, other_model_path, tiny_dalle, tmp_path, capsys
+):
     from pictext.cli import main
 
     _, path = tiny_dalle
@@ -140,9 +159,15 @@ def test_cli_generate_dalle_writes_ranked_pictures_and_a_sheet(tiny_model_path, 
     second = json.loads((out / "a-red-circle-1-2.json").read_text())
     assert first["rank"] == 1 and first["clip_score"] >= second["clip_score"]
     assert first["guidance_scale"] == 3.0 and first["samples"] == 4 and first["method"] == "dalle"
+    assert first["clip"] == [str(tiny_model_path)]
     long = " ".join(["a red circle"] * 10)
     assert main([*argv[:1], long, *argv[2:]]) == 0
     assert "longer than the model's 12 text tokens" in capsys.readouterr().err
+    both = [*argv[:-1], str(tmp_path / "both"), "--clip", str(other_model_path)]  # two CLIPs rerank together
+    assert main(both) == 0
+    assert json.loads((tmp_path / "both" / "a-red-circle-1.json").read_text())["clip"] == [
+        str(tiny_model_path), str(other_model_path)]  # fmt: skip
+    assert f"({tiny_model_path} + {other_model_path})" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -282,11 +282,12 @@ def test_reconstruction_loss_falls_and_the_adversarial_phase_runs():
     assert 0 < logs[-1].usage <= 1 and logs[-1].perplexity >= 1
 
 
-def test_vqgan_training_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_vqgan_training_resumes_exactly(tmp_path, schedule):
     from pictext.vqgan.discriminator import DiscriminatorConfig, PatchDiscriminator
     from pictext.vqgan.train import VQGANTrainConfig, train_vqgan
 
-    cfg = VQGANTrainConfig(steps=6, **TINY_TRAIN)
+    cfg = VQGANTrainConfig(steps=6, **TINY_TRAIN | {"schedule": schedule, "warmup": 1})
 
     def fresh():
         torch.manual_seed(0)
@@ -310,6 +311,13 @@ def test_vqgan_training_resumes_exactly(tmp_path):
     assert len(rest) == 3
     assert [x.rec for x in rest] == pytest.approx([x.rec for x in straight[3:]], rel=1e-5)
     assert [x.d for x in rest] == pytest.approx([x.d for x in straight[3:]], rel=1e-5)
+    if schedule == "cosine":  # wired in: both take the peak lr for steps 0 and 1, then the cosine one decays
+        model, disc = fresh()
+        constant = train_vqgan(model, _tiny_data(), dataclasses.replace(cfg, schedule="constant"), discriminator=disc)
+        assert [x.rec for x in constant[:3]] == pytest.approx([x.rec for x in straight[:3]], rel=1e-6)
+        assert [x.rec for x in constant[3:]] != pytest.approx([x.rec for x in straight[3:]], rel=1e-6)
+    with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine'"):
+        VQGANTrainConfig(schedule="linear")
 
 
 def test_native_files_round_trip_and_the_wrong_family_is_named(tmp_path, tiny_model_path):

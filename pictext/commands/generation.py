@@ -58,7 +58,7 @@ def _train_vqgan(args: argparse.Namespace) -> int:
 
 def _train_dalle(args: argparse.Namespace) -> int:
     from pictext.dalle.io import load_image_tokenizer
-    from pictext.dalle.train import DALLERecipe, recipe_data, train_pipeline
+    from pictext.dalle.train import DALLERecipe, recipe_data, recipe_forms, train_pipeline
     from pictext.data.pairs import load_pairs
 
     recipe = DALLERecipe()
@@ -70,6 +70,7 @@ def _train_dalle(args: argparse.Namespace) -> int:
             vqgan = load_image_tokenizer(args.image_tokenizer)
         except ValueError as e:
             raise ValueError(f"--image-tokenizer: {e}") from e
+    extra = recipe_forms(recipe) if args.data in (None, "shapes") else None  # the recipe's own data only
     if args.data is None:
         data, name = recipe_data(recipe), "dalle"
     elif args.data == "shapes":
@@ -79,7 +80,7 @@ def _train_dalle(args: argparse.Namespace) -> int:
         name = f"dalle-{Path(args.data).stem}"
     custom = args.data is None and (vqgan is not None or train != DALLERecipe().train)
     out, run_dir = _train_paths(args, f"{name}{'-custom' if custom else ''}")
-    train_pipeline(recipe, data, vqgan=vqgan, out=out, run_dir=run_dir)
+    train_pipeline(recipe, data, vqgan=vqgan, out=out, run_dir=run_dir, extra=extra)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")
     return 0
@@ -149,15 +150,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _generate_dalle(args: argparse.Namespace) -> int:
-    from pictext.generate import default_clip_for, generate, load_dalle_model
+    from pictext.generate import default_rerankers_for, generate, load_dalle_model
     from pictext.generate.outputs import contact_sheet, slug, write_outputs
     from pictext.generate.vqgan_clip import GenerationError
     from pictext.images.decode import decode_image
 
     if not args.prompt.strip():
         raise GenerationError("the prompt is empty; DALL-E draws a caption, e.g. 'a red circle'")
-    if args.clip and len(args.clip) > 1:
-        raise GenerationError("--method dalle reranks with one --clip")
     given = {"samples": args.samples, "keep": args.keep, "guidance_scale": args.guidance,
              "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}  # fmt: skip
     settings = {k: v for k, v in given.items() if v is not None} | {"seed": args.seed}
@@ -169,11 +168,12 @@ def _generate_dalle(args: argparse.Namespace) -> int:
     if truncated:
         print(f"pictext: the prompt is longer than the model's {pipeline.model.config.text_len} text tokens; "
               "its end was cut", file=sys.stderr)  # fmt: skip
-    clip = args.clip[0] if args.clip else default_clip_for(args.prompt)
+    clips = args.clip or default_rerankers_for(args.prompt)
     prime = decode_image(args.prime) if args.prime else None
-    print(f"pictext: drawing {settings['samples']} samples, keeping {settings['keep']} by CLIP score", file=sys.stderr)
-    result = generate(args.prompt, method="dalle", dalle=pipeline, clip=clip, prime=prime, **settings)
-    record = {"prompt": args.prompt, "method": "dalle", "dalle": args.dalle or "dalle", "clip": str(clip),
+    print(f"pictext: drawing {settings['samples']} samples, keeping {settings['keep']} by CLIP score "
+          f"({' + '.join(clips)})", file=sys.stderr)  # fmt: skip
+    result = generate(args.prompt, method="dalle", dalle=pipeline, clip=clips, prime=prime, **settings)
+    record = {"prompt": args.prompt, "method": "dalle", "dalle": args.dalle or "dalle", "clip": clips,
               "prime": args.prime, **settings}  # fmt: skip
     base = f"{slug(args.prompt)}-{args.seed}"
     for rank, (image, score) in enumerate(zip(result.samples, result.scores)):
@@ -389,8 +389,9 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     p = sub.add_parser("generate", help="draw a prompt: VQGAN+CLIP ('a red apple:1 | green:-0.5') or DALL-E")
     p.add_argument("prompt", help="text; for vqgan-clip several with weights: 'a red apple:1 | green:-0.5'")
     p.add_argument("--method", choices=["vqgan-clip", "dalle", "unclip"], default="vqgan-clip")
-    p.add_argument("--clip", action="append", help="guiding CLIP (repeatable), or with dalle the reranking one "
-                   "(default: shapes model for shapes prompts, else the default model)")  # fmt: skip
+    p.add_argument("--clip", action="append", help="guiding CLIP, or with dalle a reranking one; repeatable: losses "
+                   "or cosines summed (default: the shapes model for shapes prompts, with dalle the shapes and the "
+                   "default model; else the default model)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="generated", help="output folder")
     g = p.add_argument_group("vqgan-clip")

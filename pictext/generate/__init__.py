@@ -39,6 +39,13 @@ def default_clip_for(prompt: str) -> str:
     return "shapes" if prompt_target(prompt) is not None else "default"
 
 
+def default_rerankers_for(prompt: str) -> list[str]:
+    """The CLIPs that rerank DALL-E's samples by default: for a shapes-world prompt the `shapes` and the default
+    CLIP together, else the default CLIP. (bench/dalle.py, held-out shapes captions, guidance 3: the best of 16
+    was right for 57.8% reranked by both, 46.7% by the shapes CLIP alone, 53.3% by the default alone.)"""
+    return ["shapes", "default"] if default_clip_for(prompt) == "shapes" else ["default"]
+
+
 def default_vqgan_for(prompt: str) -> str:
     """The VQGAN that draws by default: for a shapes-world prompt the default DALL-E's image tokenizer (32 px,
     trained on the shapes world: VQGAN+CLIP drew 42.2% of seen and 40.0% of held-out shapes prompts right with it,
@@ -69,7 +76,8 @@ def generate(
     losses are summed (default: see default_clip_for); vqgan the VQGAN whose latent is optimized (default:
     see default_vqgan_for); settings are GenerateConfig's fields (steps, size, seed, cutouts, lr, drawer, init, ...);
     `callback(step, frame)` sees every step, and returning False stops.
-    dalle: dalle is the DALL-E (default: 'dalle'), clip the one CLIP that reranks; settings are DALLESettings'
+    dalle: dalle is the DALL-E (default: 'dalle'), clip the CLIP or CLIPs that rerank, their cosines summed
+    (default: see default_rerankers_for); settings are DALLESettings'
     fields (samples, keep, guidance_scale, temperature, top_k, top_p, seed); `prime` completes the lower part
     of an image; `callback` sees each kept picture with its score.
     unclip: unclip is the unCLIP (default: 'unclip'), which draws in its own CLIP's space; settings are
@@ -103,13 +111,12 @@ def _generate_dalle(prompt, clip, dalle, prime, callback, settings) -> Generated
     unknown = set(settings) - {f.name for f in dataclasses.fields(DALLESettings)}
     if unknown:
         raise GenerationError(f"unknown settings {sorted(unknown)} for dalle; known: DALLESettings' fields")
-    if isinstance(clip, list | tuple):
-        if len(clip) != 1:
-            raise GenerationError("dalle reranks with one CLIP; pass one")
-        clip = clip[0]
     config = DALLESettings(**settings)  # type: ignore[arg-type]
     pipeline = load_dalle_model(dalle)
-    return generate_dalle(prompt, pipeline, _clip(clip or default_clip_for(prompt)), config, prime, callback)
+    specs = clip if isinstance(clip, list | tuple) else [clip] if clip is not None else default_rerankers_for(prompt)
+    if not specs:
+        raise GenerationError("dalle reranks with at least one CLIP; pass one or several, or none for the default")
+    return generate_dalle(prompt, pipeline, [_clip(c) for c in specs], config, prime, callback)
 
 
 def load_dalle_model(spec: DALLEPipeline | ModelSpec) -> DALLEPipeline:

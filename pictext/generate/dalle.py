@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -43,13 +43,14 @@ class DALLESettings:
 def generate_dalle(
     prompt: str,
     pipeline: DALLEPipeline,
-    clip: CLIP,
+    clip: CLIP | Sequence[CLIP],
     settings: DALLESettings = DALLESettings(),
     prime: Image.Image | None = None,
     callback: Callable[[Step, Image.Image], bool | None] | None = None,
 ) -> Generated:
-    """The kept pictures (best first) with their CLIP scores; `callback(step, picture)` sees each kept one,
-    ranked, with its score (returning False stops the report, not the drawing, which is done by then)."""
+    """The kept pictures (best first) with their CLIP scores (summed over several CLIPs); `callback(step, picture)`
+    sees each kept one, ranked, with its score (returning False stops the report, not the drawing, which is done
+    by then)."""
     try:
         pipeline.text(prompt)
     except ValueError as e:

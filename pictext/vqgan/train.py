@@ -31,8 +31,9 @@ PairDataset = Sequence[tuple[Image.Image, str]]
 class VQGANTrainConfig:
     steps: int = 3000  # optimizer steps (generator and discriminator each)
     batch_size: int = 16
-    lr: float = 2e-4  # Adam, betas (0.5, 0.9) as taming; constant after `warmup`
+    lr: float = 2e-4  # Adam, betas (0.5, 0.9) as taming; after `warmup`, as `schedule` says
     warmup: int = 100
+    schedule: str = "constant"  # "constant" (taming's), or "cosine": decays to zero at `steps`
     disc_start: int = 1000  # step from which the discriminator trains and the adversarial term counts
     disc_weight: float = 0.8  # scales the adaptive weight
     codebook_weight: float = 1.0
@@ -41,6 +42,10 @@ class VQGANTrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     usage_window: int = 100  # steps over which codebook usage is counted
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
 
 
 @dataclass
@@ -108,7 +113,10 @@ def train_vqgan(
         pairs = training.read_batch(data, indices[rank * local : (rank + 1) * local])
         flips = np.random.default_rng([cfg.seed, step, rank]).random(local) < 0.5 if cfg.flip else None
         x = to_pixels([image for image, _ in pairs], model.config.resolution, flips).to(device)
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        if cfg.schedule == "cosine":
+            lr = training.cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
+        else:
+            lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         for opt in (opt_g, opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
