@@ -5,7 +5,8 @@ For each generator and sampling seed (3), one picture per prompt, with each gene
 
 - VQGAN+CLIP: the VQGAN shapes prompts get by default (the default DALL-E's, 32 px) guided by the `shapes` CLIP,
   100 steps from random codes;
-- DALL-E: the default DALL-E, 16 samples at guidance 3, the best by the `shapes` CLIP kept;
+- DALL-E: the default DALL-E, 16 samples at guidance 3, the best by the `shapes` and `default` CLIPs together
+  kept (their cosines summed; `default_rerankers_for`);
 - unCLIP: the default prior (best of 2) and decoder (guidance 1.5, 50 DDIM steps, eta 1), in the `default` CLIP's
   space.
 
@@ -37,7 +38,7 @@ from pictext import hub
 from pictext.api import load
 from pictext.data.emoji import ensure_emoji, named_images
 from pictext.data.shapes import DEFAULT_HELD_OUT, judge
-from pictext.generate import default_vqgan_for, generate, load_dalle_model, load_unclip_model
+from pictext.generate import default_rerankers_for, default_vqgan_for, generate, load_dalle_model, load_unclip_model
 from pictext.generate.rerank import clip_scores
 from pictext.vqgan.io import load_vqgan
 
@@ -85,12 +86,13 @@ def emoji_rows(dalle, unclip) -> list[dict]:  # noqa: ANN001
 
 def main() -> None:
     shapes = load("shapes", precision="fp32")
+    rerankers = [load(name, precision="fp32") for name in default_rerankers_for(PROMPTS[0][0])]
     judge_clip = load(os.environ.get("JUDGE_CLIP", "shapes-seed1"), precision="fp32")
     vqgan = load_vqgan(hub.resolve(default_vqgan_for(PROMPTS[0][0])))
     dalle, unclip = load_dalle_model("dalle"), load_unclip_model("unclip")
     draw = {
         "VQGAN+CLIP": lambda p, s: generate(p, clip=shapes, vqgan=vqgan, steps=100, seed=s).image,
-        "DALL-E": lambda p, s: generate(p, method="dalle", dalle=dalle, clip=shapes, seed=s).image,
+        "DALL-E": lambda p, s: generate(p, method="dalle", dalle=dalle, clip=rerankers, seed=s).image,
         "unCLIP": lambda p, s: generate(p, method="unclip", unclip=unclip, samples=1, seed=s).image,
     }
     rows = []

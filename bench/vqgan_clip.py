@@ -7,7 +7,7 @@ default (the default DALL-E's 32 px tokenizer, `--vqgan dalle`) at its own size 
 the headline) and `contains` (some region of that colour has that shape). Also: whether the CLIP score rose
 from the first to the last step in every run, and seconds per image.
 
-    python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan dalle] [--clip shapes]
+    python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan dalle] [--clip shapes[,default]]
                                [--size N] [--seeds 0,1,2] [--json bench/results/vqgan_clip.json]
 
 Writes bench/results/vqgan_clip.json (summary keys `oracle_accuracy` and `oracle_accuracy_heldout`, the

@@ -133,6 +133,8 @@ def test_generate_dalle_through_the_api(tiny_model, tiny_dalle):
         generate(" ", method="dalle", dalle=pipeline, clip=tiny_model)
     with pytest.raises(GenerationError, match="unknown settings"):
         generate("a red circle", method="dalle", dalle=pipeline, clip=tiny_model, steps=3)
+    with pytest.raises(GenerationError, match="at least one CLIP"):
+        generate("a red circle", method="dalle", dalle=pipeline, clip=[])
 
 
 def test_a_tokenizer_that_does_not_match_is_refused(tiny_dalle):
