@@ -182,8 +182,8 @@ class DALLERecipe:
     emoji_repeats: int = 1
     # Single shapes the transformer alone trains on (its VQGAN never sees them), half of them in unnamed hues
     # captioned by form alone ("a small triangle"): shape taught apart from colour, as the CLIP recipe's
-    # `unnamed_colors` does. Held-out captions, every sample right: 37.5% with them, 29.3% without; best of 16 by
-    # the shapes CLIP: 55.6%, 46.7% (bench/dalle_scaling.py, variant `forms`).
+    # `unnamed_colors` does. Held-out captions, every sample right: 37.5% with them, 29.6% without; best of 16 by
+    # the shapes CLIP: 55.6%, 48.9% (bench/dalle_scaling.py, variants `recipe` and `no-forms`, seed 0).
     forms_length: int = 20_000
 
 
