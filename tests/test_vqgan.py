@@ -287,7 +287,7 @@ def test_vqgan_training_resumes_exactly(tmp_path, schedule):
     from pictext.vqgan.discriminator import DiscriminatorConfig, PatchDiscriminator
     from pictext.vqgan.train import VQGANTrainConfig, train_vqgan
 
-    cfg = VQGANTrainConfig(steps=6, **TINY_TRAIN | {"schedule": schedule, "warmup": 1})
+    cfg = VQGANTrainConfig(steps=6, **TINY_TRAIN, schedule=schedule)  # TINY_TRAIN warms up for 1 step
 
     def fresh():
         torch.manual_seed(0)
