@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from pictext import training
+from pictext.data.emoji import OPEN_VENDORS
 from pictext.vqgan.discriminator import DiscriminatorConfig, PatchDiscriminator
 from pictext.vqgan.io import save_vqgan
 from pictext.vqgan.loss import adaptive_weight, generator_adversarial_loss, hinge_d_loss
@@ -236,7 +237,7 @@ DEFAULT_VQGAN = VQGANConfig(
 @dataclass(frozen=True)
 class VQGANRecipe:
     """The default VQGAN: 64 px, f4 (a 16x16 grid of codes), 512 codes with dead-code restart, trained with L1
-    and the codebook loss on Google's emoji and the shapes world."""
+    and the codebook loss on the openly licensed vendors' emoji (Google, Twitter, OpenMoji) and the shapes world."""
 
     model: VQGANConfig = DEFAULT_VQGAN
     # No adversarial phase: with it from step 800 (disc_weight 0.8, no perceptual loss), L1 went from 0.114 to
@@ -244,6 +245,9 @@ class VQGANRecipe:
     train: VQGANTrainConfig = VQGANTrainConfig(steps=1500, disc_start=10**9)
     emoji_repeats: int = 2  # each training emoji counted this often against `shapes_length` shapes
     shapes_length: int = 6000
+    # Whose emoji drawings it trains on (their train splits). Three drawing styles, not Google's alone: Facebook's
+    # held-out emoji (a style it never sees) went from 21.3 to 23.0 dB PSNR, codebook usage from 87% to 98%.
+    vendors: tuple[str, ...] = OPEN_VENDORS
 
 
 def vqgan_recipe_data(recipe: VQGANRecipe, home: Path | None = None) -> PairDataset:
@@ -254,8 +258,10 @@ def vqgan_recipe_data(recipe: VQGANRecipe, home: Path | None = None) -> PairData
 
     shapes = ShapesWorld(size=64, max_shapes=2, grey_fraction=0.3, unnamed_colors=True,
                          length=recipe.shapes_length, seed=recipe.train.seed)  # fmt: skip
-    emoji = FolderPairs(ensure_emoji(home or hub.home()) / "train", seed=recipe.train.seed)
-    return MixedPairs([(emoji, recipe.emoji_repeats), (shapes, 1)])
+    home = home or hub.home()
+    folders = [ensure_emoji(home) if v == "google" else ensure_emoji(home, v, keywords=True) for v in recipe.vendors]
+    emoji = [(FolderPairs(folder / "train", seed=recipe.train.seed), recipe.emoji_repeats) for folder in folders]
+    return MixedPairs([*emoji, (shapes, 1)])
 
 
 def train_vqgan_on(
