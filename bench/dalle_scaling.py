@@ -33,7 +33,8 @@ SIZE = {"width": 192, "layers": 4, "heads": 6, "batch_size": 32}
 VARIANTS = {  # name: transformer size, training length, extra shapes pictures (beyond the recipe's scenes)
     # the recipe: 20,000 single shapes beside its scenes, half of them in unnamed hues captioned by form alone
     # ("a small triangle"), for the transformer only (DALLERecipe.forms_length): shape taught apart from colour
-    "recipe": SIZE | {"steps": 4800, "extra_shapes": 0, "forms": True},
+    "recipe": SIZE | {"steps": 9600, "extra_shapes": 0, "forms": True},
+    "forms-4800": SIZE | {"steps": 4800, "extra_shapes": 0, "forms": True},  # the recipe before twice the steps
     "no-forms": SIZE | {"steps": 4800, "extra_shapes": 0},  # the recipe before the form-only shapes
     "half": SIZE | {"steps": 2400, "extra_shapes": 0},
     "long": SIZE | {"steps": 12000, "extra_shapes": 0},
