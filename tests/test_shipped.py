@@ -50,9 +50,9 @@ def test_a_name_lookup_never_trains(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(not (hub.SHIPPED / "dalle.safetensors").is_file(), reason="no shipped DALL-E")
 def test_shipped_dalle_draws_seen_captions():
-    """Seen colour-shape combinations: the oracle recognises about two thirds of the shipped DALL-E's samples at
-    guidance 3 (68% in bench/dalle.py); one in five of 32 is a bound any machine's sampler clears (a fair
-    draw at 64% falls below it far less than once in a million)."""
+    """Seen colour-shape combinations: the oracle recognises about three quarters of the shipped DALL-E's
+    samples at guidance 3 (73.5% in bench/dalle.py); one in five of 32 is a bound any machine's sampler clears
+    (a fair draw at 64% falls below it far less than once in a million)."""
     from pictext.dalle.io import load_dalle
     from pictext.dalle.sampling import SamplingConfig
     from pictext.data.shapes import judge
