@@ -3,11 +3,11 @@
 The default VQGAN trains on Google's, Twitter's and OpenMoji's emoji (and the shapes world). This reconstructs
 Facebook's emoji (npm's emoji-datasource-facebook, never trained on; its held-out split, whose emoji names were
 also held out of every training set) at 64 px, and Google's own held-out emoji, and reports PSNR (mean and
-worst decile) and the share of the 512 codes the reconstructions use (over all three sets). Also the shapes world at 64 px: the
-share of reconstructions of single-shape pictures in which the oracle still finds the shape's colour and shape
-(`judge(...).dominant`), the pictures VQGAN+CLIP has to draw through this decoder. No peer: taming's released models
-are 256 px ImageNet models that cannot be fetched here; `tests/test_vqgan.py` proves the import from taming's
-format is exact instead.
+worst decile) and the share of the 512 codes the reconstructions use (over all three sets). Also the shapes
+world at 64 px: the share of reconstructions of single-shape pictures in which the oracle still finds the
+shape's colour and shape (`judge(...).dominant`), the pictures VQGAN+CLIP has to draw through this decoder.
+No peer: taming's released models are 256 px ImageNet models that cannot be fetched here;
+`tests/test_vqgan.py` proves the import from taming's format is exact instead.
 
 Needs the Facebook set: `pictext data build emoji --vendor facebook` (npm), or $PICTEXT_HOME pointing at one.
 Writes bench/results/vqgan.json (summary keys `heldout_psnr_db`, target >= 24, and `codebook_usage`,
