@@ -259,6 +259,8 @@ def vqgan_recipe_data(recipe: VQGANRecipe, home: Path | None = None) -> PairData
     shapes = ShapesWorld(size=64, max_shapes=2, grey_fraction=0.3, unnamed_colors=True,
                          length=recipe.shapes_length, seed=recipe.train.seed)  # fmt: skip
     home = home or hub.home()
+    # Captions do not matter here, only pictures: Google's set captioned by names is the one every install builds
+    # (make test, make demo); the other vendors' sets exist captioned by keywords (the default CLIP's recipe).
     folders = [ensure_emoji(home) if v == "google" else ensure_emoji(home, v, keywords=True) for v in recipe.vendors]
     emoji = [(FolderPairs(folder / "train", seed=recipe.train.seed), recipe.emoji_repeats) for folder in folders]
     return MixedPairs([*emoji, (shapes, 1)])
