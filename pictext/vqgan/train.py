@@ -229,10 +229,10 @@ DEFAULT_VQGAN = VQGANConfig(
     n_embed=512, restart_after=100,
 )  # fmt: skip
 # Tried and not kept, both on Google's emoji alone (the recipe's data then, at 21.3 dB): DALL-E's tokenizer
-# settings (16-dimensional codes, EMA codebook, lr 1e-3) for 1,500 steps
-# used 99.6% of the codes but fell to 19.8 dB held-out PSNR (from 21.3), and the oracle recognised none of its
-# 64 px shapes reconstructions (26.5% with these settings). Twice the peak lr (4e-4) decayed by a cosine to zero
-# over the same 1,500 steps ended at a training L1 of about 0.07 but 19.5 dB held-out PSNR on Facebook's emoji.
+# settings (16-dimensional codes, EMA codebook, lr 1e-3) for 1,500 steps used 99.6% of the codes but fell to
+# 19.8 dB held-out PSNR, and the oracle recognised none of its 64 px shapes reconstructions (26.5% with these
+# settings). Twice the peak lr (4e-4) decayed by a cosine to zero over the same 1,500 steps ended at a training
+# L1 of about 0.07 but 19.5 dB held-out PSNR on Facebook's emoji.
 
 
 @dataclass(frozen=True)
