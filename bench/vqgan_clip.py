@@ -8,7 +8,8 @@ the headline) and `contains` (some region of that colour has that shape). Also: 
 from the first to the last step in every run, and seconds per image.
 
     python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan dalle] [--clip shapes[,default]]
-                               [--size N] [--seeds 0,1,2] [--json bench/results/vqgan_clip.json]
+                               [--size N] [--cut-power P] [--lr LR] [--seeds 0,1,2]
+                               [--json bench/results/vqgan_clip.json]
 
 Writes bench/results/vqgan_clip.json (summary keys `oracle_accuracy` and `oracle_accuracy_heldout`, the
 dominant verdict; target >= 0.70).
@@ -31,6 +32,7 @@ from pictext import hub
 from pictext.api import load
 from pictext.data.shapes import COLORS, DEFAULT_HELD_OUT, SHAPES, judge
 from pictext.generate import generate
+from pictext.generate.vqgan_clip import GenerateConfig
 from pictext.vqgan.io import load_vqgan
 
 SEEDS = (0, 1, 2)
@@ -45,6 +47,9 @@ def main() -> None:
     parser.add_argument("--vqgan", default="dalle", help="default: the one shapes prompts get (default_vqgan_for)")
     parser.add_argument("--clip", default="shapes", help="a CLIP, or several comma-separated (losses summed)")
     parser.add_argument("--cutouts", type=int, default=16)
+    parser.add_argument("--cut-power", type=float, default=GenerateConfig.cut_power,
+                        help="> 1 favours small cutouts, < 1 large ones, 0: whole pictures only")  # fmt: skip
+    parser.add_argument("--lr", type=float, default=GenerateConfig.lr)
     parser.add_argument("--size", type=int, help="side of the pictures drawn (default: the VQGAN's training side)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--out", default=None, help="also save every picture here")
@@ -62,7 +67,8 @@ def main() -> None:
                 began = time.perf_counter()
                 init = {"init": "image", "init_image": background} if args.init == "background" else {}
                 result = generate(prompt, clip=clip, vqgan=vqgan, seed=seed, steps=args.steps, size=args.size,
-                                  cutouts=args.cutouts, frame_every=0, **init)  # fmt: skip
+                                  cutouts=args.cutouts, cut_power=args.cut_power, lr=args.lr, frame_every=0,
+                                  **init)  # fmt: skip
                 seconds = time.perf_counter() - began
                 verdict = judge(result.image, color, shape)
                 row = {
@@ -100,6 +106,8 @@ def main() -> None:
         "seconds_per_image": round(float(np.mean([r["seconds"] for r in rows])), 2),
         "steps": args.steps,
         "cutouts": args.cutouts,
+        "cut_power": args.cut_power,
+        "lr": args.lr,
         "init": args.init,
         "size": args.size,
     }
