@@ -69,7 +69,9 @@ class GenerateConfig:
     steps: int = 200  # optimizer steps
     size: tuple[int, int] | None = None  # (width, height), multiples of the VQGAN's factor; default: the side
     # the VQGAN trained at (the pixel drawer: 64)
-    lr: float = 0.2  # Adam on the latent
+    # Adam on the latent. 0.1 as nerdyrodent/VQGAN-CLIP: shapes prompts (seeds 3-5, 32 px) drew 68.9% of seen
+    # combinations right, against 62.2% at 0.2 and 46.7% at 0.4.
+    lr: float = 0.1
     lr_drops: tuple[float, ...] = (0.75,)  # fractions of the run after which lr is divided by 10
     cutouts: int = 16  # random crops per step, each embedded by every CLIP
     cut_power: float = 1.0  # > 1 favours small cutouts, < 1 large ones
