@@ -74,7 +74,7 @@ class GenerateConfig:
     lr: float = 0.1
     lr_drops: tuple[float, ...] = (0.75,)  # fractions of the run after which lr is divided by 10
     cutouts: int = 16  # random crops per step, each embedded by every CLIP
-    cut_power: float = 1.0  # > 1 favours small cutouts, < 1 large ones
+    cut_power: float = 1.0  # > 1 favours small cutouts, < 1 large ones (none below the CLIP input)
     augment: bool = True  # flips, affine, perspective and noise on cutouts (kornia)
     init: str = "random"  # "random" codes, "noise" pixels (encoded), or "image" (init_image)
     drawer: str = "vqgan"  # "vqgan" or "pixel"
