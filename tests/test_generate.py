@@ -11,7 +11,7 @@ from PIL import Image
 
 from pictext.clip.io import load_clip
 from pictext.generate import GenerationError, Prompt, generate, parse_prompts
-from pictext.generate.vqgan_clip import clamp_with_grad, spherical_loss
+from pictext.generate.vqgan_clip import GenerateConfig, clamp_with_grad, make_cutouts, spherical_loss
 from pictext.vqgan import VQGAN, VQGANConfig
 from pictext.vqgan.io import save_vqgan
 
@@ -51,6 +51,27 @@ def test_spherical_loss_and_clamp_on_known_values():
     x.grad = None
     clamp_with_grad(x, 0.0, 1.0).sum().backward()  # descent pushes all down: x[0] would leave further
     assert x.grad.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_no_cutout_is_smaller_than_the_clips_input():
+    g = torch.Generator().manual_seed(0)
+    config = GenerateConfig(cutouts=8, augment=False)
+    small = torch.rand(1, 3, 32, 32, generator=g)  # no larger than the input: always seen whole
+    assert torch.equal(make_cutouts(small, 32, config, g), small.expand(8, -1, -1, -1))
+    large = torch.zeros(1, 3, 64, 64)
+    large[..., :16, :16] = 1.0  # a corner a 32 px cutout may hold whole; smaller cutouts would magnify it
+    cuts = make_cutouts(large, 32, GenerateConfig(cutouts=64, augment=False), g)
+    assert cuts.shape == (64, 3, 32, 32)
+    assert cuts.mean(dim=(1, 2, 3)).max().item() <= 0.25 + 1e-6  # the corner fills at most a quarter of any cut
+
+
+def test_the_clis_vqgan_clip_defaults_are_the_librarys():
+    from pictext.commands.generation import VQGAN_CLIP_DEFAULTS
+
+    library = GenerateConfig()
+    for key, value in VQGAN_CLIP_DEFAULTS.items():
+        if hasattr(library, key) and key != "size":  # size: None on both, resolved per VQGAN
+            assert getattr(library, key) == value, key
 
 
 def test_same_seed_same_bytes_and_another_seed_differs(tiny_model_path, tiny_vqgan_path, tmp_path):

@@ -124,6 +124,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 # vqgan and size: chosen per prompt and VQGAN (default_vqgan_for, the VQGAN's training side)
+# The rest are GenerateConfig's, written out so the CLI starts without importing the generators (tested equal)
 VQGAN_CLIP_DEFAULTS = dict(vqgan=None, drawer="vqgan", steps=200, size=None, cutouts=16, lr=0.1, init="random",
                            image_prompt=[], smoothness=0.0, saturation=0.0, symmetry=0.0, frame_every=10)  # fmt: skip
 DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
