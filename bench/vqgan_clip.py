@@ -8,7 +8,8 @@ the headline) and `contains` (some region of that colour has that shape). Also: 
 from the first to the last step in every run, and seconds per image.
 
     python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan dalle] [--clip shapes[,default]]
-                               [--size N] [--cut-power P] [--lr LR] [--seeds 0,1,2]
+                               [--size N] [--cut-power P] [--lr LR] [--smoothness W]
+                               [--seeds 0,1,2]
                                [--json bench/results/vqgan_clip.json]
 
 Writes bench/results/vqgan_clip.json (summary keys `oracle_accuracy` and `oracle_accuracy_heldout`, the
@@ -46,10 +47,11 @@ def main() -> None:
                         "background grey (the pictures then start as the world's scenes do)")  # fmt: skip
     parser.add_argument("--vqgan", default="dalle", help="default: the one shapes prompts get (default_vqgan_for)")
     parser.add_argument("--clip", default="shapes", help="a CLIP, or several comma-separated (losses summed)")
-    parser.add_argument("--cutouts", type=int, default=16)
+    parser.add_argument("--cutouts", type=int, default=GenerateConfig.cutouts)
     parser.add_argument("--cut-power", type=float, default=GenerateConfig.cut_power,
                         help="> 1 favours small cutouts, < 1 large ones, 0: whole pictures only")  # fmt: skip
     parser.add_argument("--lr", type=float, default=GenerateConfig.lr)
+    parser.add_argument("--smoothness", type=float, default=GenerateConfig.smoothness, help="total variation weight")
     parser.add_argument("--size", type=int, help="side of the pictures drawn (default: the VQGAN's training side)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--out", default=None, help="also save every picture here")
@@ -68,6 +70,7 @@ def main() -> None:
                 init = {"init": "image", "init_image": background} if args.init == "background" else {}
                 result = generate(prompt, clip=clip, vqgan=vqgan, seed=seed, steps=args.steps, size=args.size,
                                   cutouts=args.cutouts, cut_power=args.cut_power, lr=args.lr, frame_every=0,
+                                  smoothness=args.smoothness,
                                   **init)  # fmt: skip
                 seconds = time.perf_counter() - began
                 verdict = judge(result.image, color, shape)
@@ -108,6 +111,7 @@ def main() -> None:
         "cutouts": args.cutouts,
         "cut_power": args.cut_power,
         "lr": args.lr,
+        "smoothness": args.smoothness,
         "init": args.init,
         "size": args.size,
     }

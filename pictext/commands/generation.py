@@ -125,7 +125,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 # vqgan and size: chosen per prompt and VQGAN (default_vqgan_for, the VQGAN's training side)
 # The rest are GenerateConfig's, written out so the CLI starts without importing the generators (tested equal)
-VQGAN_CLIP_DEFAULTS = dict(vqgan=None, drawer="vqgan", steps=200, size=None, cutouts=16, lr=0.1, init="random",
+VQGAN_CLIP_DEFAULTS = dict(vqgan=None, drawer="vqgan", steps=200, size=None, cutouts=48, lr=0.1, init="random",
                            image_prompt=[], smoothness=0.0, saturation=0.0, symmetry=0.0, frame_every=10)  # fmt: skip
 DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
 
@@ -407,7 +407,7 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
         "--size",
         help="N or WxH pixels, rounded to the VQGAN's factor (default: the VQGAN's training side; pixel drawer: 64)",
     )
-    g.add_argument("--cutouts", type=int, help="default: 16")
+    g.add_argument("--cutouts", type=int, help="default: 48")
     g.add_argument("--lr", type=float, help="default: 0.1")
     g.add_argument("--init", help="random (codes), noise (pixels), or an image file (default: random)")
     g.add_argument("--image-prompt", action="append", help="an image to aim at, repeatable")
