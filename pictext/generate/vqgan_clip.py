@@ -75,8 +75,9 @@ class GenerateConfig:
     lr_drops: tuple[float, ...] = (0.75,)  # fractions of the run after which lr is divided by 10
     # Random crops per step, each embedded by every CLIP. 48, between nerdyrodent/VQGAN-CLIP's 32 and Crowson's 64:
     # shapes prompts (32 px, seeds 3-5) drew 68.9% of seen / 53.3% of held-out combinations right, against 68.9% /
-    # 40.0% with 16 and 51.1% / 40.0% with 96; on seeds 0-2, 62.2% / 53.3% against 55.6% / 40.0% with 16. At 64 px
-    # the decoder dominates the step, so 48 cost no more time than 16 on emoji prompts.
+    # 40.0% with 16 and 51.1% / 40.0% with 96; on seeds 0-2, 62.2% / 53.3% against 55.6% / 40.0% with 16; from
+    # random codes (bench/generate_compare.py) held-out 33.3% against 46.7%: a small gain, 80 of 135 right against
+    # 75. At 64 px the decoder dominates the step, so 48 cost no more time than 16 on emoji prompts.
     cutouts: int = 48
     cut_power: float = 1.0  # > 1 favours small cutouts, < 1 large ones (none below the CLIP input)
     augment: bool = True  # flips, affine, perspective and noise on cutouts (kornia)
