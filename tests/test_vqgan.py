@@ -289,7 +289,8 @@ def test_reconstruction_loss_falls_and_the_adversarial_phase_runs():
     assert last < 0.6 * first, (first, last)
     # From step 4 the discriminator trains. An untrained one scores real and fake near 0, a hinge loss near 1;
     # later steps are not asserted > 0: a discriminator that wins outright reaches exactly 0 (it did, in one run).
-    assert all(x.d == 0 for x in logs[:4]) and logs[4].d > 0.5 and not untouched(disc, initial)
+    trained = any(not torch.equal(initial[k], v) for k, v in disc.named_parameters())  # weights, not BN statistics
+    assert all(x.d == 0 for x in logs[:4]) and logs[4].d > 0.5 and trained
     assert 0 < logs[-1].usage <= 1 and logs[-1].perplexity >= 1
 
 
