@@ -175,9 +175,10 @@ class DALLERecipe:
     heads: int = 6
     text_len: int = 24
     text_vocab: int = 1024  # the BPE trained on the recipe's captions
-    # About 0.34 s a step on 2 cores (55 minutes; 0.16 s on a Xeon with AMX); 6 layers of 256 at batch 64 took 1.2 s. Held-out captions'
-    # best of 16 by the shapes CLIP, with the form-only shapes below: 55.6% after 4,800 steps, 77.8% after 9,600
-    # (every sample right: 37.5%, 41.7%); without them, 2,400 steps 42%, 4,800 steps 49% (bench/dalle_scaling.py).
+    # About 0.34 s a step on 2 cores (55 minutes; 0.16 s on a Xeon with AMX); 6 layers of 256 at batch 64 took
+    # 1.2 s. Held-out captions' best of 16 by the shapes CLIP, with the form-only shapes below: 55.6% after 4,800
+    # steps, 77.8% after 9,600 (every sample right: 37.5%, 41.7%); without them, 2,400 steps 42%, 4,800 steps
+    # 49% (bench/dalle_scaling.py).
     # 19,200 steps drew worse (held-out every sample 33.6%, seen 48.9%; docs/measurements.md): 9,600 stays.
     train: DALLETrainConfig = DALLETrainConfig(steps=9600, batch_size=32)
     shapes_length: int = 20_000
