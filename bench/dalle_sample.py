@@ -14,7 +14,8 @@ rotary-embedding-torch einops` (`make bench` does).
 
 Also: training throughput (pairs/s) and peak memory of a training step on the same batch, each system in a
 fresh process (peak RSS of the process after its steps, minus its RSS once the model is built and the batch
-made). Writes bench/results/dalle_sample.json.
+made). The cached samplers are timed in interleaved rounds, best round kept; the uncached ones and the
+training steps best of 3. Writes bench/results/dalle_sample.json.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from pictext.dalle.sampling import SamplingConfig, sample
 from pictext.training import cpu_has_fast_bf16
 
 WIDTH, DEPTH, HEADS, TEXT_LEN, GRID, CODES, TEXT_VOCAB, BATCH, GUIDANCE = 256, 6, 8, 24, 8, 1024, 1024, 16, 3.0
-REPEATS = 3
+REPEATS = 3  # best of, for the slow (uncached) settings and training steps
+ROUNDS = 7  # rounds of the cached settings, interleaved
 
 
 def import_dalle_pytorch():  # noqa: ANN201
@@ -115,24 +117,39 @@ def main() -> None:
     rows = []
 
     def peer_run(use_cache: bool):  # noqa: ANN202
-        with torch.no_grad():
-            return lambda: peer.generate_images(text, filter_thres=0.5, cond_scale=GUIDANCE, use_cache=use_cache)
+        def run() -> None:
+            with torch.no_grad():
+                peer.generate_images(text, filter_thres=0.5, cond_scale=GUIDANCE, use_cache=use_cache)
 
-    for use_cache in (True, False):
-        seconds = best_of(peer_run(use_cache))
-        rows.append({"system": "dalle-pytorch", "setting": f"use_cache={use_cache}", "precision": "fp32",
-                     "seconds": seconds, "tokens_per_s": tokens / seconds})  # fmt: skip
-        print(rows[-1], flush=True)
+        return run
+
     cfg = SamplingConfig(top_k=CODES // 2, guidance_scale=GUIDANCE)
-    settings = [("fp32", cfg)]
-    if cpu_has_fast_bf16():
-        settings.append(("bf16", cfg))
-    for precision, c in settings:
-        model = ours if precision == "fp32" else build_ours().to(torch.bfloat16)
-        seconds = best_of(lambda m=model, c=c: sample(m, text, c, torch.Generator().manual_seed(0)))
-        rows.append({"system": "pictext", "setting": "KV cache, guidance batched", "precision": precision,
-                     "seconds": seconds, "tokens_per_s": tokens / seconds})  # fmt: skip
+    # The fast settings run in rounds, one run of each per round, and each keeps its best round: a slow spell of
+    # the machine (another tenant, the clock) then hits every system alike instead of whichever ran during it.
+    # Timed one system after the other (3 runs each), pictext's best was 0.50 s here in two runs, against
+    # 0.41-0.43 s timed alone in a fresh process.
+    fast = {("dalle-pytorch", "use_cache=True", "fp32"): peer_run(True)}
+    models = {"fp32": ours} | ({"bf16": build_ours().to(torch.bfloat16)} if cpu_has_fast_bf16() else {})
+    for precision, model in models.items():
+        fast[("pictext", "KV cache, guidance batched", precision)] = lambda m=model: sample(
+            m, text, cfg, torch.Generator().manual_seed(0)
+        )
+    times = {key: [] for key in fast}
+    for run in fast.values():
+        run()  # warm-up, untimed
+    for _ in range(ROUNDS):
+        for key, run in fast.items():
+            began = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - began)
+    for (system, setting, precision), seconds in times.items():
+        rows.append({"system": system, "setting": setting, "precision": precision, "seconds": min(seconds),
+                     "tokens_per_s": tokens / min(seconds)})  # fmt: skip
         print(rows[-1], flush=True)
+    seconds = best_of(peer_run(False))  # the slow settings: 6-10 s a run, best of REPEATS
+    rows.append({"system": "dalle-pytorch", "setting": "use_cache=False", "precision": "fp32", "seconds": seconds,
+                 "tokens_per_s": tokens / seconds})  # fmt: skip
+    print(rows[-1], flush=True)
     uncached = SamplingConfig(top_k=CODES // 2, guidance_scale=GUIDANCE, use_cache=False)
     seconds = best_of(lambda: sample(ours, text, uncached, torch.Generator().manual_seed(0)))
     rows.append({"system": "pictext", "setting": "no cache", "precision": "fp32", "seconds": seconds,
@@ -167,6 +184,7 @@ def main() -> None:
             "batch": BATCH,
             "guidance_scale": GUIDANCE,
             "repeats": REPEATS,
+            "rounds": ROUNDS,
         },  # fmt: skip
         "machine": {
             "cpu": platform.processor() or platform.machine(),
