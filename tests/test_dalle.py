@@ -122,6 +122,10 @@ def test_top_k_and_top_p_keep_what_they_say() -> None:
     assert torch.isfinite(filter_logits(logits, SamplingConfig(top_p=0.5))).tolist() == [[True, False, False, False]]
     assert torch.isfinite(filter_logits(logits, SamplingConfig(top_p=0.01))).sum() == 1  # the best always stays
     torch.testing.assert_close(filter_logits(logits, SamplingConfig(temperature=2.0)), logits / 2)
+    # Unsorted rows: top-k keeps every logit at least the k-th largest, ties with it included
+    rows = torch.tensor([[0.0, 3.0, 1.0, 1.0, -2.0], [5.0, -1.0, 2.0, 7.0, 2.5]])
+    kept = torch.isfinite(filter_logits(rows, SamplingConfig(top_k=2))).tolist()
+    assert kept == [[False, True, True, True, False], [True, False, False, True, False]]
 
 
 @pytest.mark.parametrize(
