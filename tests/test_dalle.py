@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pictext.dalle.model import DALLE, DALLEConfig, attention_mask
-from pictext.dalle.sampling import SamplingConfig, filter_logits, guided_logits, sample
+from pictext.dalle.sampling import SamplingConfig, composed_logits, filter_logits, guided_logits, sample
 
 TINY = DALLEConfig(text_vocab=20, image_vocab=16, text_len=5, image_grid=4, width=32, layers=4, heads=4,
                    attention=("full", "row", "column", "conv"))  # fmt: skip
@@ -102,6 +102,45 @@ def test_guidance_mixes_the_two_streams() -> None:
     assert torch.equal(guided_logits(cond, uncond, 1.0), cond)
     assert torch.equal(guided_logits(cond, uncond, 0.0), uncond)
     torch.testing.assert_close(guided_logits(cond, uncond, 3.0), uncond + 3 * (cond - uncond))
+
+
+def test_a_guide_equal_to_the_caption_is_plain_guidance() -> None:
+    """Composable guidance with the caption itself as a further guide is plain guidance at the same scale, by
+    construction: the weights are shared out, and every stream then pulls the same way."""
+    torch.manual_seed(0)
+    model = DALLE(TINY).eval()
+    text = torch.randint(1, TINY.text_vocab, (3, TINY.text_len))
+    cfg = SamplingConfig(guidance_scale=3.0)
+    plain = sample(model, text, cfg, torch.Generator().manual_seed(4), return_logits=True)
+    twice = sample(model, text, cfg, torch.Generator().manual_seed(4), return_logits=True, guides=[(text, 0.7)])
+    torch.testing.assert_close(twice.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(twice.tokens, plain.tokens)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_composed_logits_are_the_weighted_streams_for_the_drawn_tokens(use_cache: bool) -> None:
+    """uncond + scale * sum_i w_i (cond_i - uncond) / sum of the positive w_i, each stream teacher-forced on the
+    drawn tokens; a negative weight counts in the sum but not in the normaliser."""
+    torch.manual_seed(0)
+    model = DALLE(TINY).eval()
+    captions = torch.randint(1, TINY.text_vocab, (3, 2, TINY.text_len))
+    guides = [(captions[1], 0.5), (captions[2], -0.25)]
+    cfg = SamplingConfig(guidance_scale=2.0, use_cache=use_cache)
+    out = sample(model, captions[0], cfg, torch.Generator().manual_seed(3), return_logits=True, guides=guides)
+    image = out.tokens.flatten(1)
+
+    def logits(text: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            h = model.hidden(model.embed(model.text_tokens(text), image[:, :-1]))
+            return model.image_logits(h[:, TINY.text_len - 1 :])
+
+    u = logits(model.null_text(2, torch.device("cpu")))
+    c0, c1, c2 = (logits(t) for t in captions)
+    want = u + 2.0 * ((c0 - u) + 0.5 * (c1 - u) - 0.25 * (c2 - u)) / 1.5
+    torch.testing.assert_close(out.logits, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(composed_logits([c0], [1.0], u, 2.0), guided_logits(c0, u, 2.0))
+    with pytest.raises(ValueError, match="a guide must be"):
+        sample(model, captions[0], cfg, guides=[(captions[1][:1], 1.0)])
 
 
 def test_guided_sampling_uses_the_empty_caption_as_unconditional_stream() -> None:

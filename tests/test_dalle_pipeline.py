@@ -162,6 +162,7 @@ def test_cli_generate_dalle_writes_ranked_pictures_and_a_sheet(
     assert first["rank"] == 1 and first["clip_score"] >= second["clip_score"]
     assert first["guidance_scale"] == 3.0 and first["samples"] == 4 and first["method"] == "dalle"
     assert first["clip"] == [str(tiny_model_path)]
+    assert first["caption"] == "a red circle" and first["guides"] == [["a circle", 0.5]] and first["shape_prompt"]
     long = " ".join(["a red circle"] * 10)
     assert main([*argv[:1], long, *argv[2:]]) == 0
     assert "longer than the model's 12 text tokens" in capsys.readouterr().err
@@ -198,11 +199,39 @@ def test_cli_bad_input_is_named_and_nothing_is_written(tiny_model_path, tiny_dal
     assert "prompt is empty" in capsys.readouterr().err
 
 
+def test_a_prompt_splits_into_the_caption_and_its_guides():
+    from pictext.generate.dalle import DALLESettings, guides_for
+
+    assert guides_for("a small blue cross") == ("a small blue cross", [("a cross", 0.5)])  # a shapes caption
+    assert guides_for("a small blue cross", DALLESettings(shape_prompt=False)) == ("a small blue cross", [])
+    assert guides_for("a grinning face") == ("a grinning face", [])  # not the shapes world
+    assert guides_for("a red circle left of a blue square") == ("a red circle left of a blue square", [])
+    assert guides_for("a blue cross:2 | a cross | red:-1") == ("a blue cross", [("a cross", 0.5), ("red", -0.5)])
+    with pytest.raises(GenerationError, match="its weight must be positive, got -1"):
+        guides_for("a blue cross:-1 | a cross")
+    with pytest.raises(GenerationError, match="must be a number"):
+        guides_for("a blue cross | a cross:x1")
+
+
+def test_generate_guides_a_shapes_caption_by_its_shape_too(tiny_model, tiny_dalle, monkeypatch):
+    pipeline, _ = tiny_dalle
+    calls = []
+    draw = pipeline.draw
+    monkeypatch.setattr(pipeline, "draw", lambda *a, **k: calls.append(a) or draw(*a, **k))
+    generate("a small red circle", method="dalle", dalle=pipeline, clip=tiny_model, samples=2)
+    generate("a small red circle", method="dalle", dalle=pipeline, clip=tiny_model, samples=2, shape_prompt=False)
+    generate("a red circle | red:-0.5", method="dalle", dalle=pipeline, clip=tiny_model, samples=2)
+    assert [(c[0], c[-1]) for c in calls] == [("a small red circle", [("a circle", 0.5)]),
+                                             ("a small red circle", []), ("a red circle", [("red", -0.5)])]  # fmt: skip
+
+
 def test_cli_dalle_options_are_refused_for_vqgan_clip(tmp_path, capsys):
     from pictext.cli import main
 
     assert main(["generate", "a red circle", "--samples", "4", "--out", str(tmp_path)]) == 2
     assert "--samples: not options of --method vqgan-clip" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--no-shape-prompt", "--out", str(tmp_path)]) == 2
+    assert "--no-shape-prompt: not options of --method vqgan-clip" in capsys.readouterr().err
 
 
 def test_save_load_roundtrip_is_exact_in_float32(tiny_dalle, tmp_path):

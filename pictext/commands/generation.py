@@ -127,7 +127,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 # The rest are GenerateConfig's, written out so the CLI starts without importing the generators (tested equal)
 VQGAN_CLIP_DEFAULTS = dict(vqgan=None, drawer="vqgan", steps=200, size=None, cutouts=48, lr=0.1, init="random",
                            image_prompt=[], smoothness=0.0, saturation=0.0, symmetry=0.0, frame_every=10)  # fmt: skip
-DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime")
+DALLE_OPTIONS = ("dalle", "samples", "keep", "guidance", "temperature", "top_k", "top_p", "prime", "no_shape_prompt")
 
 
 UNCLIP_OPTIONS = ("unclip", "samples", "guidance", "prior_guidance", "steps", "eta", "upsample")
@@ -152,6 +152,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _generate_dalle(args: argparse.Namespace) -> int:
     from pictext.generate import default_rerankers_for, generate, load_dalle_model
+    from pictext.generate.dalle import DALLESettings, guides_for
     from pictext.generate.outputs import contact_sheet, slug, write_outputs
     from pictext.generate.vqgan_clip import GenerationError
     from pictext.images.decode import decode_image
@@ -161,21 +162,24 @@ def _generate_dalle(args: argparse.Namespace) -> int:
     given = {"samples": args.samples, "keep": args.keep, "guidance_scale": args.guidance,
              "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}  # fmt: skip
     settings = {k: v for k, v in given.items() if v is not None} | {"seed": args.seed}
-    from pictext.generate.dalle import DALLESettings
-
-    settings = dataclasses.asdict(DALLESettings(**settings))  # bad settings are named before any model loads
+    if args.no_shape_prompt:
+        settings["shape_prompt"] = False
+    config = DALLESettings(**settings)  # bad settings and prompt weights are named before any model loads
+    caption, guides = guides_for(args.prompt, config)
+    settings = dataclasses.asdict(config)
     pipeline = load_dalle_model(args.dalle)
-    _, truncated = pipeline.text(args.prompt)
-    if truncated:
-        print(f"pictext: the prompt is longer than the model's {pipeline.model.config.text_len} text tokens; "
-              "its end was cut", file=sys.stderr)  # fmt: skip
-    clips = args.clip or default_rerankers_for(args.prompt)
+    for text in [caption, *(g for g, _ in guides)]:
+        if pipeline.text(text)[1]:
+            print(f"pictext: {text!r} is longer than the model's {pipeline.model.config.text_len} text tokens; "
+                  "its end was cut", file=sys.stderr)  # fmt: skip
+    clips = args.clip or default_rerankers_for(caption)
     prime = decode_image(args.prime) if args.prime else None
-    print(f"pictext: drawing {settings['samples']} samples, keeping {settings['keep']} by CLIP score "
-          f"({' + '.join(clips)})", file=sys.stderr)  # fmt: skip
+    guided = "".join(f" | {g}:{w:g}" for g, w in guides)
+    print(f"pictext: drawing {settings['samples']} samples of {caption!r}{guided}, keeping {settings['keep']} by "
+          f"CLIP score ({' + '.join(clips)})", file=sys.stderr)  # fmt: skip
     result = generate(args.prompt, method="dalle", dalle=pipeline, clip=clips, prime=prime, **settings)
     record = {"prompt": args.prompt, "method": "dalle", "dalle": args.dalle or "dalle", "clip": clips,
-              "prime": args.prime, **settings}  # fmt: skip
+              "prime": args.prime, "caption": caption, "guides": guides, **settings}  # fmt: skip
     base = f"{slug(args.prompt)}-{args.seed}"
     for rank, (image, score) in enumerate(zip(result.samples, result.scores)):
         name = base if rank == 0 else f"{base}-{rank + 1}"
@@ -424,6 +428,12 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
     g.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     g.add_argument("--top-p", type=float, help="sample among the most likely tokens summing to p")
     g.add_argument("--prime", help="an image whose top half is kept; DALL-E draws the rest")
+    g.add_argument(
+        "--no-shape-prompt",
+        action="store_true",
+        default=None,
+        help="do not also guide a shapes-world caption by its shape alone ('a blue cross | a cross')",
+    )
     g = p.add_argument_group("unclip (also --samples, default 4; --guidance, default 1.5; --steps, default 50)")
     g.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
     g.add_argument("--prior-guidance", type=float, help="the prior's classifier-free guidance (default: 1)")

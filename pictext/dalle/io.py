@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,13 +80,16 @@ class DALLEPipeline:
         prime: Image.Image | None = None,
         prime_rows: int | None = None,
         batch_size: int = 16,
+        guides: Sequence[tuple[str, float]] = (),
     ) -> list[Image.Image]:
         """`n` pictures of `prompt`, drawn `batch_size` at a time with a seeded generator. `prime`: keep the
-        top `prime_rows` token rows of this image (default: half) and draw the rest."""
+        top `prime_rows` token rows of this image (default: half) and draw the rest. `guides`: further captions
+        and their weights (the prompt's is 1) for composable guidance (`sampling.py`)."""
         from pictext.vqgan.train import to_pixels
 
         device = next(self.model.parameters()).device
         text = self.text(prompt)[0].to(device)
+        guide_ids = [(self.text(caption)[0].to(device), weight) for caption, weight in guides]
         c = self.model.config
         start = None
         if prime is not None:
@@ -99,7 +103,8 @@ class DALLEPipeline:
         for begin in range(0, n, batch_size):
             b = min(batch_size, n - begin)
             primed = None if start is None else start.expand(b, -1)
-            tokens = sample(self.model, text.expand(b, -1), cfg or SamplingConfig(), generator, prime=primed).tokens
+            tokens = sample(self.model, text.expand(b, -1), cfg or SamplingConfig(), generator, prime=primed,
+                            guides=[(ids.expand(b, -1), weight) for ids, weight in guide_ids]).tokens  # fmt: skip
             pixels = self.image_tokenizer.decode_indices(tokens).clamp(-1, 1)
             images += to_images(pixels)
         return images

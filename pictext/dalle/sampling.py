@@ -5,10 +5,17 @@ Each step feeds one token through the transformer and reuses the keys and values
 Classifier-free guidance (Ho & Salimans 2022; for DALL-E as in DALLE-pytorch's `cond_scale`) runs the
 conditional stream and the unconditional one (the empty caption) as one batch of 2B, and mixes their logits:
 uncond + scale * (cond - uncond). Scale 1 is the conditional model, and skips the unconditional stream.
+
+Further captions can guide too (composable guidance, Liu et al. 2022, "Compositional Visual Generation with
+Composable Diffusion Models", here on a transformer's logits): each runs as one more stream of the batch, and
+the logits are uncond + scale * sum_i w_i (cond_i - uncond) / (the sum of the positive weights), the caption
+weighing 1. One caption is plain guidance; a negative weight steers away from its caption.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +54,16 @@ def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> tor
     return uncond + scale * (cond - uncond)
 
 
+def composed_logits(
+    conds: list[torch.Tensor], weights: list[float], uncond: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """uncond + scale * sum_i w_i (cond_i - uncond) / sum of the positive w_i; one caption is `guided_logits`."""
+    if len(conds) == 1:
+        return guided_logits(conds[0], uncond, scale)
+    total = sum(w for w in weights if w > 0)
+    return uncond + scale * sum((w / total) * (c - uncond) for c, w in zip(conds, weights))
+
+
 def filter_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     """(B, V) logits / temperature, with everything outside top-k and top-p set to -inf."""
     logits = logits / cfg.temperature
@@ -73,42 +90,48 @@ def sample(
     generator: torch.Generator | None = None,
     prime: torch.Tensor | None = None,
     return_logits: bool = False,
+    guides: Sequence[tuple[torch.Tensor, float]] = (),
 ) -> Samples:
     """Image tokens for each caption of `text` (B, text_len tokenizer ids; repeat a caption for several
-    samples). `prime` (B, m) fixes the first m image tokens (raster order) and draws the rest."""
+    samples). `prime` (B, m) fixes the first m image tokens (raster order) and draws the rest. `guides`: further
+    captions (B, text_len) with their weights, guiding with `text` (weight 1) as the module doc says."""
     c = model.config
     device = next(model.parameters()).device
     B, text = text.shape[0], text.to(device)
     m = 0 if prime is None else prime.shape[1]
     if prime is not None and (prime.shape[0] != B or not 0 <= m < c.image_len):
         raise ValueError(f"prime must be ({B}, m) with m < {c.image_len} image tokens, got {tuple(prime.shape)}")
-    guided = cfg.guidance_scale != 1.0
-    stream = model.text_tokens(text)
+    for guide, weight in guides:
+        if guide.shape != text.shape or not math.isfinite(weight):
+            raise ValueError(f"a guide must be {tuple(text.shape)} token ids with a finite weight, got "
+                             f"{tuple(guide.shape)} and {weight}")  # fmt: skip
+    captions = [text, *(guide.to(device) for guide, _ in guides)]
+    weights = [1.0, *(float(w) for _, w in guides)]
+    guided = cfg.guidance_scale != 1.0 or len(captions) > 1
     if guided:
-        stream = torch.cat([stream, model.text_tokens(model.null_text(B, device))])  # (2B, L): cond, then uncond
+        captions.append(model.null_text(B, device))
+    stream = model.text_tokens(torch.cat(captions))  # (S * B, L): the caption, the guides, then the empty caption
+    streams = len(captions)
     dtype = next(model.parameters()).dtype
     run = _Cached(model, stream.shape[0], device, dtype) if cfg.use_cache else _Uncached(model)
     tokens = torch.zeros(B, c.image_len, dtype=torch.long, device=device)
     if prime is not None:
         tokens[:, :m] = prime.to(device)
-    h = run.start(stream, _both(tokens[:, :m], guided))  # (B or 2B, C): the hidden state that predicts token m
+    h = run.start(stream, tokens[:, :m].repeat(streams, 1))  # (S * B, C): the hidden state that predicts token m
     kept = []
     for q in range(m, c.image_len):
         logits = model.image_logits(h).float()
         if guided:
-            logits = guided_logits(logits[:B], logits[B:], cfg.guidance_scale)
+            parts = logits.split(B)
+            logits = composed_logits(list(parts[:-1]), weights, parts[-1], cfg.guidance_scale)
         if return_logits:
             kept.append(logits)
         probs = filter_logits(logits, cfg).softmax(-1)
         tokens[:, q] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         if q + 1 < c.image_len:
-            h = run.step(_both(tokens[:, q : q + 1], guided), q)
+            h = run.step(tokens[:, q : q + 1].repeat(streams, 1), q)
     grid = tokens.view(B, c.image_grid, c.image_grid)
     return Samples(grid, torch.stack(kept, 1) if return_logits else None)
-
-
-def _both(image: torch.Tensor, guided: bool) -> torch.Tensor:
-    return torch.cat([image, image]) if guided else image
 
 
 class _Cached:

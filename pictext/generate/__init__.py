@@ -106,13 +106,14 @@ def generate(
 
 
 def _generate_dalle(prompt, clip, dalle, prime, callback, settings) -> Generated:  # noqa: ANN001
-    from pictext.generate.dalle import DALLESettings, generate_dalle
+    from pictext.generate.dalle import DALLESettings, generate_dalle, guides_for
 
     unknown = set(settings) - {f.name for f in dataclasses.fields(DALLESettings)}
     if unknown:
         raise GenerationError(f"unknown settings {sorted(unknown)} for dalle; known: DALLESettings' fields")
     config = DALLESettings(**settings)  # type: ignore[arg-type]
-    specs = clip if isinstance(clip, list | tuple) else [clip] if clip is not None else default_rerankers_for(prompt)
+    caption = guides_for(prompt, config)[0]
+    specs = clip if isinstance(clip, list | tuple) else [clip] if clip is not None else default_rerankers_for(caption)
     if not specs:
         raise GenerationError("dalle reranks with at least one CLIP; pass one or several, or none for the default")
     pipeline = load_dalle_model(dalle)

@@ -1,4 +1,13 @@
-"""Text to image with a DALL-E: draw `samples` pictures, keep the `keep` a CLIP scores highest."""
+"""Text to image with a DALL-E: draw `samples` pictures, keep the `keep` a CLIP scores highest.
+
+The prompt takes the syntax of VQGAN+CLIP's ('a blue cross | a cross:0.5 | red:-1'): the first part is the
+caption, drawn and reranked by; each further part guides the drawing with its weight (composable guidance,
+`pictext/dalle/sampling.py`), a negative one away from itself. A shapes-world caption naming one colour and one
+shape, given alone, is also guided by its shape alone at half its weight ('a blue cross | a cross:0.5': at
+guidance 3, 2 for the caption and 1 for the shape), unless `shape_prompt` is off. Over the recipe's three
+training runs, on sampling seeds never reported, that kept a right picture for 72.0% of held-out captions
+against 68.0% (every sample right: 44.9% against 39.9%), and no fewer seen ones (docs/measurements.md).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +20,9 @@ from pictext.clip.model import CLIP
 from pictext.dalle.io import DALLEPipeline
 from pictext.dalle.sampling import SamplingConfig
 from pictext.generate.rerank import rerank
-from pictext.generate.vqgan_clip import Generated, GenerationError, Step
+from pictext.generate.vqgan_clip import Generated, GenerationError, Step, parse_prompts
+
+SHAPE_PROMPT_WEIGHT = 0.5  # the shape alone's weight against the caption's 1 (module doc)
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,7 @@ class DALLESettings:
     seed: int = 0
     prime_rows: int | None = None  # with a prime image: its top token rows kept (default: half)
     batch_size: int = 16  # pictures drawn at once
+    shape_prompt: bool = True  # a lone shapes-world caption is also guided by its shape alone (module doc)
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -40,6 +52,22 @@ class DALLESettings:
         return SamplingConfig(self.temperature, self.top_k, self.top_p, self.guidance_scale)
 
 
+def guides_for(prompt: str, settings: DALLESettings = DALLESettings()) -> tuple[str, list[tuple[str, float]]]:
+    """(the caption, the further captions that guide with it and their weights relative to it) for `prompt`."""
+    from pictext.data.shapes import prompt_target
+
+    parts = parse_prompts(prompt)
+    if parts[0].weight <= 0:
+        raise GenerationError(f"the first part of the prompt is the caption drawn; its weight must be positive, "
+                              f"got {parts[0].weight:g}")  # fmt: skip
+    caption = parts[0].text or ""
+    guides = [(p.text or "", p.weight / parts[0].weight) for p in parts[1:]]
+    target = prompt_target(caption)
+    if not guides and settings.shape_prompt and target is not None:
+        guides = [(f"a {target[1]}", SHAPE_PROMPT_WEIGHT)]
+    return caption, guides
+
+
 def generate_dalle(
     prompt: str,
     pipeline: DALLEPipeline,
@@ -51,13 +79,15 @@ def generate_dalle(
     """The kept pictures (best first) with their CLIP scores (summed over several CLIPs); `callback(step, picture)`
     sees each kept one, ranked, with its score (returning False stops the report, not the drawing, which is done
     by then)."""
+    caption, guides = guides_for(prompt, settings)
     try:
-        pipeline.text(prompt)
+        for text in [caption, *(g for g, _ in guides)]:
+            pipeline.text(text)
     except ValueError as e:
         raise GenerationError(str(e)) from e
-    drawn = pipeline.draw(prompt, settings.samples, settings.sampling(), settings.seed, prime, settings.prime_rows,
-                          settings.batch_size)  # fmt: skip
-    ranked = rerank(drawn, prompt, clip, settings.keep)
+    drawn = pipeline.draw(caption, settings.samples, settings.sampling(), settings.seed, prime, settings.prime_rows,
+                          settings.batch_size, guides)  # fmt: skip
+    ranked = rerank(drawn, caption, clip, settings.keep)
     if callback is not None:
         for rank, (image, score, index) in enumerate(zip(ranked.images, ranked.scores, ranked.indices)):
             if callback(Step(rank, float("nan"), score, {"sample": index}), image) is False:
