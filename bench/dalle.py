@@ -2,8 +2,9 @@
 
 For every caption ("a green triangle", "a small green triangle", "a large green triangle" for each of the five
 held-out combinations, and the same for five seen ones), at classifier-free guidance 1, 3 and 5 (temperature
-1), and at guidance 3 with temperature 0.7, for three sampling seeds, 16 samples are drawn. Reported per
-sampler:
+1), and at guidance 3 with temperature 0.7, for three sampling seeds, 16 samples are drawn; and at guidance 3
+as `generate` draws a shapes caption by default, guided by the caption and by its shape alone ("a triangle",
+composable guidance, `shape_prompt`). Reported per sampler:
 
 - `oracle_accuracy`: the share of all samples the oracle judges to show the caption (`judge(...).dominant`);
 - `oracle_accuracy_reranked`: the share of captions whose best sample by CLIP score (keep 1 of 16) shows it,
@@ -16,8 +17,8 @@ sampler:
 The image tokenizer's own ceiling (`tokenizer_reconstructions_recognised`): the share of its reconstructions of
 real single-shape pictures the oracle recognises, held-out and seen combinations.
 
-Figures are the mean and the worst over the sampling seeds; one trained model (the recipe's seed). The summary
-takes guidance 3, the default.
+Figures are the mean and the worst over the sampling seeds; one trained model (the recipe's seed; another file
+with DALLE_MODEL=PATH). The summary takes `generate`'s defaults: guidance 3 with the shape prompt.
 On emoji, when Google's emoji set is built: the default CLIP's score of samples for held-out emoji names next to
 the score of the real held-out emoji with those names. Writes bench/results/dalle.json.
 """
@@ -39,12 +40,14 @@ from pictext.dalle.io import load_dalle
 from pictext.dalle.sampling import SamplingConfig
 from pictext.data.shapes import COLORS, DEFAULT_HELD_OUT, SHAPES, ShapesWorld, judge
 from pictext.generate import default_rerankers_for
+from pictext.generate.dalle import DALLESettings, guides_for
 from pictext.generate.rerank import clip_scores
 
 RERANKERS = ("shapes", "default")
 SAMPLES, SEEDS = 16, (0, 1, 2)
-SAMPLERS = ((1.0, 1.0), (3.0, 1.0), (5.0, 1.0), (3.0, 0.7))  # (guidance scale, temperature)
-DEFAULT = (3.0, 1.0)  # DALLESettings' defaults: the summary's row
+# (guidance scale, temperature, guided by the shape alone too)
+SAMPLERS = ((1.0, 1.0, False), (3.0, 1.0, False), (5.0, 1.0, False), (3.0, 0.7, False), (3.0, 1.0, True))
+DEFAULT = (3.0, 1.0, True)  # DALLESettings' defaults: the summary's row
 FORMS = ("a {} {}", "a small {} {}", "a large {} {}")
 SEEN = (("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "cross"), ("purple", "circle"))
 
@@ -53,12 +56,14 @@ def captions(combos) -> list[tuple[str, str, str]]:  # noqa: ANN001
     return [(form.format(c, s), c, s) for c, s in combos for form in FORMS]
 
 
-def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: float = 1.0) -> dict[str, float]:  # noqa: ANN001
+def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: float = 1.0,  # noqa: ANN001
+              shape_prompt: bool = False) -> dict[str, float]:  # fmt: skip
     shown, any_right, colors, shapes = [], [], [], []
     reranked = {name: [] for name in [*clips, "+".join(clips)]}
     for k, (caption, color, shape) in enumerate(items):
         cfg = SamplingConfig(guidance_scale=guidance, temperature=temperature)
-        images = pipeline.draw(caption, SAMPLES, cfg, seed=seed * 1000 + k)
+        _, guides = guides_for(caption, DALLESettings(shape_prompt=shape_prompt))
+        images = pipeline.draw(caption, SAMPLES, cfg, seed=seed * 1000 + k, guides=guides)
         verdicts = [judge(image, color, shape) for image in images]
         scores = {name: clip_scores(images, caption, clip) for name, clip in clips.items()}
         scores["+".join(clips)] = sum(scores.values())  # the CLIPs together: their cosines summed
@@ -122,10 +127,10 @@ def main() -> None:
     rows = []
     began = time.perf_counter()
     for split, items in (("held_out", held), ("seen", seen)):
-        for guidance, temperature in SAMPLERS:
-            runs = [judge_set(pipeline, clips, items, guidance, seed, temperature) for seed in SEEDS]
-            row = {"split": split, "guidance_scale": guidance, "temperature": temperature, "captions": len(items),
-                   "samples_each": SAMPLES}  # fmt: skip
+        for guidance, temperature, shape_prompt in SAMPLERS:
+            runs = [judge_set(pipeline, clips, items, guidance, seed, temperature, shape_prompt) for seed in SEEDS]
+            row = {"split": split, "guidance_scale": guidance, "temperature": temperature,
+                   "shape_prompt": shape_prompt, "captions": len(items), "samples_each": SAMPLES}  # fmt: skip
             for key in runs[0]:
                 values = [r[key] for r in runs]
                 row |= {key: float(np.mean(values)), f"{key}_worst": float(min(values)), f"{key}_seeds": values}
@@ -133,7 +138,8 @@ def main() -> None:
             print(row, flush=True)
     emoji = emoji_scores(pipeline)
     ceiling = tokenizer_ceiling(pipeline)
-    main_row = next(r for r in rows if r["split"] == "held_out" and (r["guidance_scale"], r["temperature"]) == DEFAULT)
+    main_row = next(r for r in rows if r["split"] == "held_out"
+                    and (r["guidance_scale"], r["temperature"], r["shape_prompt"]) == DEFAULT)  # fmt: skip
     summary = {
         "oracle_accuracy": main_row["oracle_accuracy"],
         "oracle_accuracy_worst": main_row["oracle_accuracy_worst"],
@@ -153,7 +159,7 @@ def main() -> None:
         "notes": "held-out combinations never appear in the DALL-E's (or its VQGAN's) training data; one trained "
         "model, mean and worst over 3 sampling seeds; oracle_accuracy_reranked: reranked by the CLIPs `generate` uses "
         f"for shapes captions ({' + '.join(default_rerankers_for(held[0][0]))}, cosines summed); summary at guidance "
-        "3, temperature 1",
+        "3, temperature 1, guided by the caption and its shape alone (shape_prompt)",
         "seconds": seconds,
         "machine": {
             "cpu": platform.processor() or platform.machine(),
