@@ -38,19 +38,21 @@ def dalle_demo(out: Path, samples: int = 16) -> dict[str, float]:
 
     from pictext.data.shapes import judge, prompt_target
     from pictext.generate import default_rerankers_for, generate, load_dalle_model
+    from pictext.generate.dalle import guides_for
     from pictext.generate.outputs import contact_sheet, slug, write_outputs
 
     names = default_rerankers_for(DALLE_PROMPTS[0])
     pipeline, clips = load_dalle_model("dalle"), [load(name) for name in names]
     print(f"\nDALL-E: {samples} samples per held-out caption, the best by the {' and '.join(names)} CLIPs kept "
-          "(cosines summed; guidance 3, seed 0)")  # fmt: skip
+          "(cosines summed; guidance 3 shared by the caption and its shape alone, 2:1; seed 0)")  # fmt: skip
     passed = []
     for prompt in DALLE_PROMPTS:
         began = time.perf_counter()
         result = generate(prompt, method="dalle", dalle=pipeline, clip=clips, samples=samples, keep=samples, seed=0)
         color, shape = prompt_target(prompt)  # type: ignore[misc]
         verdict = judge(result.image, color, shape)
-        record = {"prompt": prompt, "method": "dalle", "seed": 0, "samples": samples, "clip": names}
+        record = {"prompt": prompt, "method": "dalle", "seed": 0, "samples": samples, "clip": names,
+                  "guides": guides_for(prompt)[1]}  # fmt: skip
         name = f"dalle-{slug(prompt)}-0"
         written = write_outputs(out, name, result.image, record | {"clip_score": result.clip_score})
         write_outputs(out, f"{name}-sheet", contact_sheet(result.samples, result.scores), record)
