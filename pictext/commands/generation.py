@@ -432,7 +432,7 @@ def add_generation_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers
         "--no-shape-prompt",
         action="store_true",
         default=None,
-        help="do not also guide a shapes-world caption by its shape alone ('a blue cross | a cross')",
+        help="do not also guide a shapes-world caption by its shape alone ('a blue cross | a cross:0.5')",
     )
     g = p.add_argument_group("unclip (also --samples, default 4; --guidance, default 1.5; --steps, default 50)")
     g.add_argument("--unclip", help="unCLIP file or local model name (default: unclip)")
