@@ -15,7 +15,8 @@ rotary-embedding-torch einops` (`make bench` does).
 Also: training throughput (pairs/s) and peak memory of a training step on the same batch, each system in a
 fresh process (the process's peak RSS during its steps, minus its RSS once the model is built and the batch
 made). The cached samplers are timed in interleaved rounds, best round kept; the uncached ones and the
-training steps best of 3. Writes bench/results/dalle_sample.json.
+training steps best of 3. pictext's cached sampler is also timed with prepacked weights turned off (plain
+`F.linear`; `prepacking_speedup` in the summary). Writes bench/results/dalle_sample.json.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 
 from pictext.dalle.model import DALLE, DALLEConfig
 from pictext.dalle.sampling import SamplingConfig, sample
+from pictext.nn.packed import set_prepacking
 from pictext.training import cpu_has_fast_bf16
 
 WIDTH, DEPTH, HEADS, TEXT_LEN, GRID, CODES, TEXT_VOCAB, BATCH, GUIDANCE = 256, 6, 8, 24, 8, 1024, 1024, 16, 3.0
@@ -148,6 +150,15 @@ def main() -> None:
         fast[("pictext", "KV cache, guidance batched", precision)] = lambda m=model: sample(
             m, text, cfg, torch.Generator().manual_seed(0)
         )
+
+    def unpacked() -> None:  # the same sampler through F.linear: what the prepacked weights add, in this run
+        old = set_prepacking(False)
+        try:
+            sample(ours, text, cfg, torch.Generator().manual_seed(0))
+        finally:
+            set_prepacking(old)
+
+    fast[("pictext", "KV cache, guidance batched, F.linear (no prepacking)", "fp32")] = unpacked
     times = {key: [] for key in fast}
     for run in fast.values():
         run()  # warm-up, untimed
@@ -178,11 +189,14 @@ def main() -> None:
         print(train_rows[-1], flush=True)
 
     fastest_peer = max(r["tokens_per_s"] for r in rows if r["system"] == "dalle-pytorch")
-    ours_fp32 = next(r for r in rows if r["system"] == "pictext" and r["precision"] == "fp32")
+    ours = {(r["setting"], r["precision"]): r for r in rows if r["system"] == "pictext"}
+    ours_fp32 = ours[("KV cache, guidance batched", "fp32")]
     summary = {"ratio_vs_dalle_pytorch": ours_fp32["tokens_per_s"] / fastest_peer}
     bf16 = [r for r in rows if r["precision"] == "bf16"]
     if bf16:
         summary["ratio_vs_dalle_pytorch_bf16"] = bf16[0]["tokens_per_s"] / fastest_peer
+    unpacked_fp32 = ours[("KV cache, guidance batched, F.linear (no prepacking)", "fp32")]
+    summary["prepacking_speedup"] = ours_fp32["tokens_per_s"] / unpacked_fp32["tokens_per_s"]
     summary["training_ratio_vs_dalle_pytorch"] = train_rows[1]["pairs_per_s"] / train_rows[0]["pairs_per_s"]
     out = {
         "summary": summary,

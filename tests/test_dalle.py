@@ -10,6 +10,7 @@ import torch
 
 from pictext.dalle.model import DALLE, DALLEConfig, attention_mask
 from pictext.dalle.sampling import SamplingConfig, composed_logits, filter_logits, guided_logits, sample
+from pictext.nn.packed import set_prepacking
 
 TINY = DALLEConfig(text_vocab=20, image_vocab=16, text_len=5, image_grid=4, width=32, layers=4, heads=4,
                    attention=("full", "row", "column", "conv"))  # fmt: skip
@@ -79,6 +80,24 @@ def test_cached_and_uncached_sampling_give_the_same_logits(guidance: float) -> N
     for use_cache in (True, False):
         cfg = SamplingConfig(guidance_scale=guidance, use_cache=use_cache)
         runs.append(sample(model, text, cfg, torch.Generator().manual_seed(1), return_logits=True))
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+    torch.testing.assert_close(runs[0].logits, runs[1].logits, atol=1e-5, rtol=1e-5)
+
+
+def test_prepacked_and_plain_linear_layers_sample_alike() -> None:
+    """The transformer's PackedLinear layers change rounding, not results: the same draws and logits within 1e-5
+    with prepacking on and off (wherever oneDNN runs; elsewhere both are F.linear)."""
+    torch.manual_seed(0)
+    model = DALLE(TINY).eval()
+    text = torch.randint(1, TINY.text_vocab, (3, TINY.text_len))
+    runs = []
+    for on in (True, False):
+        old = set_prepacking(on)
+        try:
+            runs.append(sample(model, text, SamplingConfig(guidance_scale=3.0), torch.Generator().manual_seed(1),
+                               return_logits=True))  # fmt: skip
+        finally:
+            set_prepacking(old)
     assert torch.equal(runs[0].tokens, runs[1].tokens)
     torch.testing.assert_close(runs[0].logits, runs[1].logits, atol=1e-5, rtol=1e-5)
 
