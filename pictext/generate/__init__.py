@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -25,8 +26,10 @@ from pictext.generate.vqgan_clip import (
     generate_vqgan_clip,
     parse_prompts,
 )
-from pictext.unclip.io import UnclipPipeline
 from pictext.vqgan.model import VQGAN
+
+if TYPE_CHECKING:  # unCLIP brings diffusers (2.7 s to import): loaded when an unCLIP is asked for
+    from pictext.unclip.io import UnclipPipeline
 
 METHODS = ("vqgan-clip", "dalle", "unclip")
 ModelSpec = str | os.PathLike | None
@@ -137,7 +140,7 @@ def load_dalle_model(spec: DALLEPipeline | ModelSpec) -> DALLEPipeline:
 def load_unclip_model(spec: UnclipPipeline | ModelSpec) -> UnclipPipeline:
     from pictext import hub
     from pictext.checkpoint import CheckpointError
-    from pictext.unclip.io import load_unclip
+    from pictext.unclip.io import UnclipPipeline, load_unclip
 
     if isinstance(spec, UnclipPipeline):
         return spec
