@@ -174,3 +174,13 @@ def test_empty_prompt_and_a_size_off_the_grid(tiny_model_path, tiny_vqgan_path, 
     assert main(["generate", "red:x1", *common]) == 2 and "must be a number" in capsys.readouterr().err
     assert main(["generate", "a red circle", "--size", "33", "--steps", "1", "--cutouts", "2", *common]) == 0
     assert "factor 2; using 32x32" in capsys.readouterr().err
+
+
+def test_importing_generate_leaves_diffusers_unloaded():
+    """VQGAN+CLIP and DALL-E must not pay for unCLIP's diffusers (2.7 s) at import: it loads on first use."""
+    import subprocess
+    import sys
+
+    code = "import sys, pictext.generate, pictext.cli; print('diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
