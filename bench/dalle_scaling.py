@@ -7,7 +7,8 @@ for the held-out and the seen colour-shape captions of bench/dalle.py over 3 sam
 defaults (guidance 3 with the shape prompt, the best of 16 kept by the shapes and default CLIPs), and reports the
 oracle's accuracy on every sample and on the one kept. Figures per variant: the mean and the worst over the
 training seeds (each the mean over sampling seeds). Rows in bench/results/dalle_scaling.json measured before
-2026-12 were judged with plain guidance and the shapes CLIP alone.
+2026-12 were judged with plain guidance and the shapes CLIP alone. `forms-60k` is today's `DALLERecipe`; `recipe`
+is the one before it (20,000 form-only shapes), kept under its name so that old rows still read.
 
 Jobs run as parallel processes (`--jobs`); on a GPU they share it. Writes bench/results/dalle_scaling.json
 (or `--out`) after every job, keeping the rows it already holds of variants this run does not train; with
@@ -15,7 +16,7 @@ Jobs run as parallel processes (`--jobs`); on a GPU they share it. Writes bench/
 what the recipe with its settings trains. `--train-only --save DIR` trains and saves every seed without judging
 (on a machine lent for a few minutes); `--judge DIR/*.safetensors` judges such files later, anywhere.
 
-    python bench/dalle_scaling.py --run ~/.cache/pictext/models/dalle.run --jobs 4
+    python bench/dalle_scaling.py --run ~/.cache/pictext/models/dalle.run --variants forms-60k,recipe --jobs 4
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ SIZE = {"width": 192, "layers": 4, "heads": 6, "batch_size": 32}
 VARIANTS = {  # name: transformer size, training length, form-only shapes, extra pictures (`extra_sets`)
     # "forms": single shapes beside the recipe's scenes, half of them in unnamed hues captioned by form alone
     # ("a small triangle"), for the transformer only (`recipe_forms`): shape taught apart from colour
-    "recipe": SIZE | {"steps": 9600, "extra": (), "forms": 20_000},  # DALLERecipe
+    "recipe": SIZE | {"steps": 9600, "extra": (), "forms": 20_000},  # DALLERecipe until 2026-12-01
     "forms-4800": SIZE | {"steps": 4800, "extra": (), "forms": 20_000},  # the recipe before twice the steps
     "no-forms": SIZE | {"steps": 4800, "extra": ()},  # the recipe before the form-only shapes
     "half": SIZE | {"steps": 2400, "extra": ()},
@@ -47,7 +48,7 @@ VARIANTS = {  # name: transformer size, training length, form-only shapes, extra
     # the recipe with more of its two kinds of extra picture, or a larger transformer
     "forms-scenes": SIZE | {"steps": 9600, "extra": ("scenes",), "forms": 20_000},
     "forms-more": SIZE | {"steps": 9600, "extra": ("forms",), "forms": 20_000},  # 60,000 form-only shapes in all
-    "forms-60k": SIZE | {"steps": 9600, "extra": (), "forms": 60_000},  # the same, as `forms_length` would give
+    "forms-60k": SIZE | {"steps": 9600, "extra": (), "forms": 60_000},  # DALLERecipe now (`forms_length`)
     "forms-wide": SIZE | {"width": 256, "layers": 6, "heads": 8, "steps": 9600, "extra": (), "forms": 20_000},
 }
 
