@@ -258,7 +258,7 @@ def main() -> None:
         args.logs.mkdir(parents=True, exist_ok=True)
     while queue or running:
         if args.deadline and time.perf_counter() - began > args.deadline:
-            for p in running:
+            for p, _, _ in running:
                 p.kill()
             print(f"--deadline: stopped {len(running)} running and {len(queue)} queued jobs", file=sys.stderr)
             break
@@ -276,15 +276,18 @@ def main() -> None:
             ]
             cmd += ["--save", str(args.save)] if args.save and (seed == 0 or args.train_only) else []
             cmd += ["--train-only"] if args.train_only else []
-            log = open(args.logs / f"{name}-{seed}.log", "w") if args.logs else None  # noqa: SIM115
-            running.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True))
+            log = args.logs / f"{name}-{seed}.log" if args.logs else None
+            with open(log or os.devnull, "w") as err:  # the child keeps its own copy of the handle
+                proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err if log else None, text=True)
+            running.append((proc, f"{name}:{seed}", log))
         time.sleep(1)
-        for p in [p for p in running if p.poll() is not None]:
-            running.remove(p)
+        for job_ in [j for j in running if j[0].poll() is not None]:
+            running.remove(job_)
+            p, name_seed, log = job_
             found = [line[4:] for line in p.stdout.read().splitlines() if line.startswith("ROW ")]
             if p.returncode or not found:
-                tail = (args.logs / f"{p.args[5].replace(':', '-')}.log").read_text()[-2000:] if args.logs else ""
-                print(f"job {p.args[5]} failed (exit {p.returncode}) {tail}", file=sys.stderr)
+                tail = log.read_text()[-2000:] if log else ""
+                print(f"job {name_seed} failed (exit {p.returncode}) {tail}", file=sys.stderr)
                 continue
             rows.append(json.loads(found[-1]))
             print(rows[-1], flush=True)
