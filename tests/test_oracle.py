@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 
 from pictext.data.shapes import (
     COLORS,
+    HARD_NEGATIVES,
     SHAPES,
     ShapesWorld,
     classify_mask,
@@ -118,3 +119,37 @@ def test_every_clean_shapes_world_image_is_judged_right(size):
     world = ShapesWorld(size=size, split="all", max_shapes=1, seed=3, length=200)
     wrong = [i for i in range(len(world)) if not judge(world[i][0], *world.label(i).split()).dominant]
     assert not wrong, [world.label(i) for i in wrong]
+
+
+def test_hard_negatives_are_pieces_of_shapes_in_the_colour_their_caption_names():
+    """Bars and ellipses are never one of the four shapes to the oracle (tees, a cross less an arm, may be), and
+    each picture's one region has the colour its caption names."""
+    world = ShapesWorld(hard_negatives=1.0, seed=3, length=90)
+    forms = set()
+    for i in range(len(world)):
+        image, caption = world[i]
+        form = caption.split()[-1]
+        assert form in HARD_NEGATIVES, caption
+        forms.add(form)
+        regions = find_regions(image)
+        assert len(regions) == 1, caption
+        if form != "tee":
+            assert regions[0].shape is None, (caption, regions[0])
+        if len(caption.split()) > 2:  # "a bar" names no colour
+            assert regions[0].color in caption.split(), (caption, regions[0])
+    assert forms == set(HARD_NEGATIVES)
+
+
+def test_hard_negatives_take_their_share_and_leave_the_other_pictures_as_they_were():
+    plain = ShapesWorld(max_shapes=2, seed=4, length=1000)
+    mixed = ShapesWorld(max_shapes=2, seed=4, length=1000, hard_negatives=0.3)
+    replaced = 0
+    for i in range(len(plain)):
+        (a, caption_a), (b, caption_b) = plain[i], mixed[i]
+        if caption_b.split()[-1] in HARD_NEGATIVES:
+            replaced += 1
+        else:
+            assert caption_a == caption_b and np.array_equal(np.asarray(a), np.asarray(b)), i
+    assert 240 <= replaced <= 360, replaced  # 300 expected; the band is four standard deviations each way
+    with pytest.raises(ValueError, match="hard_negatives"):
+        ShapesWorld(hard_negatives=1.5)

@@ -39,6 +39,7 @@ class ShapesRecipe:
     max_shapes: int = 2
     grey_fraction: float = 0.5  # form-only shapes captioned by form alone: teaches shape apart from colour
     unnamed_colors: bool = True  # form-only shapes in random unnamed hues, not greys: 82% held-out, from 63%
+    hard_negatives: float = 0.2  # pictures of bars, ellipses and tees ("a red bar"; ShapesWorld.hard_negatives)
     emoji_repeats: int = 4  # each emoji picture counted this often against `shapes_length` shapes
     shapes_length: int = 12_000
     train: TrainConfig = TrainConfig(steps=900, batch_size=128, lr=2e-3)
@@ -47,6 +48,7 @@ class ShapesRecipe:
 DEFAULT_RECIPE = ShapesRecipe(
     data="open-emoji+shapes",
     emoji_repeats=2,  # three vendors' 3,083 pictures each, twice, against 12,000 shapes
+    hard_negatives=0.0,
     text="minilm",
     image_size=48,
     patch_size=None,  # CLIP's ModifiedResNet, width 32: at equal training time it beat the ViT on all three
@@ -68,6 +70,7 @@ def recipe_data(recipe: ShapesRecipe, home: Path | None = None) -> PairDataset:
         max_shapes=recipe.max_shapes,
         grey_fraction=recipe.grey_fraction,
         unnamed_colors=recipe.unnamed_colors,
+        hard_negatives=recipe.hard_negatives,
         length=1_000_000 if recipe.data == "shapes" else recipe.shapes_length,
         seed=recipe.train.seed,
     )

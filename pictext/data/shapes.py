@@ -25,6 +25,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (150, 60, 200),
 }
 SHAPES = ("circle", "square", "triangle", "cross")
+# Forms that are pieces or stretches of the four shapes: one arm of a cross (a bar), a stretched circle (an
+# ellipse), a cross missing an arm (a tee). A world can mix them in as hard negatives ("a red bar"), so that a CLIP
+# trained on it must see a whole cross before it says "cross"; see ShapesWorld.hard_negatives.
+HARD_NEGATIVES = ("bar", "ellipse", "tee")
 SIZES = {"small": 0.22, "large": 0.42}  # shape extent as a fraction of the image side
 POSITIONS = ("left", "right", "top", "bottom", "center")
 DEFAULT_HELD_OUT = (
@@ -121,6 +125,10 @@ class ShapesWorld:
     grey_fraction: float = 0.0  # share of one-shape images drawn without a named colour, captioned by form alone
     unnamed_colors: bool = False  # form-only shapes in random hues far from every named colour, not just greys
     length: int = 10_000
+    # Share of pictures that show one HARD_NEGATIVES form in a named colour ("a red bar") instead of a scene. Without
+    # them, the `shapes` CLIP scored a red bar 1.00 for "a red cross" against the other red shapes, and VQGAN+CLIP
+    # guided by it drew bars for crosses (docs/measurements.md).
+    hard_negatives: float = 0.0
     combos: list[tuple[str, str]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +138,8 @@ class ShapesWorld:
         if unknown:
             raise ValueError(f"held_out has unknown combinations {sorted(unknown)}")
         self.combos = {"train": [x for x in every if x not in held], "held_out": sorted(held), "all": every}[self.split]
+        if not 0.0 <= self.hard_negatives <= 1.0:
+            raise ValueError(f"hard_negatives is a share between 0 and 1, got {self.hard_negatives}")
 
     def __len__(self) -> int:
         return self.length
@@ -161,15 +171,59 @@ class ShapesWorld:
     def __getitem__(self, index: int) -> tuple[Image.Image, str]:
         if not 0 <= index < self.length:
             raise IndexError(index)
+        negative = self._hard_negative(index)
+        if negative is not None:
+            return negative
         rng = np.random.default_rng([self.seed, index, 1])
         scene = self.scene(index)
         jitter = tuple(rng.uniform(-0.06, 0.06, size=2))
         return render(scene, self.size, jitter), scene.caption(rng)  # type: ignore[arg-type]
 
     def label(self, index: int) -> str:
-        """'color shape' of the first shape: the class for zero-shot evaluation."""
+        """'color shape' of the first shape: the class for zero-shot evaluation (worlds without hard negatives)."""
         s = self.scene(index).shapes[0]
         return f"{s.color} {s.shape}"
+
+    def _hard_negative(self, index: int) -> tuple[Image.Image, str] | None:
+        """The picture and caption of a hard-negative form when `index` draws one, else None. A stream of its own
+        ([seed, index, 7]) decides, so a world without them is the same world as before they existed."""
+        if not self.hard_negatives:
+            return None
+        rng = np.random.default_rng([self.seed, index, 7])
+        if rng.random() >= self.hard_negatives:
+            return None
+        image = Image.new("RGB", (self.size, self.size), (int(rng.integers(0, 90)),) * 3)
+        color = list(COLORS)[int(rng.integers(len(COLORS)))]
+        form = HARD_NEGATIVES[int(rng.integers(len(HARD_NEGATIVES)))]
+        size = str(rng.choice(list(SIZES)))
+        cx, cy = _center(Shape(color, form, size, str(rng.choice(POSITIONS))))
+        jitter = rng.uniform(-0.06, 0.06, size=2)
+        half = SIZES[size] * self.size / 2
+        cx, cy = (cx + jitter[0]) * self.size, (cy + jitter[1]) * self.size
+        box = (cx - half, cy - half, cx + half, cy + half)
+        _draw_hard_negative(ImageDraw.Draw(image), form, box, COLORS[color], vertical=bool(rng.random() < 0.5))
+        detail = rng.random()
+        caption = f"a {color} {form}" if detail < 0.6 else f"a {size} {color} {form}" if detail < 0.9 else f"a {form}"
+        return image, caption
+
+
+def _draw_hard_negative(
+    draw: ImageDraw.ImageDraw, form: str, box: tuple[float, float, float, float], fill: tuple, vertical: bool
+) -> None:
+    """A bar (one arm of the cross `box` would hold), an ellipse as wide as that arm, or a tee (that cross without
+    its upper arm when `vertical`, else without its lower one)."""
+    x0, y0, x1, y1 = box
+    t = (x1 - x0) / 3
+    arm = (x0 + t, y0, x1 - t, y1) if vertical else (x0, y0 + t, x1, y1 - t)
+    if form == "bar":
+        draw.rectangle(arm, fill=fill)
+    elif form == "ellipse":
+        draw.ellipse(arm, fill=fill)
+    elif form == "tee":
+        draw.rectangle((x0, y0 + t, x1, y1 - t), fill=fill)
+        draw.rectangle((x0 + t, y0 + t, x1 - t, y1) if vertical else (x0 + t, y0, x1 - t, y1 - t), fill=fill)
+    else:
+        raise ValueError(f"unknown hard-negative form {form!r}; known: {HARD_NEGATIVES}")
 
 
 @dataclass(frozen=True)
