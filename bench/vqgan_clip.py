@@ -8,7 +8,7 @@ the headline) and `contains` (some region of that colour has that shape). Also: 
 from the first to the last step in every run, and seconds per image.
 
     python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan dalle] [--clip shapes[,default]]
-                               [--size N] [--cut-power P] [--lr LR] [--smoothness W]
+                               [--size N] [--cut-power P] [--lr LR] [--smoothness W] [--palette-weight W]
                                [--seeds 0,1,2]
                                [--json bench/results/vqgan_clip.json]
 
@@ -52,6 +52,9 @@ def main() -> None:
                         help="> 1 favours small cutouts, < 1 large ones, 0: whole pictures only")  # fmt: skip
     parser.add_argument("--lr", type=float, default=GenerateConfig.lr)
     parser.add_argument("--smoothness", type=float, default=GenerateConfig.smoothness, help="total variation weight")
+    parser.add_argument("--palette-weight", type=float, default=GenerateConfig.palette_weight,
+                        help="weight of the palette loss towards the shapes world's colours (its background grey "
+                        "and the five named colours)")  # fmt: skip
     parser.add_argument("--size", type=int, help="side of the pictures drawn (default: the VQGAN's training side)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--out", default=None, help="also save every picture here")
@@ -70,7 +73,8 @@ def main() -> None:
                 init = {"init": "image", "init_image": background} if args.init == "background" else {}
                 result = generate(prompt, clip=clip, vqgan=vqgan, seed=seed, steps=args.steps, size=args.size,
                                   cutouts=args.cutouts, cut_power=args.cut_power, lr=args.lr, frame_every=0,
-                                  smoothness=args.smoothness,
+                                  smoothness=args.smoothness, palette_weight=args.palette_weight,
+                                  palette=((40, 40, 40), *COLORS.values()),
                                   **init)  # fmt: skip
                 seconds = time.perf_counter() - began
                 verdict = judge(result.image, color, shape)
@@ -112,6 +116,7 @@ def main() -> None:
         "cut_power": args.cut_power,
         "lr": args.lr,
         "smoothness": args.smoothness,
+        "palette_weight": args.palette_weight,
         "init": args.init,
         "size": args.size,
     }
