@@ -25,6 +25,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pictext tests bench
 	$(VENV)/bin/ruff format --check pictext tests bench
+	$(VENV)/bin/lint-imports  # no module imports a layer above its own, no import cycles (pyproject.toml)
 
 browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,42 +20,23 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from pictext.errors import PictextError
+from pictext.files import atomic_write
+
 FORMAT, VERSION = "pictext", "1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PictextError, ValueError):
     pass
 
 
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call write(tmp_path), fsync, then rename onto `path`: a reader never sees a half-written file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointError(f"cannot write {path}: {e.strerror or e} (a read-only or missing folder?)") from e
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CheckpointError(
-                f"cannot write {path}: {e.strerror or e} (disk full? read-only?); nothing was replaced"
-            ) from e
-        raise
-    return path
-
-
-def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]) -> Path:
-    """Write tensors and JSON-able `meta` (config, preprocessing, ...) as one self-describing file."""
+def save(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any], half: bool = False
+) -> Path:
+    """Write tensors and JSON-able `meta` (config, preprocessing, ...) as one self-describing file; `half` stores
+    floating-point tensors in float16 (every loader reads them back as float32)."""
+    if half:
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
     metadata = {"pictext.format": FORMAT, "pictext.version": VERSION, "pictext.kind": kind}
     metadata.update({f"pictext.{k}": json.dumps(v) for k, v in meta.items()})
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -127,6 +107,13 @@ def build_checked(build: Callable[[], torch.nn.Module], tensors: dict[str, torch
     return build()
 
 
+def build_loaded(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], path: object) -> Any:
+    """`build()` checked against `tensors` (build_checked), then loaded with them as float32, in eval mode."""
+    model = build_checked(build, tensors, path)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return model.eval()
+
+
 def load_model(
     path: str | os.PathLike,
     kind: str,
@@ -146,9 +133,7 @@ def load_model(
         raise CheckpointError(f"{path}: its recorded config is not a {kind.upper()} config ({e})") from e
     if complete is not None:
         tensors = complete(tensors, meta, config, Path(path))
-    model = build_checked(lambda: build(config), tensors, path)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-    return model, meta
+    return build_loaded(lambda: build(config), tensors, path), meta
 
 
 def is_native(path: str | os.PathLike) -> bool:

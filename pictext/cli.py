@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pictext.checkpoint import CheckpointError, atomic_write
+from pictext.checkpoint import CheckpointError
 from pictext.commands import images_in as _images_in
 from pictext.commands import train_paths as _train_paths
 from pictext.commands.generation import add_generation_parsers
+from pictext.files import atomic_write
 from pictext.hub import ModelNotFoundError
 from pictext.images.decode import ImageError
 from pictext.text.tokenizer import TextTooLongError, VocabularyNotFoundError

@@ -5,20 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pictext.clip.configs import CLIP_CONFIGS
+from pictext.errors import PictextError
+from pictext.files import home
 
 SHIPPED = Path(__file__).parent / "weights"  # models trained by the project's recipes, inside the package
 DEFAULT_MODEL = "default"
 RECIPE_MODELS = ("default", "shapes")  # CLIP recipes (clip/recipes.py); both ship, `pictext models build` remakes them
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(PictextError, FileNotFoundError):
     pass
-
-
-def home() -> Path:
-    """The cache folder: $PICTEXT_HOME, default ~/.cache/pictext."""
-    return Path(os.environ.get("PICTEXT_HOME") or Path.home() / ".cache" / "pictext").expanduser()
 
 
 def models_dir() -> Path:
@@ -45,12 +41,12 @@ def resolve(name: str | os.PathLike) -> Path:
     shipped = SHIPPED / f"{name}.safetensors"
     if shipped.is_file():
         return shipped
-    slugs = {k.replace("/", "-").lower() for k in CLIP_CONFIGS}
-    if str(name).replace("/", "-").lower() in slugs:
+    text = str(name)
+    if "/" in text and not text.startswith(("/", ".", "~")) and not path.suffix:  # "ViT-B/32", not a path
         raise ModelNotFoundError(
-            f"no weights for {name} here, and pictext downloads nothing. Get the checkpoint (OpenAI .pt, OpenCLIP "
-            f"file, or a Hugging Face CLIPModel folder) and pass its path, or save it as {local} with "
-            "`pictext convert`"
+            f"no weights for {name} here, and pictext downloads nothing by itself. Get the checkpoint (OpenAI .pt, "
+            f"OpenCLIP file, or a Hugging Face CLIPModel folder) and pass its path, or save it as a local model "
+            f"in {models_dir()} with `pictext convert`"
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
     builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E", "unclip": "the default unCLIP",

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pictext.checkpoint import atomic_write
 from pictext.config import to_dict
+from pictext.errors import PictextError
+from pictext.files import atomic_write
 
 
 def seed_everything(seed: int) -> None:
@@ -126,7 +127,7 @@ def check_writable(folder: Path) -> None:
         raise CheckpointError(f"cannot write checkpoints to {folder}: the folder is read-only")
 
 
-class ResumeError(ValueError):
+class ResumeError(PictextError, ValueError):
     pass
 
 

@@ -120,7 +120,8 @@ def test_form_only_shapes_in_unnamed_colours_never_show_a_named_colour():
 def test_a_full_disk_leaves_the_last_state_whole_and_says_so(tmp_path, monkeypatch):
     import errno
 
-    from pictext.checkpoint import CheckpointError
+    from pictext.errors import PictextError
+    from pictext.files import WriteError
 
     model, world = _model_and_data(1000)
     train_clip(model, world, TINY.train, run_dir=tmp_path)  # 6 steps, states at 3 and 6
@@ -132,11 +133,11 @@ def test_a_full_disk_leaves_the_last_state_whole_and_says_so(tmp_path, monkeypat
     monkeypatch.setattr("pictext.training.torch.save", full)
     import dataclasses
 
-    with pytest.raises(CheckpointError, match=r"state.pt: No space left on device \(disk full"):
+    with pytest.raises(WriteError, match=r"state.pt: No space left on device \(disk full"):
         train_clip(_model_and_data(1000)[0], world, dataclasses.replace(TINY.train, steps=9), run_dir=tmp_path)
     assert (tmp_path / "state.pt").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left behind
-    with pytest.raises(CheckpointError, match="cannot write"):
+    with pytest.raises(PictextError, match="cannot write"):
         train_clip(_model_and_data(1000)[0], world, TINY.train, run_dir=tmp_path / "state.pt" / "x")
 
 

@@ -21,8 +21,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pictext.checkpoint import CheckpointError, atomic_write
+from pictext.checkpoint import CheckpointError
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
+from pictext.files import atomic_write
 from pictext.images.transforms import OPENAI_MEAN, OPENAI_STD, Preprocess
 from pictext.torchscript import is_torchscript, read_torchscript_tensors
 

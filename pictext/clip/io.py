@@ -36,8 +36,7 @@ def save_clip(model: CLIP, path: str | os.PathLike, half: bool = False) -> Path:
     if model.text_source is not None and _text_tower_unchanged(model):
         meta["text_source"] = model.text_source
         state = {k: v for k, v in state.items() if not k.startswith("text.")}
-    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state.items()}
-    return checkpoint.save(path, tensors, KIND, meta)
+    return checkpoint.save(path, state, KIND, meta, half=half)
 
 
 def _text_tower_unchanged(model: CLIP) -> bool:

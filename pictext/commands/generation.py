@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pictext.checkpoint import CheckpointError, atomic_write
+from pictext.checkpoint import CheckpointError
 from pictext.commands import images_in as _images_in
 from pictext.commands import train_paths as _train_paths
+from pictext.files import atomic_write
 from pictext.images.decode import ImageError
 
 

@@ -21,17 +21,18 @@ from pictext.config import from_dict, to_dict
 from pictext.dalle.dvae import DVAE, DVAEConfig
 from pictext.dalle.model import DALLE, DALLEConfig
 from pictext.dalle.sampling import SamplingConfig, sample
+from pictext.errors import PictextError
 from pictext.text import Tokenizer, tokenizer_from_metadata
+from pictext.vqgan.io import IN_DALLE
 from pictext.vqgan.model import VQGAN, VQGANConfig
 
 logger = logging.getLogger(__name__)
 KIND = "dalle"
-PREFIX = "image_tokenizer."
 ImageTokenizer = VQGAN | DVAE  # both: encode(x).indices, decode_indices(indices), config.n_embed / resolution / factor
 _TOKENIZERS: dict[str, tuple[type, type]] = {"vqgan": (VQGAN, VQGANConfig), "dvae": (DVAE, DVAEConfig)}
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(PictextError, ValueError):
     pass
 
 
@@ -119,9 +120,7 @@ def to_images(pixels: torch.Tensor) -> list[Image.Image]:
 def save_dalle(pipeline: DALLEPipeline, path: str | os.PathLike, half: bool = False) -> Path:
     """One .safetensors: transformer and image tokenizer weights, both configs and the text tokenizer."""
     tensors = dict(pipeline.model.state_dict())
-    tensors |= {PREFIX + k: v for k, v in pipeline.image_tokenizer.state_dict().items()}
-    if half:
-        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
+    tensors |= {IN_DALLE + k: v for k, v in pipeline.image_tokenizer.state_dict().items()}
     meta = {
         "config": to_dict(pipeline.model.config),
         "image_tokenizer": {
@@ -130,7 +129,7 @@ def save_dalle(pipeline: DALLEPipeline, path: str | os.PathLike, half: bool = Fa
         },  # fmt: skip
         "tokenizer": pipeline.text_tokenizer.to_metadata(),
     }
-    return checkpoint.save(path, tensors, KIND, meta)
+    return checkpoint.save(path, tensors, KIND, meta, half=half)
 
 
 def load_dalle(path: str | os.PathLike) -> DALLEPipeline:
@@ -141,9 +140,8 @@ def load_dalle(path: str | os.PathLike) -> DALLEPipeline:
         config = from_dict(DALLEConfig, meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: its recorded configs are not a DALL-E's ({e})") from e
-    rest = {k: v for k, v in tensors.items() if not k.startswith(PREFIX)}
-    model = checkpoint.build_checked(lambda: DALLE(config), rest, path)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in rest.items()})
+    rest = {k: v for k, v in tensors.items() if not k.startswith(IN_DALLE)}
+    model = checkpoint.build_loaded(lambda: DALLE(config), rest, path)
     text = tokenizer_from_metadata(meta["tokenizer"], path)
     return DALLEPipeline(model.eval(), text, image_tokenizer.eval())
 
@@ -159,10 +157,8 @@ def _image_tokenizer(tensors: dict, meta: dict, path: str | os.PathLike) -> Imag
         tokenizer_config = from_dict(tokenizer_config_cls, meta["image_tokenizer"]["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: its recorded configs are not a DALL-E's ({e})") from e
-    own = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
-    image_tokenizer = checkpoint.build_checked(lambda: tokenizer_cls(tokenizer_config), own, path)
-    image_tokenizer.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
-    return image_tokenizer.eval()
+    own = {k[len(IN_DALLE) :]: v for k, v in tensors.items() if k.startswith(IN_DALLE)}
+    return checkpoint.build_loaded(lambda: tokenizer_cls(tokenizer_config), own, path)
 
 
 def tokenizer_kind(tokenizer: ImageTokenizer) -> str:

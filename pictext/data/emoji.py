@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-from pictext.checkpoint import atomic_write
-from pictext.data.pairs import DatasetError
+from pictext.errors import DatasetError
+from pictext.files import atomic_write
 
 # npm packages, pinned so that a set built on another day is the same set
 PACKAGES = {
@@ -249,9 +249,9 @@ def ensure_emoji(home: Path, vendor: str = "google", keywords: bool = False) -> 
 def beside_emoji(data: object, repeats: int, seed: int, home: Path | None = None) -> object:
     """`data` (pairs) followed by Google's training emoji, each counted `repeats` times (built under `home`, the
     pictext cache, on first use); `data` alone when `repeats` is 0. The generators' recipes train on this mix."""
-    from pictext import hub
     from pictext.data.pairs import FolderPairs, MixedPairs
+    from pictext.files import home as pictext_home
 
     if not repeats:
         return data
-    return MixedPairs([(data, 1), (FolderPairs(ensure_emoji(home or hub.home()) / "train", seed=seed), repeats)])
+    return MixedPairs([(data, 1), (FolderPairs(ensure_emoji(home or pictext_home()) / "train", seed=seed), repeats)])

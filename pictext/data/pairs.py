@@ -16,11 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pictext.errors import DatasetError
 from pictext.images.decode import IMAGE_SUFFIXES, decode_image
-
-
-class DatasetError(ValueError):
-    pass
 
 
 class _Captioned:

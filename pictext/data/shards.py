@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pictext.data.pairs import DatasetError
+from pictext.errors import DatasetError
 from pictext.images.decode import decode_bytes
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")

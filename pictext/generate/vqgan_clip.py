@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pictext.clip.model import CLIP
+from pictext.errors import PictextError
 from pictext.vqgan.model import VQGAN
 
 DRAWERS = ("vqgan", "pixel")
 
 
-class GenerationError(ValueError):
+class GenerationError(PictextError, ValueError):
     pass
 
 

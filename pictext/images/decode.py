@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pictext.errors import PictextError
+
 MAX_PIXELS = 100_000_000  # 10k x 10k; above this decoding is refused
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 ImageInput = str | os.PathLike | Image.Image
 
 
-class ImageError(ValueError):
+class ImageError(PictextError, ValueError):
     def __init__(self, source: object, reason: str) -> None:
         super().__init__(f"{source}: {reason}")
         self.source, self.reason = source, reason

@@ -18,10 +18,8 @@ next run does only the work that is left.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
-import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,8 +32,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pictext import hub
-from pictext.api import inference, unit_rows
+from pictext.clip.embed import inference, model_fingerprint, unit_rows
 from pictext.clip.model import CLIP
+from pictext.errors import PictextError
 from pictext.images.decode import ImageError, decode_bytes, decode_image
 from pictext.images.transforms import Preprocess
 from pictext.search.catalog import Catalog, Record
@@ -47,7 +46,7 @@ from pictext.training import progress
 MAX_UPLOAD_PIXELS = 40_000_000
 
 
-class SearchIndexError(ValueError):
+class SearchIndexError(PictextError, ValueError):
     pass
 
 
@@ -62,17 +61,6 @@ def private_folder(path: Path) -> Path:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path, 0o700)
     return path
-
-
-def model_fingerprint(model: CLIP) -> str:
-    """A hash of the architecture, preprocessing and every weight: two models share it only if they embed alike."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps(dataclasses.asdict(model.config), sort_keys=True).encode())
-    h.update(repr(model.preprocess).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def file_hash(path: str | Path) -> str:
@@ -174,7 +162,7 @@ class Index:
     @property
     def model(self) -> CLIP:
         if self._model is None:
-            from pictext.api import load
+            from pictext.clip.embed import load
 
             spec = self._model_spec or self.catalog.get("model_spec")
             self._model = load(spec, precision=self._precision)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from pictext.errors import PictextError
 from pictext.images.decode import ImageInput
 
 Term = str | ImageInput | bytes
@@ -32,7 +33,7 @@ MAX_WEIGHT = 100.0  # |weight| of one term; larger ones are typos or attempts to
 _WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.*)$", re.DOTALL)
 
 
-class QueryError(ValueError):
+class QueryError(PictextError, ValueError):
     pass
 
 

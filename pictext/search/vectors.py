@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pictext.checkpoint import atomic_write
+from pictext.files import atomic_write
 
 FAISS_THRESHOLD = 50_000  # below this, exact search answers in a few ms and needs no training
 

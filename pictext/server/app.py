@@ -38,7 +38,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pictext.checkpoint import atomic_write
+from pictext.errors import PictextError
+from pictext.files import atomic_write
 from pictext.images.decode import ImageError, decode_bytes, decode_image
 from pictext.search.index import MAX_UPLOAD_PIXELS, Hit, Index, private_folder
 from pictext.search.query import QueryError, Weighted, parse_query
@@ -70,7 +71,7 @@ SECURITY_HEADERS = {
 T = TypeVar("T")
 
 
-class TokenError(ValueError):
+class TokenError(PictextError, ValueError):
     pass
 
 

@@ -22,15 +22,17 @@ import ftfy
 import regex
 import torch
 
+from pictext.errors import PictextError
+
 CLIP_VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 
 
-class VocabularyNotFoundError(FileNotFoundError):
+class VocabularyNotFoundError(PictextError, FileNotFoundError):
     pass
 
 
-class TextTooLongError(ValueError):
+class TextTooLongError(PictextError, ValueError):
     pass
 
 

@@ -147,16 +147,14 @@ def save_unclip(prior: DiffusionPrior | None, decoder: DiffusionDecoder | None, 
                 upsampler: DiffusionUpsampler | None = None) -> Path:  # fmt: skip
     """The prior, the decoder and the upsampler (optional) in one file; the prior or the decoder may be None while
     it is not trained yet (the stages train separately), and loading says which one is missing."""
-    from pictext.search.index import model_fingerprint
+    from pictext.clip.embed import model_fingerprint
 
     tensors, meta = {}, {"clip": {"name": clip_name, "fingerprint": model_fingerprint(clip)}}
     for name, part in (("prior", prior), ("decoder", decoder), ("upsampler", upsampler)):
         if part is not None:
             tensors |= {f"{name}.{k}": v for k, v in part.state_dict().items()}
             meta[name] = to_dict(part.config)
-    if half:
-        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
-    return checkpoint.save(path, tensors, KIND, meta)
+    return checkpoint.save(path, tensors, KIND, meta, half=half)
 
 
 def read_parts(path: str | os.PathLike) -> tuple[dict[str, torch.nn.Module | None], dict]:
@@ -172,16 +170,13 @@ def read_parts(path: str | os.PathLike) -> tuple[dict[str, torch.nn.Module | Non
         except (TypeError, ValueError) as e:
             raise checkpoint.CheckpointError(f"{path}: its recorded {name} config is not unCLIP's ({e})") from e
         own = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
-        module = checkpoint.build_checked(lambda cls=cls, config=config: cls(config), own, path)
-        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in own.items()})
-        parts[name] = module.eval()
+        parts[name] = checkpoint.build_loaded(lambda cls=cls, config=config: cls(config), own, path)
     return parts, meta
 
 
 def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> UnclipPipeline:
     """The pipeline in eval mode; `clip` defaults to the one the file names, and must be that CLIP."""
-    from pictext.api import load
-    from pictext.search.index import model_fingerprint
+    from pictext.clip.embed import load, model_fingerprint
 
     parts, meta = read_parts(path)
     for name in ("prior", "decoder"):

@@ -55,7 +55,7 @@ class Embedded:
 
 def text_condition(clip: CLIP, captions: Sequence[str]) -> TextCondition:
     """The CLIP's view of `captions`: unit-norm text embeddings and projected token encodings."""
-    from pictext.api import inference
+    from pictext.clip.embed import inference
 
     tokens = clip.tokenizer(list(captions), truncate=True).to(clip.text_projection.device)  # type: ignore[misc]
     with inference(clip, "fp32"):
@@ -66,14 +66,14 @@ def text_condition(clip: CLIP, captions: Sequence[str]) -> TextCondition:
 
 
 def image_embeddings(clip: CLIP, images: Sequence[Image.Image]) -> torch.Tensor:
-    from pictext.api import encode_images
+    from pictext.clip.embed import encode_images
 
-    return torch.from_numpy(encode_images(list(images), model=clip, precision="fp32"))
+    return torch.from_numpy(encode_images(clip, list(images), precision="fp32"))
 
 
 def embed_dataset(clip: CLIP, data: PairDataset, cache: Path | None = None, batch_size: int = 256) -> Embedded:
     """Every pair's CLIP image embedding and text condition, computed once (cached in `cache`)."""
-    from pictext.search.index import model_fingerprint
+    from pictext.clip.embed import model_fingerprint
 
     key = hashlib.sha256(f"{model_fingerprint(clip)}|{len(data)}|{data[0][1]}|{data[len(data) - 1][1]}".encode())
     path = cache / f"embeddings-{key.hexdigest()[:16]}.pt" if cache is not None else None
