@@ -85,7 +85,7 @@ def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: f
 def tokenizer_ceiling(pipeline, n: int = 200) -> dict[str, float]:  # noqa: ANN001
     """The share of the image tokenizer's reconstructions of real single-shape pictures the oracle recognises."""
     from pictext.dalle.io import to_images
-    from pictext.vqgan.train import to_pixels
+    from pictext.images.tensors import to_pixels
 
     out = {}
     for split in ("held_out", "train"):

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from pictext import hub
 from pictext.config import to_dict
 from pictext.data.shapes import ShapesWorld, judge
+from pictext.images.tensors import to_pixels
 from pictext.unclip.io import load_unclip, to_images
 from pictext.unclip.train import image_embeddings
-from pictext.vqgan.train import to_pixels
 
 SEEDS = (0, 1, 2)
 

@@ -28,9 +28,9 @@ import torch
 from pictext import hub
 from pictext.data.emoji import ensure_emoji, named_images
 from pictext.images.decode import decode_image
+from pictext.images.tensors import to_pixels
 from pictext.vqgan.io import load_vqgan
 from pictext.vqgan.loss import psnr
-from pictext.vqgan.train import to_pixels
 
 
 def measure(model, pngs: list[Path], codes: torch.Tensor, batch: int = 64) -> dict[str, float]:

@@ -29,7 +29,7 @@ from pictext.clip.io import load_clip
 from pictext.generate.vqgan_clip import GenerateConfig, _normalize, clamp_with_grad, make_cutouts, spherical_loss
 from pictext.training import cpu_has_fast_bf16
 from pictext.vqgan.model import VQGAN
-from pictext.vqgan.train import DEFAULT_VQGAN
+from pictext.vqgan.recipe import DEFAULT_VQGAN
 
 CUTOUTS, CUT_SIZE, REPEATS = 16, 224, int(os.environ.get("STEP_REPEATS", 3))
 SIZES = tuple(int(s) for s in os.environ.get("STEP_SIZES", "64,128,256").split(","))

@@ -221,7 +221,9 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
         train_pipeline(recipe, recipe_data(recipe), out=target, run_dir=target.with_suffix(".run"),
                        extra=recipe_forms(recipe))  # fmt: skip
     elif name == "vqgan":
-        from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
+        from pictext.vqgan.recipe import VQGANRecipe
+        from pictext.vqgan.recipe import build as train_vqgan_on
+        from pictext.vqgan.recipe import recipe_data as vqgan_recipe_data
 
         recipe = VQGANRecipe()
         target = Path(out) if out else hub.models_dir() / "vqgan.safetensors"

@@ -47,7 +47,7 @@ def test_resume_is_exact(tmp_path):
     second, data = _model_and_data(1000)
     rest = train_clip(second, data, TINY.train, run_dir=tmp_path)
     assert len(rest) == 3
-    assert load_state(tmp_path / "state.pt")["losses"] == pytest.approx(straight, rel=1e-5)
+    assert [log["loss"] for log in load_state(tmp_path / "state.pt")["logs"]] == pytest.approx(straight, rel=1e-5)
 
 
 class _Stop(Exception):
@@ -184,4 +184,4 @@ def test_kill_9_mid_run_then_resume_loses_at_most_one_interval(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ})
     assert result.returncode == 0, result.stderr[-2000:]
     state = load_state(run / "state.pt")
-    assert state["step"] == 40 and len(state["losses"]) == 40 and out.is_file()
+    assert state["step"] == 40 and len(state["logs"]) == 40 and out.is_file()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,25 +14,36 @@ from pictext import training
 from pictext.clip.loss import SigLIPLoss, clip_loss, gather_features, gradcache_backward
 from pictext.clip.model import CLIP
 from pictext.data.augment import Augment
+from pictext.errors import UsageError
 
 PairDataset = Sequence[tuple[Image.Image, str]]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 1000  # optimizer steps
+class CLIPTrainConfig(training.TrainConfig):
+    """CLIP's training run: the driver's fields (steps, batch_size, lr, warmup, ...) and its own."""
+
+    steps: int = 1000
     batch_size: int = 128  # pairs per step; each pair's negatives are the other B-1
     lr: float = 1e-3  # peak AdamW learning rate, reached after `warmup` steps
     weight_decay: float = 0.1  # on matrices only; gains, biases, embeddings, logit_scale are not decayed
     warmup: int = 50
-    precision: str = "auto"  # "auto" (bf16 where the hardware does it natively), "fp32" or "bf16"
-    seed: int = 0
-    checkpoint_every: int = 200  # steps between resumable states in run_dir
+    checkpoint_every: int = 200
     loss: str = "clip"  # "clip" (InfoNCE) or "siglip" (sigmoid, learned temperature and bias)
     micro_batch: int | None = None  # GradCache: exact gradients of batch_size, activations of micro_batch per rank
     lock: tuple[str, ...] = ()  # towers kept frozen, projections still trained: ("text",) is LiT; also "image"
     grad_checkpointing: bool = False  # recompute transformer blocks in backward: less memory, ~30% more time
     augment: bool = False  # caption-safe augmentation (pictext/data/augment.py): crops, margins, backgrounds, no flips
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in ("clip", "siglip"):
+            raise UsageError(f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        if set(self.lock) - {"text", "image"}:
+            raise UsageError(f"lock takes 'text' and/or 'image', got {list(self.lock)}")
+
+
+TrainConfig = CLIPTrainConfig  # the name it had before the driver: kept for code written against it
 
 
 AUGMENT = Augment()
@@ -67,23 +76,13 @@ def _set_grad_checkpointing(model: CLIP, enabled: bool) -> None:
             module.grad_checkpointing = enabled
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim < 2 or "embedding" in name or name == "logit_scale"
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def train_clip(
     model: CLIP,
     data: PairDataset,
-    cfg: TrainConfig,
+    cfg: CLIPTrainConfig,
     run_dir: str | Path | None = None,
     device: torch.device | None = None,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[float]:
     """Train `model` on (image, caption) pairs; returns the loss of every step run.
 
@@ -91,17 +90,8 @@ def train_clip(
     the same run_dir resumes from it exactly: batches depend only on (seed, step).
     """
     if model.tokenizer is None:
-        raise ValueError("model.tokenizer is not set; train_clip tokenizes captions with it")
-    if cfg.loss not in ("clip", "siglip"):
-        raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")
-    if set(cfg.lock) - {"text", "image"}:
-        raise ValueError(f"lock takes 'text' and/or 'image', got {list(cfg.lock)}")
-    rank, world = training.init_distributed()
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} ranks; use a multiple of {world}")
-    device = device or training.default_device()
-    precision = training.train_precision(cfg.precision, device)
-    model.to(device).train()
+        raise UsageError("model.tokenizer is not set; train_clip tokenizes captions with it")
+    model.train()
     locked = {n for n, _ in model.text_parameters()} if "text" in cfg.lock else set()
     locked |= {n for n, _ in model.image_parameters()} if "image" in cfg.lock else set()
     for name, p in model.named_parameters():
@@ -109,77 +99,62 @@ def train_clip(
     if "image" in cfg.lock:
         model.visual.eval()  # frozen BatchNorm statistics too
     _set_grad_checkpointing(model, cfg.grad_checkpointing)
-    siglip = SigLIPLoss().to(device) if cfg.loss == "siglip" else None
-    params = [p for p in model.parameters() if p.requires_grad] + (list(siglip.parameters()) if siglip else [])
-    groups = param_groups(model, cfg.weight_decay)
-    if siglip is not None:
-        groups[1]["params"] += list(siglip.parameters())
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    parts = {"model": model, "optimizer": optimizer} | ({"siglip": siglip} if siglip is not None else {})
-    state_file, state = training.resume(run_dir, parts, model.config)
-    start, losses = (state["step"], list(state["losses"])) if state else (0, [])
-    training.seed_everything(cfg.seed)
-    bar = training.progress(cfg.steps, "train clip", initial=start)
-    local = cfg.batch_size // world
-    micro = min(cfg.micro_batch or local, local)
+    siglip = SigLIPLoss() if cfg.loss == "siglip" else None
+    extra = list(siglip.parameters()) if siglip is not None else []
+    optimizer = torch.optim.AdamW(training.param_groups(model, cfg.weight_decay, extra), lr=cfg.lr,
+                                  betas=(0.9, 0.98), eps=1e-6)  # fmt: skip
+    modules = {"model": model} | ({"siglip": siglip} if siglip is not None else {})
+    step = _ContrastiveStep(model, siglip, data, cfg)
+    logs = training.fit(step, modules, {"optimizer": optimizer}, len(data), cfg, run_dir=run_dir,
+                        config=model.config, desc="train clip", device=device, on_step=on_step)  # fmt: skip
+    return [log["loss"] for log in logs]
 
-    def loss_fn(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return siglip(image, text) if siglip is not None else clip_loss(image, text, model.logit_scale)
 
-    text_cache = LockedTextCache(model, device, precision) if "text" in cfg.lock else None
+class _ContrastiveStep:
+    """One step of contrastive training on this rank's share of the batch: features gathered from every rank
+    (with gradients), the loss of the whole batch; with `micro_batch`, GradCache's exact gradients."""
 
-    def encode_text(texts: torch.Tensor) -> torch.Tensor:  # token ids, or a locked tower's cached outputs
-        if text_cache is not None:
-            return model.project_text(texts, normalize=True)
-        return model.encode_text(texts, normalize=True)
+    def __init__(self, model: CLIP, siglip: SigLIPLoss | None, data: PairDataset, cfg: CLIPTrainConfig) -> None:
+        self.model, self.siglip, self.data, self.cfg = model, siglip, data, cfg
+        self.text_cache: LockedTextCache | None = None
 
-    for step, indices in training.batches(len(data), cfg.batch_size, cfg.seed, start):
-        if step >= cfg.steps:
-            break
-        began = time.perf_counter()
-        if hasattr(data, "set_epoch"):
-            data.set_epoch(step * cfg.batch_size // len(data))
-        pairs = training.read_batch(data, indices[rank * local : (rank + 1) * local])  # this rank's shard
+    def loss(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if self.siglip is not None:
+            return self.siglip(image, text)
+        return clip_loss(image, text, self.model.logit_scale)
+
+    def encode_text(self, texts: torch.Tensor) -> torch.Tensor:  # token ids, or a locked tower's cached outputs
+        if self.text_cache is not None:
+            return self.model.project_text(texts, normalize=True)
+        return self.model.encode_text(texts, normalize=True)
+
+    def __call__(self, batch: training.Batch) -> training.StepResult:
+        model, cfg = self.model, self.cfg
+        if hasattr(self.data, "set_epoch"):
+            self.data.set_epoch(batch.step * cfg.batch_size // len(self.data))
+        pairs = training.read_batch(self.data, batch.indices)
         images = [image for image, _ in pairs]
         if cfg.augment:  # each picture's changes a function of (seed, step, its place in the batch): exact resume
+            first = batch.share.start
             images = [
-                AUGMENT(im, np.random.default_rng([cfg.seed, step, rank * local + i])) for i, im in enumerate(images)
+                AUGMENT(im, np.random.default_rng([cfg.seed, batch.step, first + i])) for i, im in enumerate(images)
             ]
-        pixels = model.preprocess.batch(images).to(device)
+        pixels = model.preprocess.batch(images).to(batch.device)
         captions = [caption for _, caption in pairs]
-        if text_cache is not None:  # a locked tower's output is a pure function of the caption: compute each once
-            texts = text_cache(captions)
+        if "text" in cfg.lock:  # a locked tower's output is a pure function of the caption: compute each once
+            if self.text_cache is None:
+                self.text_cache = LockedTextCache(model, batch.device, batch.precision)
+            texts = self.text_cache(captions)
         else:
-            texts = model.tokenizer(captions, truncate=True).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = training.cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
-        optimizer.zero_grad(set_to_none=True)
-        with training.autocast(precision, device):
-            if micro < local:
-                loss = gradcache_backward(
-                    lambda x: model.encode_image(x, normalize=True),
-                    encode_text,
-                    pixels.split(micro),
-                    texts.split(micro),
-                    loss_fn,
-                )
-            else:
-                image, text = model.encode_image(pixels, normalize=True), encode_text(texts)
-                loss = loss_fn(*gather_features(image, text))
-                loss.backward()
-        training.average_gradients(params, world)
-        optimizer.step()
-        losses.append(loss.item())
-        rate = cfg.batch_size / (time.perf_counter() - began)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", samples_s=f"{rate:.0f}")
-        bar.update(1)
-        done = step + 1
-        if rank == 0 and state_file is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            state = training.run_state(
-                model.config, model=model.state_dict(), optimizer=optimizer.state_dict(), step=done, losses=losses
+            assert model.tokenizer is not None
+            texts = model.tokenizer(captions, truncate=True).to(batch.device)
+        micro = min(cfg.micro_batch or len(pairs), len(pairs))
+        if micro < len(pairs):
+            encode_image = lambda x: model.encode_image(x, normalize=True)  # noqa: E731
+            loss = gradcache_backward(
+                encode_image, self.encode_text, pixels.split(micro), texts.split(micro), self.loss
             )
-            training.save_state(state_file, state | ({"siglip": siglip.state_dict()} if siglip else {}))
-        if on_step is not None:
-            on_step(step, losses[-1])
-    bar.close()
-    return losses[start:]
+            return training.StepResult({"optimizer": loss.item()}, {"loss": loss.item()})
+        image, text = model.encode_image(pixels, normalize=True), self.encode_text(texts)
+        loss = self.loss(*gather_features(image, text))
+        return training.StepResult({"optimizer": loss}, {"loss": loss.item()})

@@ -37,7 +37,9 @@ def _train_overrides(args: argparse.Namespace, train, refused: dict[str, object]
 def _train_vqgan(args: argparse.Namespace) -> int:
     from pictext.data.pairs import load_pairs
     from pictext.data.shapes import ShapesWorld
-    from pictext.vqgan.train import VQGANRecipe, train_vqgan_on, vqgan_recipe_data
+    from pictext.vqgan.recipe import VQGANRecipe
+    from pictext.vqgan.recipe import build as train_vqgan_on
+    from pictext.vqgan.recipe import recipe_data as vqgan_recipe_data
 
     recipe = VQGANRecipe()
     train = _train_overrides(args, recipe.train, {"--image-tokenizer": args.image_tokenizer})
@@ -92,9 +94,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     from pictext import hub
     from pictext.images.decode import decode_image
+    from pictext.images.tensors import to_pixels
     from pictext.vqgan.io import load_vqgan
     from pictext.vqgan.loss import psnr
-    from pictext.vqgan.train import to_pixels
 
     model = load_vqgan(hub.resolve(args.vqgan), args.config)
     size, f = args.size or model.config.resolution, model.config.factor

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -22,6 +21,7 @@ from pictext.dalle.dvae import DVAE, DVAEConfig
 from pictext.dalle.model import DALLE, DALLEConfig
 from pictext.dalle.sampling import SamplingConfig, sample
 from pictext.errors import PictextError
+from pictext.images.tensors import to_images
 from pictext.text import Tokenizer, tokenizer_from_metadata
 from pictext.vqgan.io import IN_DALLE
 from pictext.vqgan.model import VQGAN, VQGANConfig
@@ -86,7 +86,7 @@ class DALLEPipeline:
         """`n` pictures of `prompt`, drawn `batch_size` at a time with a seeded generator. `prime`: keep the
         top `prime_rows` token rows of this image (default: half) and draw the rest. `guides`: further captions
         and their weights (the prompt's is 1) for composable guidance (`sampling.py`)."""
-        from pictext.vqgan.train import to_pixels
+        from pictext.images.tensors import to_pixels
 
         device = next(self.model.parameters()).device
         text = self.text(prompt)[0].to(device)
@@ -109,12 +109,6 @@ class DALLEPipeline:
             pixels = self.image_tokenizer.decode_indices(tokens).clamp(-1, 1)
             images += to_images(pixels)
         return images
-
-
-def to_images(pixels: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in [-1, 1] -> RGB pictures."""
-    array = ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(np.ascontiguousarray(a)) for a in array]
 
 
 def save_dalle(pipeline: DALLEPipeline, path: str | os.PathLike, half: bool = False) -> Path:

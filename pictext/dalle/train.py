@@ -54,7 +54,7 @@ def encode_images(
 ) -> tuple[torch.Tensor, list[str]]:
     """((N, grid, grid) image tokens, N captions) of every pair, computed once; with `cache`, read from and
     written to cache/tokens-KEY.pt where KEY hashes the tokenizer's weights and the dataset's size and pairs."""
-    from pictext.vqgan.train import to_pixels
+    from pictext.images.tensors import to_pixels
 
     path = cache / f"tokens-{_fingerprint(vqgan, data)}.pt" if cache is not None else None
     if path is not None and path.is_file():

@@ -275,7 +275,7 @@ class _VQGANDrawer(torch.nn.Module):
             if config.init == "noise":
                 pixels = torch.rand((1, 3, h * f, w * f), generator=g) * 2 - 1
             else:
-                from pictext.vqgan.train import to_pixels
+                from pictext.images.tensors import to_pixels
 
                 pixels = F.interpolate(to_pixels([init], max(w, h) * f), size=(h * f, w * f), mode="bicubic")
             with torch.no_grad():

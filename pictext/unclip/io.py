@@ -20,6 +20,7 @@ from PIL import Image
 from pictext import checkpoint
 from pictext.clip.model import CLIP
 from pictext.config import from_dict, to_dict
+from pictext.images.tensors import to_images
 from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder
 from pictext.unclip.prior import DiffusionPrior, PriorConfig
 from pictext.unclip.upsampler import DiffusionUpsampler, UpsamplerConfig
@@ -135,11 +136,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
     if omega.abs() < 1e-6:
         return a
     return (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / torch.sin(omega)
-
-
-def to_images(pixels: torch.Tensor) -> list[Image.Image]:
-    array = ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(np.ascontiguousarray(x)) for x in array]
 
 
 def save_unclip(prior: DiffusionPrior | None, decoder: DiffusionDecoder | None, clip_name: str, clip: CLIP,

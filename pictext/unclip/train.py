@@ -113,7 +113,7 @@ def train_prior(prior: DiffusionPrior, embedded: Embedded, cfg: UnclipTrainConfi
 def train_decoder(decoder: DiffusionDecoder, data: PairDataset, embedded: Embedded, cfg: UnclipTrainConfig,
                   run_dir: str | Path | None = None) -> list[float]:  # fmt: skip
     """Fit the decoder to (image embedding -> pixels of that image); returns each step's loss; resumable."""
-    from pictext.vqgan.train import to_pixels
+    from pictext.images.tensors import to_pixels
 
     def step_loss(rows: torch.Tensor, drop: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         device = next(decoder.parameters()).device
@@ -127,7 +127,7 @@ def train_decoder(decoder: DiffusionDecoder, data: PairDataset, embedded: Embedd
 def train_upsampler(upsampler: DiffusionUpsampler, data: PairDataset, cfg: UnclipTrainConfig,
                     run_dir: str | Path | None = None) -> list[float]:  # fmt: skip
     """Fit the upsampler to (a picture's corrupted small version -> the picture); needs no CLIP; resumable."""
-    from pictext.vqgan.train import to_pixels
+    from pictext.images.tensors import to_pixels
 
     def step_loss(rows: torch.Tensor, drop: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         pairs = training.read_batch(data, rows.tolist())

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pictext.training import all_gather_rows, all_reduce_sum
+
 
 @dataclass
 class Quantized:
@@ -98,16 +100,20 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         one_hot = F.one_hot(indices, self.n_embed).type_as(flat)  # (N, K)
-        self.ema_count.mul_(self.ema_decay).add_(one_hot.sum(0), alpha=1 - self.ema_decay)
-        self.ema_sum.mul_(self.ema_decay).add_(one_hot.t() @ flat, alpha=1 - self.ema_decay)
+        # under torchrun, the statistics of the whole batch (every rank's share): the codebooks stay one
+        counts, sums = all_reduce_sum(one_hot.sum(0)), all_reduce_sum(one_hot.t() @ flat)
+        self.ema_count.mul_(self.ema_decay).add_(counts, alpha=1 - self.ema_decay)
+        self.ema_sum.mul_(self.ema_decay).add_(sums, alpha=1 - self.ema_decay)
         n = self.ema_count.sum()
         count = (self.ema_count + 1e-5) / (n + self.n_embed * 1e-5) * n  # Laplace smoothing: no division by 0
         self.embedding.weight.copy_(self.ema_sum / count[:, None])
 
     @torch.no_grad()
     def _restart_dead(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
-        used = torch.zeros(self.n_embed, dtype=torch.bool, device=flat.device)
-        used[indices] = True
+        flat = all_gather_rows(flat)  # under torchrun: every rank's encodings, so all ranks restart alike
+        uses = torch.zeros(self.n_embed, device=flat.device)
+        uses[indices] = 1.0
+        used = all_reduce_sum(uses) > 0
         self.idle_steps.add_(1).masked_fill_(used, 0)
         dead = (self.idle_steps >= self.restart_after).nonzero().flatten()
         if len(dead) == 0:
