@@ -70,14 +70,8 @@ def job(run: Path, name: str, seed: int, save: Path | None, scale: float = 1.0, 
     from pictext import training
     from pictext.dalle.io import DALLEPipeline, save_dalle
     from pictext.dalle.model import DALLE, DALLEConfig
-    from pictext.dalle.train import (
-        DALLERecipe,
-        _fingerprint,
-        caption_tokenizer,
-        encode_images,
-        recipe_forms,
-        train_dalle,
-    )
+    from pictext.dalle.recipe import DALLERecipe, caption_tokenizer, recipe_forms
+    from pictext.dalle.train import _fingerprint, encode_images, train_dalle
     from pictext.vqgan.io import load_vqgan
 
     v, recipe = VARIANTS[name], DALLERecipe()

@@ -28,7 +28,7 @@ import torch
 
 from pictext import hub
 from pictext.api import embed_images, load
-from pictext.clip.recipes import DEFAULT_RECIPE, train_shapes
+from pictext.clip.recipe import DEFAULT_RECIPE, build
 from pictext.data.emoji import ensure_emoji, named_images
 from pictext.evaluate import emoji_recall, evaluate_data, evaluate_emoji
 
@@ -48,7 +48,7 @@ def model_file(tower: str, seed: int) -> Path:
         fields = {k: v for k, v in TOWERS[tower].items() if k not in schedule}
         recipe = dataclasses.replace(DEFAULT_RECIPE, train=train, **fields)
         began = time.perf_counter()
-        train_shapes(recipe, out=path, run_dir=path.with_suffix(".run"))
+        build(recipe, out=path, run_dir=path.with_suffix(".run"))
         path.with_suffix(".seconds").write_text(f"{time.perf_counter() - began:.0f}\n")
     return path
 

@@ -33,7 +33,7 @@ from pictext.search import Index
 from pictext.training import cpu_has_fast_bf16
 
 BATCH = 64
-SMALL = {  # the default shapes model's architecture (pictext.clip.recipes.ShapesRecipe)
+SMALL = {  # the default shapes model's architecture (pictext.clip.recipe.CLIPRecipe)
     "embed_dim": 128,
     "vision_cfg": {"image_size": 32, "layers": 4, "width": 128, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 20, "vocab_size": 320, "width": 128, "heads": 4, "layers": 2},

@@ -45,7 +45,7 @@ def build(folder: Path) -> tuple[Path, Path]:
     from PIL import Image  # noqa: F401 - imported for the side effect of failing early without Pillow
 
     from pictext.clip.io import save_clip
-    from pictext.clip.recipes import DEFAULT_RECIPE, build_shapes_model
+    from pictext.clip.recipe import DEFAULT_RECIPE, build_model
     from pictext.data.shapes import ShapesWorld
     from pictext.search import Index
 
@@ -54,7 +54,7 @@ def build(folder: Path) -> tuple[Path, Path]:
     images.mkdir()
     for i in range(len(world)):
         world[i][0].save(images / f"{i:03d}.png")
-    model_file = save_clip(build_shapes_model(DEFAULT_RECIPE, world).eval(), folder / "model.safetensors")
+    model_file = save_clip(build_model(DEFAULT_RECIPE, world).eval(), folder / "model.safetensors")
     Index(folder / "index", model=model_file).add([images], workers=0)
     return folder / "index", model_file
 

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from pictext import hub
 from pictext.config import to_dict
 from pictext.data.shapes import ShapesWorld, judge
-from pictext.images.tensors import to_pixels
-from pictext.unclip.io import load_unclip, to_images
+from pictext.images.tensors import to_images, to_pixels
+from pictext.unclip.io import load_unclip
 from pictext.unclip.train import image_embeddings
 
 SEEDS = (0, 1, 2)

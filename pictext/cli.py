@@ -117,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_dalle(args)
     if args.image_tokenizer is not None:
         raise ValueError("--image-tokenizer is an option of pictext train dalle")
-    from pictext.clip.recipes import RECIPES, recipe_data, train_on
+    from pictext.clip.recipe import RECIPES, recipe_data
+    from pictext.clip.recipe import build as train_on
     from pictext.data.pairs import load_pairs
 
     recipe = RECIPES[args.recipe or "shapes"]
@@ -206,7 +207,8 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
     if name == "unclip":
         from pictext.api import load
         from pictext.unclip.io import save_unclip
-        from pictext.unclip.train import UnclipRecipe, recipe_data, train_unclip
+        from pictext.unclip.recipe import UnclipRecipe, recipe_data
+        from pictext.unclip.recipe import build as train_unclip
 
         target = Path(out) if out else hub.models_dir() / "unclip.safetensors"
         recipe = UnclipRecipe()
@@ -214,7 +216,8 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
         prior, decoder = train_unclip(recipe, recipe_data(recipe), clip, run_dir=target.with_suffix(".run"))
         save_unclip(prior, decoder, recipe.clip, clip, target, half=True)  # no upsampler: see UnclipRecipe
     elif name == "dalle":
-        from pictext.dalle.train import DALLERecipe, recipe_data, recipe_forms, train_pipeline
+        from pictext.dalle.recipe import DALLERecipe, recipe_data, recipe_forms
+        from pictext.dalle.recipe import build as train_pipeline
 
         target = Path(out) if out else hub.models_dir() / "dalle.safetensors"
         recipe = DALLERecipe()
@@ -230,7 +233,8 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
         train_vqgan_on(recipe, vqgan_recipe_data(recipe), out=target, run_dir=target.with_suffix(".run"))
     elif name in hub.RECIPE_MODELS:
         from pictext.clip.io import save_clip
-        from pictext.clip.recipes import RECIPES, train_shapes
+        from pictext.clip.recipe import RECIPES
+        from pictext.clip.recipe import build as train_shapes
 
         target = Path(out) if out else hub.models_dir() / f"{name}.safetensors"
         model = train_shapes(RECIPES[name], out=target, run_dir=target.with_suffix(".run"))

@@ -10,7 +10,7 @@ from pictext.files import home
 
 SHIPPED = Path(__file__).parent / "weights"  # models trained by the project's recipes, inside the package
 DEFAULT_MODEL = "default"
-RECIPE_MODELS = ("default", "shapes")  # CLIP recipes (clip/recipes.py); both ship, `pictext models build` remakes them
+RECIPE_MODELS = ("default", "shapes")  # CLIP recipes (clip/recipe.py); both ship, `pictext models build` remakes them
 
 
 class ModelNotFoundError(PictextError, FileNotFoundError):

@@ -284,6 +284,28 @@ class TrainConfig:
         return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
 
 
+@dataclass(frozen=True)
+class Share:
+    """This rank's rows (`rows`) of a step's batch of `size` items. What is drawn at random per item is drawn
+    for the whole batch, then cut to `rows`, so N ranks draw exactly what one process draws."""
+
+    rows: slice
+    size: int
+
+    def randn(self, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        return torch.randn((self.size, *shape[1:]), generator=generator)[self.rows]
+
+    def rand(self, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        return torch.rand((self.size, *shape[1:]), generator=generator)[self.rows]
+
+    def randint(self, high: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, high, (self.size,), generator=generator)[self.rows]
+
+    @staticmethod
+    def whole(n: int) -> Share:
+        return Share(slice(0, n), n)
+
+
 @dataclass
 class Batch:
     """One step's share of work for this rank: `indices` are its items of the step's `size` (all ranks)."""
@@ -302,6 +324,10 @@ class Batch:
         """Where this rank's items sit in the step's batch."""
         local = self.size // self.world
         return slice(self.rank * local, (self.rank + 1) * local)
+
+    @property
+    def part(self) -> Share:
+        return Share(self.share, self.size)
 
     def rng(self, stream: int) -> np.random.Generator:
         """A generator that depends only on (seed, step, stream): the same on every rank and after a resume."""

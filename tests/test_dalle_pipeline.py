@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from pictext.dalle.io import DALLEPipeline, TokenizerMismatchError, load_dalle, save_dalle
-from pictext.dalle.train import DALLERecipe, DALLETrainConfig, train_pipeline
+from pictext.dalle.recipe import DALLERecipe
+from pictext.dalle.recipe import build as train_pipeline
+from pictext.dalle.train import DALLETrainConfig
 from pictext.data.shapes import ShapesWorld
 from pictext.generate import GenerationError, generate
 from pictext.generate.rerank import rerank

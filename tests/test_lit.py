@@ -12,7 +12,7 @@ from pictext.checkpoint import CheckpointError
 from pictext.clip.io import load_clip, save_clip
 from pictext.clip.lit import find_sentence_encoder, lit_model
 from pictext.clip.model import VisionConfig
-from pictext.clip.train import TrainConfig, train_clip
+from pictext.clip.train import CLIPTrainConfig, train_clip
 from pictext.data.shapes import ShapesWorld
 
 CORPUS = [
@@ -128,7 +128,7 @@ def test_locked_towers_do_not_move_and_the_rest_does(lock):
     model.preprocess = dataclasses.replace(model.preprocess, image_size=32)
     before = _snapshot(model)
     world = ShapesWorld(size=64, length=64, max_shapes=1)
-    train_clip(model, world, TrainConfig(steps=3, batch_size=16, lr=1e-2, warmup=1, precision="fp32", lock=lock))
+    train_clip(model, world, CLIPTrainConfig(steps=3, batch_size=16, lr=1e-2, warmup=1, precision="fp32", lock=lock))
     locked = {n for n, _ in (model.text_parameters() if lock == ("text",) else model.image_parameters())}
     assert locked and all(n.startswith("text." if lock == ("text",) else "visual.") for n in locked)
     for name, p in model.named_parameters():

@@ -11,22 +11,22 @@ import numpy as np
 import pytest
 
 from pictext.api import encode_images, encode_texts
-from pictext.clip.recipes import ShapesRecipe, train_on
-from pictext.clip.train import TrainConfig
+from pictext.clip.recipe import CLIPRecipe, build
+from pictext.clip.train import CLIPTrainConfig
 from pictext.data.emoji import named_images
 from pictext.data.pairs import FolderPairs
 from pictext.evaluate import evaluate_emoji
 
 # Words that appear in no emoji caption, and the name words of the emoji they mean.
 PARAPHRASES = {"puppy": "dog", "kitten": "cat", "kitty": "cat"}  # "doggy" misses at this size
-SMALL = ShapesRecipe(
+SMALL = CLIPRecipe(
     image_size=32,
     vision_width=96,
     vision_layers=3,
     embed_dim=96,
     context_length=32,
     vocab_size=2000,
-    train=TrainConfig(steps=300, batch_size=128, lr=2e-3, warmup=30, precision="fp32"),
+    train=CLIPTrainConfig(steps=300, batch_size=128, lr=2e-3, warmup=30, precision="fp32"),
 )
 
 
@@ -44,7 +44,7 @@ def emoji() -> Path:
 def models(emoji):
     data = FolderPairs(emoji / "train")
     lit = dataclasses.replace(SMALL, text="minilm", train=dataclasses.replace(SMALL.train, lock=("text",)))
-    return {"lit": train_on(lit, data), "scratch": train_on(SMALL, data)}
+    return {"lit": build(lit, data), "scratch": build(SMALL, data)}
 
 
 def _hits(model, emoji: Path) -> dict[str, bool]:

@@ -507,7 +507,7 @@ def test_generate_streams_frames_then_the_png_and_refuses_bad_or_concurrent_jobs
 def with_unclip_model(generator):
     """The generator with a tiny random unCLIP in its CLIP's space (8 px pictures)."""
     from pictext.unclip.decoder import DecoderConfig, DiffusionDecoder
-    from pictext.unclip.io import UnclipPipeline
+    from pictext.unclip.pipeline import UnclipPipeline
     from pictext.unclip.prior import DiffusionPrior, PriorConfig
 
     clip = generator.clip

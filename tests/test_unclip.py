@@ -218,7 +218,7 @@ def test_a_run_folder_of_another_parametrisation_is_refused_not_continued(tmp_pa
 
 
 def test_slerp_stays_on_the_sphere_and_hits_its_ends():
-    from pictext.unclip.io import slerp
+    from pictext.unclip.pipeline import slerp
 
     a, b = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
     torch.testing.assert_close(slerp(a, b, 0.0), a)
@@ -230,7 +230,8 @@ def test_slerp_stays_on_the_sphere_and_hits_its_ends():
 def test_pipeline_file_variations_interpolations_and_a_foreign_clip(tiny_model_path, other_model_path, tmp_path):
     from pictext.api import load
     from pictext.checkpoint import CheckpointError
-    from pictext.unclip.io import UnclipPipeline, load_unclip, save_unclip
+    from pictext.unclip.io import load_unclip, save_unclip
+    from pictext.unclip.pipeline import UnclipPipeline
     from pictext.unclip.train import text_condition
 
     clip = load(str(tiny_model_path), precision="fp32")
@@ -338,9 +339,9 @@ def test_the_recipe_trains_on_shapes_and_emoji_in_a_clip_that_knows_both(tmp_pat
     (emoji_repeats 0) the shapes world alone."""
     import dataclasses
 
-    from pictext.clip.recipes import RECIPES
+    from pictext.clip.recipe import RECIPES
     from pictext.data.emoji import build_emoji
-    from pictext.unclip.train import UnclipRecipe, recipe_data
+    from pictext.unclip.recipe import UnclipRecipe, recipe_data
 
     from helpers import fake_tarball
 

@@ -295,7 +295,9 @@ def test_reconstruction_loss_falls_and_the_adversarial_phase_runs():
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_vqgan_training_resumes_exactly(tmp_path, schedule):
+def test_the_adversarial_phase_resumes_exactly_under_either_schedule(tmp_path, schedule):
+    """Both networks and both optimizers are in the state (tests/test_training.py resumes every family's run
+    before its adversarial phase)."""
     from pictext.vqgan.discriminator import DiscriminatorConfig, PatchDiscriminator
     from pictext.vqgan.train import VQGANTrainConfig, train_vqgan
 
@@ -392,9 +394,9 @@ def test_the_shipped_vqgan_reconstructs_shapes_and_emoji_like_pictures():
     """Quality on the committed checkpoint, with a margin a fair model clears on any machine."""
     from pictext import hub
     from pictext.data.shapes import ShapesWorld
+    from pictext.images.tensors import to_pixels
     from pictext.vqgan.io import load_vqgan
     from pictext.vqgan.loss import psnr
-    from pictext.images.tensors import to_pixels
 
     shipped = hub.SHIPPED / "vqgan.safetensors"
     assert shipped.is_file() and shipped.stat().st_size < 20e6  # fp16, within the budget

@@ -43,9 +43,6 @@ class CLIPTrainConfig(training.TrainConfig):
             raise UsageError(f"lock takes 'text' and/or 'image', got {list(self.lock)}")
 
 
-TrainConfig = CLIPTrainConfig  # the name it had before the driver: kept for code written against it
-
-
 AUGMENT = Augment()
 
 

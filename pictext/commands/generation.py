@@ -61,7 +61,8 @@ def _train_vqgan(args: argparse.Namespace) -> int:
 
 def _train_dalle(args: argparse.Namespace) -> int:
     from pictext.dalle.io import load_image_tokenizer
-    from pictext.dalle.train import DALLERecipe, recipe_data, recipe_forms, train_pipeline
+    from pictext.dalle.recipe import DALLERecipe, recipe_data, recipe_forms
+    from pictext.dalle.recipe import build as train_pipeline
     from pictext.data.pairs import load_pairs
 
     recipe = DALLERecipe()
@@ -265,7 +266,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def _check_unclip_args(args: argparse.Namespace) -> None:
-    from pictext.unclip.io import DECODER_GUIDANCE
+    from pictext.unclip.pipeline import DECODER_GUIDANCE
 
     if args.guidance is None:  # the pipeline's default, so the record below names the value used
         args.guidance = DECODER_GUIDANCE
@@ -284,7 +285,9 @@ def _train_unclip(args: argparse.Namespace) -> int:
     from pictext.api import load
     from pictext.data.pairs import load_pairs
     from pictext.unclip.io import read_parts, save_unclip
-    from pictext.unclip.train import UnclipRecipe, recipe_data, train_recipe_upsampler, train_unclip
+    from pictext.unclip.recipe import UnclipRecipe, recipe_data
+    from pictext.unclip.recipe import build as train_unclip
+    from pictext.unclip.recipe import build_upsampler as train_recipe_upsampler
 
     stage = args.family.removeprefix("unclip-")
     out, run_dir = _train_paths(args, "unclip")

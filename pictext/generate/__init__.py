@@ -29,7 +29,7 @@ from pictext.generate.vqgan_clip import (
 from pictext.vqgan.model import VQGAN
 
 if TYPE_CHECKING:  # unCLIP brings diffusers (2.7 s to import): loaded when an unCLIP is asked for
-    from pictext.unclip.io import UnclipPipeline
+    from pictext.unclip.pipeline import UnclipPipeline
 
 METHODS = ("vqgan-clip", "dalle", "unclip")
 ModelSpec = str | os.PathLike | None
@@ -140,7 +140,8 @@ def load_dalle_model(spec: DALLEPipeline | ModelSpec) -> DALLEPipeline:
 def load_unclip_model(spec: UnclipPipeline | ModelSpec) -> UnclipPipeline:
     from pictext import hub
     from pictext.checkpoint import CheckpointError
-    from pictext.unclip.io import UnclipPipeline, load_unclip
+    from pictext.unclip.io import load_unclip
+    from pictext.unclip.pipeline import UnclipPipeline
 
     if isinstance(spec, UnclipPipeline):
         return spec

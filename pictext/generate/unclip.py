@@ -10,7 +10,7 @@ from PIL import Image
 
 from pictext.generate.rerank import clip_scores
 from pictext.generate.vqgan_clip import Generated, GenerationError, Step
-from pictext.unclip.io import DECODER_GUIDANCE, UnclipPipeline
+from pictext.unclip.pipeline import DECODER_GUIDANCE, UnclipPipeline
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from PIL import Image
 
 from pictext.clip.model import CLIP
 from pictext.dalle.io import DALLEPipeline
-from pictext.unclip.io import DECODER_GUIDANCE, UnclipPipeline
+from pictext.unclip.pipeline import DECODER_GUIDANCE, UnclipPipeline
 from pictext.vqgan.model import VQGAN
 
 MAX_STEPS = 500

@@ -18,6 +18,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from pictext.training import Share
 from pictext.unclip.diffusion import DiffusionConfig, diffusion_loss, make_scheduler, sample
 
 
@@ -60,11 +61,11 @@ class DiffusionDecoder(nn.Module):
         return self.unet(x_t, t, encoder_hidden_states=tokens, class_labels=e).sample
 
     def loss(self, pixels: torch.Tensor, embedding: torch.Tensor, generator: torch.Generator,
-             drop: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+             drop: torch.Tensor | None = None, share: Share | None = None) -> torch.Tensor:  # fmt: skip
         """Diffusion loss on pixels in [-1, 1]; rows where `drop` is True see no embedding (for guidance)."""
         if drop is not None:
             embedding = torch.where(drop[:, None], torch.zeros_like(embedding), embedding)
-        return diffusion_loss(self, make_scheduler(self.config.diffusion), pixels, embedding, generator)
+        return diffusion_loss(self, make_scheduler(self.config.diffusion), pixels, embedding, generator, share)
 
     @torch.no_grad()
     def generate(self, embedding: torch.Tensor, guidance_scale: float = 1.0, steps: int = 50,

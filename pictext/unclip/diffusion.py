@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from pictext.training import Share
+
 PREDICTIONS = ("epsilon", "sample", "v_prediction")  # diffusers' names for eps, x0 and v parametrisations
 SCHEDULES = ("squaredcos_cap_v2", "linear")
 
@@ -57,11 +59,18 @@ def training_target(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Ten
 
 
 def diffusion_loss(
-    model: Denoiser, scheduler: DDPMScheduler, x0: torch.Tensor, condition: object, generator: torch.Generator
+    model: Denoiser,
+    scheduler: DDPMScheduler,
+    x0: torch.Tensor,
+    condition: object,
+    generator: torch.Generator,
+    share: Share | None = None,
 ) -> torch.Tensor:
-    """MSE between the model's prediction at a random timestep and the true target, for a batch x0 (B, ...)."""
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    """MSE between the model's prediction at a random timestep and the true target, for a batch x0 (B, ...);
+    `share`: x0 is these rows of a larger batch (a rank's), whose timesteps and noise are drawn whole."""
+    share = share or Share.whole(x0.shape[0])
+    t = share.randint(scheduler.config.num_train_timesteps, generator)
+    noise = share.randn(x0.shape, generator).to(x0)
     x_t = scheduler.add_noise(x0, noise, t.to(x0.device))
     return F.mse_loss(model(x_t, t.to(x0.device), condition).float(), training_target(scheduler, x0, noise, t).float())
 

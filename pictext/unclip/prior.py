@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from diffusers import PriorTransformer
 from torch import nn
 
+from pictext.training import Share
 from pictext.unclip.diffusion import DiffusionConfig, make_scheduler, sample
 
 
@@ -144,7 +145,7 @@ class DiffusionPrior(nn.Module):
         return tr.proj_to_clip_embeddings(tr.norm_out(h[:, -1]))
 
     def loss(self, image_embedding: torch.Tensor, cond: TextCondition, generator: torch.Generator,
-             drop: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+             drop: torch.Tensor | None = None, share: Share | None = None) -> torch.Tensor:  # fmt: skip
         """Diffusion loss on unit-norm image embeddings (B, E); rows where `drop` is True see the empty caption."""
         from pictext.unclip.diffusion import diffusion_loss
 
@@ -155,7 +156,7 @@ class DiffusionPrior(nn.Module):
                                  torch.where(keep[:, :, None], cond.tokens, empty.tokens),
                                  torch.where(keep, cond.mask, empty.mask))  # fmt: skip
         scheduler = make_scheduler(self.config.diffusion)
-        return diffusion_loss(self, scheduler, image_embedding * self.scale, cond, generator)
+        return diffusion_loss(self, scheduler, image_embedding * self.scale, cond, generator, share)
 
     @torch.no_grad()
     def generate(self, cond: TextCondition, guidance_scale: float = 1.0, steps: int = 64, candidates: int = 2,

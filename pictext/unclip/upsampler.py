@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import nn
 
+from pictext.training import Share
 from pictext.unclip.diffusion import DiffusionConfig, diffusion_loss, make_scheduler, sample
 
 
@@ -55,20 +56,21 @@ class DiffusionUpsampler(nn.Module):
         """(B, 3, R, R) -> (B, 3, r, r), averaging each block: what the decoder would have drawn at its size."""
         return F.interpolate(pixels, size=(self.config.low, self.config.low), mode="area")
 
-    def corrupt(self, low: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def corrupt(self, low: torch.Tensor, generator: torch.Generator, share: Share | None = None) -> torch.Tensor:
         """The training-time degradation of small pictures: a per-picture random blur and a little noise."""
         import kornia
 
         c = self.config
-        sigma = torch.rand(low.shape[0], generator=generator) * c.max_blur + 1e-3  # 0 is not a valid sigma
+        share = share or Share.whole(low.shape[0])
+        sigma = share.rand((low.shape[0],), generator) * c.max_blur + 1e-3  # 0 is not a valid sigma
         blurred = kornia.filters.gaussian_blur2d(low, (5, 5), sigma[:, None].expand(-1, 2).to(low))
-        std = torch.rand(low.shape[0], 1, 1, 1, generator=generator) * c.max_noise
-        return blurred + (std * torch.randn(low.shape, generator=generator)).to(low)
+        std = share.rand((low.shape[0], 1, 1, 1), generator) * c.max_noise
+        return blurred + (std * share.randn(low.shape, generator)).to(low)
 
-    def loss(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def loss(self, pixels: torch.Tensor, generator: torch.Generator, share: Share | None = None) -> torch.Tensor:
         """Diffusion loss on large pixels in [-1, 1], conditioned on their own corrupted small version."""
-        low = self.corrupt(self.shrink(pixels), generator)
-        return diffusion_loss(self, make_scheduler(self.config.diffusion), pixels, low, generator)
+        low = self.corrupt(self.shrink(pixels), generator, share)
+        return diffusion_loss(self, make_scheduler(self.config.diffusion), pixels, low, generator, share)
 
     @torch.no_grad()
     def generate(self, low: torch.Tensor, steps: int = 25, generator: torch.Generator | None = None,

@@ -93,9 +93,12 @@ class _VQGANStep:
         out = model(x)
         rec = (x - out.reconstruction).abs().mean()
         loss = rec + cfg.codebook_weight * out.quantized.loss
-        self.usage.add(training.all_gather_rows(out.quantized.indices.detach().flatten()))
+        codes = training.all_gather_rows(out.quantized.indices.detach().flatten())  # the whole batch's
+        self.usage.add(codes)
+        share = torch.bincount(codes, minlength=model.config.n_embed).float() / len(codes)
+        perplexity = torch.exp(-(share * torch.log(share + 1e-10)).sum())  # as the quantizer's, over all ranks
         logs = {"rec": rec.item(), "codebook": out.quantized.loss.item(), "g": 0.0, "d": 0.0,
-                "perplexity": out.quantized.perplexity.item(), "usage": self.usage.share()}  # fmt: skip
+                "perplexity": perplexity.item(), "usage": self.usage.share()}  # fmt: skip
         losses: dict[str, training.Loss] = {"opt_g": loss}
         if batch.step >= cfg.disc_start:
             disc.eval()  # the generator's step must not move the discriminator's BatchNorm statistics

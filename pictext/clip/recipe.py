@@ -13,15 +13,16 @@ from pictext import training
 from pictext.clip.io import save_clip
 from pictext.clip.lit import lit_model
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
-from pictext.clip.train import PairDataset, TrainConfig, train_clip
+from pictext.clip.train import CLIPTrainConfig, PairDataset, train_clip
 from pictext.data.shapes import ShapesWorld
 from pictext.text.tokenizer import train_bpe_tokenizer
 
 
 @dataclass(frozen=True)
-class ShapesRecipe:
-    """A small CLIP for the CPU. The defaults are the shapes model (a ViT): trained from scratch on the shapes world
-    (held-out combos excluded). `DEFAULT_RECIPE` below is the default model: LiT on emoji plus shapes."""
+class CLIPRecipe:
+    """A small CLIP for the CPU: its size, its data and its schedule. The defaults are the `shapes` model (a ViT
+    trained from scratch on the shapes world, held-out combinations excluded); `DEFAULT_RECIPE` below is the
+    `default` model (LiT on emoji and shapes)."""
 
     data: str = "shapes"  # "shapes"; "emoji+shapes": Google's emoji (names) and the shapes world; "open-emoji+shapes":
     # the openly licensed vendors' emoji (Google, Twitter, OpenMoji) captioned with names and keywords, and shapes
@@ -42,10 +43,10 @@ class ShapesRecipe:
     hard_negatives: float = 0.2  # pictures of bars, ellipses and tees ("a red bar"; ShapesWorld.hard_negatives)
     emoji_repeats: int = 4  # each emoji picture counted this often against `shapes_length` shapes
     shapes_length: int = 12_000
-    train: TrainConfig = TrainConfig(steps=900, batch_size=128, lr=2e-3)
+    train: CLIPTrainConfig = CLIPTrainConfig(steps=900, batch_size=128, lr=2e-3)
 
 
-DEFAULT_RECIPE = ShapesRecipe(
+DEFAULT_RECIPE = CLIPRecipe(
     data="open-emoji+shapes",
     emoji_repeats=2,  # three vendors' 3,083 pictures each, twice, against 12,000 shapes
     hard_negatives=0.0,
@@ -55,12 +56,12 @@ DEFAULT_RECIPE = ShapesRecipe(
     vision_layers_rn=(1, 1, 1, 1),  # measures over 3 seeds each (bench/default_model.py)
     vision_width=32,
     context_length=32,
-    train=TrainConfig(steps=1000, batch_size=128, lr=2e-3, lock=("text",)),
+    train=CLIPTrainConfig(steps=1000, batch_size=128, lr=2e-3, lock=("text",)),
 )
-RECIPES = {"default": DEFAULT_RECIPE, "shapes": ShapesRecipe()}
+RECIPES = {"default": DEFAULT_RECIPE, "shapes": CLIPRecipe()}
 
 
-def recipe_data(recipe: ShapesRecipe, home: Path | None = None) -> PairDataset:
+def recipe_data(recipe: CLIPRecipe, home: Path | None = None) -> PairDataset:
     """The recipe's training pairs; the emoji set is built under `home` (the pictext cache) on first use."""
     kinds = ("shapes", "emoji+shapes", "open-emoji+shapes")
     if recipe.data not in kinds:
@@ -88,7 +89,7 @@ def recipe_data(recipe: ShapesRecipe, home: Path | None = None) -> PairDataset:
     return MixedPairs([*emoji, (world, 1)])
 
 
-def build_shapes_model(recipe: ShapesRecipe, world: PairDataset) -> CLIP:
+def build_model(recipe: CLIPRecipe, world: PairDataset) -> CLIP:
     """A fresh model of the recipe's size: LiT's pretrained text tower, or a small one with a BPE trained on up
     to 4,000 of the data's captions."""
     vision = VisionConfig(
@@ -126,16 +127,16 @@ def build_shapes_model(recipe: ShapesRecipe, world: PairDataset) -> CLIP:
     return model
 
 
-def train_shapes(recipe: ShapesRecipe, out: str | Path | None = None, run_dir: str | Path | None = None) -> CLIP:
-    """Train the recipe's model on its own data from nothing (resuming from run_dir); save to `out` if given."""
-    return train_on(recipe, recipe_data(recipe), out, run_dir)
-
-
-def train_on(
-    recipe: ShapesRecipe, data: PairDataset, out: str | Path | None = None, run_dir: str | Path | None = None
+def build(
+    recipe: CLIPRecipe,
+    data: PairDataset | None = None,
+    out: str | Path | None = None,
+    run_dir: str | Path | None = None,
 ) -> CLIP:
-    """A model of the recipe's size trained on `data` (resuming from run_dir); saved to `out` by rank 0."""
-    model = build_shapes_model(recipe, data)
+    """A model of the recipe's size trained on `data` (default: the recipe's own), resuming from run_dir; saved to
+    `out` by rank 0 under torchrun."""
+    data = recipe_data(recipe) if data is None else data
+    model = build_model(recipe, data)
     train_clip(model, data, recipe.train, run_dir=run_dir)
     model.eval()
     if out is not None and int(os.environ.get("RANK", 0)) == 0:  # under torchrun, rank 0 writes
