@@ -8,6 +8,7 @@
 from pictext.api import classify, encode_images, encode_texts, load, tokenize
 from pictext.clip.io import load_clip, save_clip
 from pictext.clip.model import CLIP, CLIPConfig
+from pictext.generate import generate
 from pictext.search import Index
 
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ __all__ = [
     "classify",
     "encode_images",
     "encode_texts",
+    "generate",
     "load",
     "load_clip",
     "save_clip",

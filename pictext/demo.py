@@ -37,25 +37,24 @@ def dalle_demo(out: Path, samples: int = 16) -> dict[str, float]:
     import time
 
     from pictext.data.shapes import judge, prompt_target
-    from pictext.generate import default_rerankers_for, generate, load_dalle_model
-    from pictext.generate.dalle import guides_for
+    from pictext.generate import prepare
+    from pictext.generate.dalle import DALLESettings
     from pictext.generate.outputs import contact_sheet, slug, write_outputs
 
-    names = default_rerankers_for(DALLE_PROMPTS[0])
-    pipeline, clips = load_dalle_model("dalle"), [load(name) for name in names]
+    generator = prepare("dalle", DALLE_PROMPTS[0])
+    names = generator.names["clip"]
     print(f"\nDALL-E: {samples} samples per held-out caption, the best by the {' and '.join(names)} CLIPs kept "
           "(cosines summed; guidance 3 shared by the caption and its shape alone, 2:1; seed 0)")  # fmt: skip
     passed = []
     for prompt in DALLE_PROMPTS:
         began = time.perf_counter()
-        result = generate(prompt, method="dalle", dalle=pipeline, clip=clips, samples=samples, keep=samples, seed=0)
+        result = generator(prompt, DALLESettings(samples=samples, keep=samples, seed=0))
         color, shape = prompt_target(prompt)  # type: ignore[misc]
         verdict = judge(result.image, color, shape)
-        record = {"prompt": prompt, "method": "dalle", "seed": 0, "samples": samples, "clip": names,
-                  "guides": guides_for(prompt)[1]}  # fmt: skip
         name = f"dalle-{slug(prompt)}-0"
-        written = write_outputs(out, name, result.image, record | {"clip_score": result.clip_score})
-        write_outputs(out, f"{name}-sheet", contact_sheet(result.samples, result.scores), record)
+        written = write_outputs(out, name, result.image, result.records[0])
+        write_outputs(out, f"{name}-sheet", contact_sheet(result.samples, result.scores),
+                      result.records[0] | {"clip_scores": result.scores})  # fmt: skip
         shown = np.mean([judge(image, color, shape).dominant for image in result.samples])
         print(f"{prompt:22s} {written['png']}  CLIP score {result.clip_score:.3f}  oracle: "
               f"{'shows it' if verdict.dominant else 'does not show it'}  (all 16: {shown:.0%} show it; "
@@ -70,18 +69,20 @@ def unclip_demo(out: Path) -> dict[str, float]:
     import time
 
     from pictext.data.shapes import Scene, Shape, judge, render
-    from pictext.generate import generate, load_unclip_model
+    from pictext.generate import prepare
     from pictext.generate.outputs import contact_sheet, write_outputs
     from pictext.generate.rerank import clip_scores
+    from pictext.generate.unclip import UnclipSettings
 
-    pipeline = load_unclip_model("unclip")
+    prompt = "a green triangle"  # held out of the training of every shipped model
+    generator = prepare("unclip", prompt)
+    pipeline = generator.pipeline
     size = pipeline.decoder.config.resolution
     began = time.perf_counter()
-    prompt = "a green triangle"  # held out of the training of every shipped model
-    result = generate(prompt, method="unclip", unclip=pipeline, samples=4, seed=0)
+    result = generator(prompt, UnclipSettings(samples=4, seed=0))
     shown = [judge(image, "green", "triangle").dominant for image in result.samples]
-    record = {"prompt": prompt, "method": "unclip", "seed": 0, "samples": 4}
-    written = write_outputs(out, "unclip-a-green-triangle-0", contact_sheet(result.samples, result.scores), record)
+    written = write_outputs(out, "unclip-a-green-triangle-0", contact_sheet(result.samples, result.scores),
+                            result.records[0] | {"clip_scores": result.scores})  # fmt: skip
     print(f"\nunCLIP (prior, then a {size} px decoder): {prompt!r}, 4 pictures: {written['png']}  "
           f"oracle: {sum(shown)} of 4 show it")  # fmt: skip
     red = render(Scene((Shape("red", "circle", "large", "center"),), background=40), size)
@@ -103,28 +104,26 @@ def unclip_demo(out: Path) -> dict[str, float]:
 
 
 def generation_demo(out: Path, steps: int = 100) -> dict[str, float]:
-    """VQGAN+CLIP with the shapes-world VQGAN (the default DALL-E's tokenizer), guided by the `shapes` CLIP; the
-    oracle judges every picture."""
+    """VQGAN+CLIP with the shapes-world VQGAN (the default DALL-E's tokenizer), guided by the `shapes` CLIP (the
+    method's defaults for a shapes-world prompt); the oracle judges every picture."""
     import time
 
     from pictext.data.shapes import judge, prompt_target
-    from pictext.generate import generate
+    from pictext.generate import prepare
     from pictext.generate.outputs import slug, write_outputs
-    from pictext.vqgan.io import load_vqgan
+    from pictext.generate.vqgan_clip import VQGANCLIPSettings
 
-    clip, vqgan = load("shapes"), load_vqgan(hub.resolve("dalle"))
-    side = vqgan.config.resolution
+    generator = prepare("vqgan-clip", GENERATE_PROMPTS[0])
+    side = generator.vqgan().config.resolution
     print(f"\nVQGAN+CLIP: the shapes-world VQGAN (the default DALL-E's) guided by the shapes CLIP, {steps} steps at "
           f"{side} px, seed 0")  # fmt: skip
     passed = []
     for prompt in GENERATE_PROMPTS:
         began = time.perf_counter()
-        result = generate(prompt, clip=clip, vqgan=vqgan, steps=steps, seed=0)
+        result = generator(prompt, VQGANCLIPSettings(steps=steps, seed=0))
         color, shape = prompt_target(prompt)  # type: ignore[misc]
         verdict = judge(result.image, color, shape)
-        settings = {"prompt": prompt, "method": "vqgan-clip", "seed": 0, "steps": steps, "clip": "shapes",
-                    "vqgan": "dalle", "size": side}  # fmt: skip
-        written = write_outputs(out, f"{slug(prompt)}-0", result.image, settings, result.frames)
+        written = write_outputs(out, f"{slug(prompt)}-0", result.image, result.records[0], result.frames)
         print(f"{prompt:18s} {written['png']}  CLIP score {result.steps[0].clip_score:.3f} -> "
               f"{result.clip_score:.3f}  oracle: {'shows it' if verdict.dominant else 'does not show it'}"
               f"  ({time.perf_counter() - began:.0f} s)")  # fmt: skip

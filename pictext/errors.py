@@ -22,3 +22,7 @@ class MissingFileError(PictextError, FileNotFoundError):
 
 class DatasetError(PictextError, ValueError):
     """A dataset (folder, table, shards) that cannot be trained or evaluated on as given."""
+
+
+class Cancelled(Exception):
+    """A long job was asked to stop (its caller went away): raised by the check a loop calls between its steps."""

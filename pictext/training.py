@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pictext.config import to_dict
-from pictext.errors import PictextError
+from pictext.errors import PictextError, UsageError
 from pictext.files import atomic_write
 
 
@@ -49,7 +49,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        raise UsageError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -69,7 +69,7 @@ def train_precision(requested: str, device: torch.device) -> str:
     forced = os.environ.get(TRAIN_PRECISION_ENV)
     if forced:
         if forced not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"{TRAIN_PRECISION_ENV} must be auto, fp32 or bf16, got {forced!r}")
+            raise UsageError(f"{TRAIN_PRECISION_ENV} must be auto, fp32 or bf16, got {forced!r}")
         requested = forced
     return resolve_precision(requested, device)
 
@@ -268,13 +268,13 @@ class TrainConfig:
     checkpoint_every: int = 250  # steps between resumable states in the run folder
 
     def __post_init__(self) -> None:
-        from pictext.errors import UsageError
 
         if self.schedule not in ("cosine", "constant"):
             raise UsageError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        for name in ("steps", "batch_size", "checkpoint_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise UsageError(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}")
+        for name, low in (("steps", 0), ("batch_size", 1), ("checkpoint_every", 1)):  # 0 steps: the initial model
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UsageError(f"{name} must be a whole number of at least {low}, got {value!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"lr must be a positive number, got {self.lr}")
 
@@ -373,8 +373,6 @@ def fit(
     """
     rank, world = init_distributed()
     if cfg.batch_size % world:
-        from pictext.errors import UsageError
-
         raise UsageError(f"batch_size {cfg.batch_size} does not split over {world} ranks; use a multiple of {world}")
     device = device or default_device()
     precision = train_precision(cfg.precision, device)

@@ -123,13 +123,14 @@ def test_generate_dalle_through_the_api(tiny_model, tiny_dalle):
     pipeline, _ = tiny_dalle
     seen = []
     result = generate("a red circle", method="dalle", dalle=pipeline, clip=tiny_model, samples=4, keep=2,
-                      guidance_scale=2.0, top_k=8, seed=3, callback=lambda step, image: seen.append(step))  # fmt: skip
+                      guidance_scale=2.0, top_k=8, seed=3,
+                      callback=lambda step, image: image is None or seen.append(step))  # fmt: skip
     assert len(result.samples) == 2 and result.scores == sorted(result.scores, reverse=True)
     assert result.clip_score == result.scores[0] and len(result.all_scores) == 4
     assert [s.clip_score for s in seen] == result.scores
     with pytest.raises(GenerationError, match="keep must be between 1 and samples"):
         generate("a red circle", method="dalle", dalle=pipeline, clip=tiny_model, samples=2, keep=3)
-    with pytest.raises(GenerationError, match="guidance scale must be >= 0"):
+    with pytest.raises(GenerationError, match="guidance_scale must be between 0 and 100"):
         generate("a red circle", method="dalle", dalle=pipeline, clip=tiny_model, guidance_scale=-1)
     with pytest.raises(GenerationError, match="prompt is empty"):
         generate(" ", method="dalle", dalle=pipeline, clip=tiny_model)
@@ -172,15 +173,15 @@ def test_cli_generate_dalle_writes_ranked_pictures_and_a_sheet(
     assert main(both) == 0
     assert json.loads((tmp_path / "both" / "a-red-circle-1.json").read_text())["clip"] == [
         str(tiny_model_path), str(other_model_path)]  # fmt: skip
-    assert f"({tiny_model_path} + {other_model_path})" in capsys.readouterr().err
+    assert f"clip {tiny_model_path} + {other_model_path})" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--keep", "5"], "keep must be between 1 and samples (4)"),
-        (["--guidance", "-1"], "guidance scale must be >= 0"),
-        (["--top-p", "2"], "top_p must be in (0, 1]"),
+        (["--guidance", "-1"], "--guidance must be between 0 and 100, got -1"),
+        (["--top-p", "2"], "--top-p must be between 1e-06 and 1, got 2"),
         (["--steps", "3"], "--steps: not options of --method dalle"),
         (["--dalle", "{clip}"], "'clip' checkpoint, not a 'dalle' model"),
     ],

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pictext.clip.io import load_clip
 from pictext.generate import GenerationError, Prompt, generate, parse_prompts
-from pictext.generate.vqgan_clip import GenerateConfig, clamp_with_grad, make_cutouts, spherical_loss
+from pictext.generate.vqgan_clip import VQGANCLIPSettings, clamp_with_grad, make_cutouts, spherical_loss
 from pictext.vqgan import VQGAN, VQGANConfig
 from pictext.vqgan.io import save_vqgan
 
@@ -55,23 +55,14 @@ def test_spherical_loss_and_clamp_on_known_values():
 
 def test_no_cutout_is_smaller_than_the_clips_input():
     g = torch.Generator().manual_seed(0)
-    config = GenerateConfig(cutouts=8, augment=False)
+    config = VQGANCLIPSettings(cutouts=8, augment=False)
     small = torch.rand(1, 3, 32, 32, generator=g)  # no larger than the input: always seen whole
     assert torch.equal(make_cutouts(small, 32, config, g), small.expand(8, -1, -1, -1))
     large = torch.zeros(1, 3, 64, 64)
     large[..., :16, :16] = 1.0  # a corner a 32 px cutout may hold whole; smaller cutouts would magnify it
-    cuts = make_cutouts(large, 32, GenerateConfig(cutouts=64, augment=False), g)
+    cuts = make_cutouts(large, 32, VQGANCLIPSettings(cutouts=64, augment=False), g)
     assert cuts.shape == (64, 3, 32, 32)
     assert cuts.mean(dim=(1, 2, 3)).max().item() <= 0.25 + 1e-6  # the corner fills at most a quarter of any cut
-
-
-def test_the_clis_vqgan_clip_defaults_are_the_librarys():
-    from pictext.commands.generation import VQGAN_CLIP_DEFAULTS
-
-    library = GenerateConfig()
-    for key, value in VQGAN_CLIP_DEFAULTS.items():
-        if hasattr(library, key) and key != "size":  # size: None on both, resolved per VQGAN
-            assert getattr(library, key) == value, key
 
 
 def test_same_seed_same_bytes_and_another_seed_differs(tiny_model_path, tiny_vqgan_path, tmp_path):
@@ -97,9 +88,10 @@ def test_the_optimization_moves_the_picture_towards_the_prompt(tiny_model_path):
 
 
 def test_shapes_prompts_default_to_the_shapes_vqgan_and_the_size_to_the_vqgans_own(tiny_model_path, tiny_vqgan_path):
-    from pictext.generate import default_vqgan_for
+    from pictext.generate.vqgan_clip import VQGANCLIPGenerator
 
-    assert default_vqgan_for("a small red circle") == "dalle" and default_vqgan_for("a photo of a cat") == "vqgan"
+    defaults = VQGANCLIPGenerator.defaults
+    assert defaults("a small red circle")["vqgan"] == "dalle" and defaults("a photo of a cat")["vqgan"] == "vqgan"
     side = TINY_VQGAN.resolution  # 32; the pixel drawer draws 64
     result = generate("a blue square", clip=load_clip(tiny_model_path), vqgan=tiny_vqgan_path, steps=1, cutouts=2)
     assert result.image.size == (side, side)
@@ -173,7 +165,7 @@ def test_empty_prompt_and_a_size_off_the_grid(tiny_model_path, tiny_vqgan_path, 
     assert main(["generate", "  ", *common]) == 2 and "prompt is empty" in capsys.readouterr().err
     assert main(["generate", "red:x1", *common]) == 2 and "must be a number" in capsys.readouterr().err
     assert main(["generate", "a red circle", "--size", "33", "--steps", "1", "--cutouts", "2", *common]) == 0
-    assert "factor 2; using 32x32" in capsys.readouterr().err
+    assert "--size 33x33 is not a multiple of the VQGAN's factor; drew 32x32" in capsys.readouterr().err
 
 
 def test_importing_generate_leaves_diffusers_unloaded():

@@ -383,7 +383,7 @@ def test_the_body_limit_stops_reading_the_stream(indexed):
 
 def test_big_requests_are_refused_and_light_routes_answer_while_the_model_works(indexed, serve, monkeypatch):
     MAX_PENDING = 6
-    monkeypatch.setattr("pictext.server.app.MAX_PENDING", MAX_PENDING)  # a short queue for a short test
+    monkeypatch.setattr("pictext.server.state.MAX_PENDING", MAX_PENDING)  # a short queue for a short test
     index, _, _ = indexed
     base = serve(create_app(index))
     long_query = " + ".join(f"word{i}" for i in range(3_000))  # 27 kB
@@ -454,13 +454,15 @@ def test_the_index_folder_is_private(indexed):
 @pytest.fixture
 def generator(tiny_model_path):
     from pictext.clip.io import load_clip
-    from pictext.server.generate import Generator
+    from pictext.server.app import Generation
     from pictext.vqgan import VQGAN, VQGANConfig
 
     torch.manual_seed(0)
     vqgan = VQGAN(VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2), attn_resolutions=(), z_channels=32,
                               embed_dim=16, n_embed=64))  # fmt: skip
-    return Generator(clip=load_clip(tiny_model_path), vqgan=vqgan.eval(), dalle=_tiny_dalle(vqgan.eval()))
+    clip = load_clip(tiny_model_path)
+    return Generation({"vqgan-clip": {"clip": [clip], "vqgan": vqgan.eval()},
+                       "dalle": {"dalle": _tiny_dalle(vqgan.eval()), "clip": [clip]}})  # fmt: skip
 
 
 def _tiny_dalle(vqgan):
@@ -474,6 +476,11 @@ def _tiny_dalle(vqgan):
     return DALLEPipeline(DALLE(config).eval(), text, vqgan)
 
 
+def _pixels(line: dict) -> bytes:
+    """The pixels of a streamed picture (the done line's PNG carries its settings too, a frame's does not)."""
+    return Image.open(io.BytesIO(base64.b64decode(line["image"].split(",", 1)[1]))).convert("RGB").tobytes()
+
+
 def stream_lines(response) -> list[dict]:
     return [json.loads(line) for line in response.text.splitlines() if line]
 
@@ -483,12 +490,14 @@ def test_generate_streams_frames_then_the_png_and_refuses_bad_or_concurrent_jobs
     off = local(create_app(index))
     assert off.get("/api/generate/status").json()["available"] is False
     assert off.get("/api/generate", params={"prompt": "a red circle"}).status_code == 404
-    client = local(create_app(index, generator=generator))
-    assert client.get("/api/generate/status").json() == {
-        "available": True, "drawer": "vqgan", "methods": ["vqgan-clip", "dalle"], "running": False, "max_steps": 500,
-        "max_size": 128, "max_samples": 64,
-    }  # fmt: skip
-    response = client.get("/api/generate", params={"prompt": "a red circle", "steps": 4, "seed": 2, "size": 30})
+    client = local(create_app(index, generation=generator))
+    status = client.get("/api/generate/status").json()
+    assert status["available"] and status["methods"] == ["vqgan-clip", "dalle"] and not status["running"]
+    steps = status["settings"]["vqgan-clip"]["steps"]  # read from the settings dataclass: its default and limits
+    assert steps == {"setting": "steps", "default": 200, "low": 1, "high": 500}
+    assert status["settings"]["dalle"]["guidance"]["default"] == 3.0
+    params = {"prompt": "a red circle", "steps": 4, "seed": 2, "size": 30, "frame_every": 1}
+    response = client.get("/api/generate", params=params)
     assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
     lines = stream_lines(response)
     assert [x["type"] for x in lines] == ["frame"] * 4 + ["done"]
@@ -496,7 +505,9 @@ def test_generate_streams_frames_then_the_png_and_refuses_bad_or_concurrent_jobs
     png = base64.b64decode(lines[-1]["image"].split(",", 1)[1])
     assert Image.open(io.BytesIO(png)).size == (30, 30)
     for params, message in (({"prompt": " "}, "empty"), ({"prompt": "a", "steps": 0}, "steps"),
-                            ({"prompt": "a", "size": 4096}, "size"), ({"prompt": "a:x"}, "number")):  # fmt: skip
+                            ({"prompt": "a", "size": 4096}, "size"), ({"prompt": "a:x"}, "number"),
+                            ({"prompt": "a", "lr": "nan"}, "lr must be a finite number"),
+                            ({"prompt": "a", "samples": 3}, "samples: not settings of this method")):  # fmt: skip
         response = client.get("/api/generate", params=params)
         assert response.status_code == 400 and message in response.json()["error"]
     with generator.busy:  # a job is running
@@ -510,12 +521,12 @@ def with_unclip_model(generator):
     from pictext.unclip.pipeline import UnclipPipeline
     from pictext.unclip.prior import DiffusionPrior, PriorConfig
 
-    clip = generator.clip
+    clip = generator.models["dalle"]["clip"][0]
     E, T = clip.config.embed_dim, clip.config.text.context_length
     torch.manual_seed(0)
     unclip = UnclipPipeline(clip, DiffusionPrior(PriorConfig(embed_dim=E, text_len=T, width=32, heads=2, layers=1)),
                             DiffusionDecoder(DecoderConfig(embed_dim=E, resolution=8, channels=(32, 32))))  # fmt: skip
-    return dataclasses.replace(generator, unclip=unclip)
+    return dataclasses.replace(generator, models=generator.models | {"unclip": {"unclip": unclip}})
 
 
 def _png(color: str) -> bytes:
@@ -526,7 +537,7 @@ def _png(color: str) -> bytes:
 
 def test_unclip_variations_and_interpolations_take_uploads_and_refuse_bad_input(indexed, generator):
     with_unclip = with_unclip_model(generator)
-    client = local(create_app(indexed[0], generator=with_unclip))
+    client = local(create_app(indexed[0], generation=with_unclip))
     red, blue = ("red.png", _png("red"), "image/png"), ("blue.png", _png("blue"), "image/png")
     response = client.post("/api/unclip/vary", files={"file": red}, data={"n": 3, "seed": 1})
     assert response.status_code == 200
@@ -547,27 +558,28 @@ def test_unclip_variations_and_interpolations_take_uploads_and_refuse_bad_input(
         assert response.status_code == 400 and message in response.json()["error"], (url, data, response.text)
     with with_unclip.busy:  # a job is running
         assert client.post("/api/unclip/vary", files={"file": red}).status_code == 409
-    without = local(create_app(indexed[0], generator=generator))
+    without = local(create_app(indexed[0], generation=generator))
     assert without.post("/api/unclip/vary", files={"file": red}).status_code == 404
 
 
 def test_generate_with_dalle_streams_the_kept_pictures_best_first(indexed, generator):
-    client = local(create_app(indexed[0], generator=generator))
-    params = {"method": "dalle", "prompt": "a red circle", "samples": 5, "guidance": 2, "seed": 1}
+    client = local(create_app(indexed[0], generation=generator))
+    params = {"method": "dalle", "prompt": "a red circle", "samples": 5, "keep": 5, "guidance": 2, "seed": 1}
     lines = stream_lines(client.get("/api/generate", params=params))
     assert [x["type"] for x in lines] == ["frame"] * 5 + ["done"]
     scores = [x["clip_score"] for x in lines[:5]]
     assert scores == sorted(scores, reverse=True) and lines[-1]["clip_score"] == scores[0]
-    assert lines[-1]["image"] == lines[0]["image"] and lines[-1]["name"] == "a-red-circle-1.png"
+    assert _pixels(lines[-1]) == _pixels(lines[0]) and lines[-1]["name"] == "a-red-circle-1.png"  # the best
     for bad, message in (({"samples": 0}, "samples"), ({"guidance": -1}, "guidance"), ({"method": "x"}, "method")):
         response = client.get("/api/generate", params=params | bad)
         assert response.status_code == 400 and message in response.json()["error"]
-    with_unclip = local(create_app(indexed[0], generator=with_unclip_model(generator)))
+    with_unclip = local(create_app(indexed[0], generation=with_unclip_model(generator)))
     assert with_unclip.get("/api/generate/status").json()["methods"] == ["vqgan-clip", "dalle", "unclip"]
-    lines = stream_lines(with_unclip.get("/api/generate", params=params | {"method": "unclip", "samples": 2}))
-    assert [x["type"] for x in lines] == ["frame"] * 2 + ["done"] and lines[-1]["image"] == lines[0]["image"]
-    no_dalle = dataclasses.replace(generator, dalle=None)
-    off = local(create_app(indexed[0], generator=no_dalle))
+    unclip = {"method": "unclip", "prompt": "a red circle", "samples": 2, "steps": 3}
+    lines = stream_lines(with_unclip.get("/api/generate", params=unclip))
+    assert [x["type"] for x in lines] == ["frame"] * 2 + ["done"] and _pixels(lines[-1]) == _pixels(lines[0])
+    no_dalle = dataclasses.replace(generator, models={"vqgan-clip": generator.models["vqgan-clip"]})
+    off = local(create_app(indexed[0], generation=no_dalle))
     assert off.get("/api/generate/status").json()["methods"] == ["vqgan-clip"]
     assert off.get("/api/generate", params=params).status_code == 404
 
@@ -580,7 +592,7 @@ def test_the_generate_tab_in_a_real_browser(indexed, generator, serve, tmp_path)
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM is not None, "PICTEXT_REQUIRE_BROWSER is set but chromium is not installed"
-    base = serve(create_app(indexed[0], generator=generator))
+    base = serve(create_app(indexed[0], generation=generator))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(accept_downloads=True)
@@ -622,7 +634,7 @@ def test_unclip_variations_in_a_real_browser(indexed, generator, serve, tmp_path
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM is not None, "PICTEXT_REQUIRE_BROWSER is set but chromium is not installed"
-    base = serve(create_app(indexed[0], generator=with_unclip_model(generator)))
+    base = serve(create_app(indexed[0], generation=with_unclip_model(generator)))
     (tmp_path / "red.png").write_bytes(_png("red"))
     (tmp_path / "blue.png").write_bytes(_png("blue"))
     with sync_playwright() as p:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from pictext.checkpoint import CheckpointError
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
+from pictext.errors import UsageError
 from pictext.files import atomic_write
 from pictext.images.transforms import OPENAI_MEAN, OPENAI_STD, Preprocess
 from pictext.torchscript import is_torchscript, read_torchscript_tensors
@@ -235,7 +236,7 @@ def export_hf(model: CLIP, folder: str | os.PathLike) -> Path:
     cfg = model.config
     _refuse_bert_text(model, "Hugging Face CLIPModel")
     if cfg.vision.is_resnet:
-        raise ValueError("Hugging Face CLIPModel has no ResNet image tower; export ResNet models to OpenCLIP instead")
+        raise UsageError("Hugging Face CLIPModel has no ResNet image tower; export ResNet models to OpenCLIP instead")
     sd = model.state_dict()
     out: dict[str, torch.Tensor] = {hf: sd[ours] for ours, hf in _HF_RENAMES}
     out["visual_projection.weight"] = sd["visual.proj"].T
@@ -299,7 +300,7 @@ def export_open_clip(model: CLIP, path: str | os.PathLike) -> Path:
 
 def _refuse_bert_text(model: CLIP, target: str) -> None:
     if model.config.text.kind == "bert":
-        raise ValueError(
+        raise UsageError(
             f"this model's text tower is a BERT encoder (LiT), which {target} has no place for; "
             "keep it in pictext's native format (--to native)"
         )

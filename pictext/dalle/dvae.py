@@ -202,23 +202,28 @@ def kl_weight(step: int, warmup: int, final: float) -> float:
 
 def train_dvae(
     model: DVAE, images: torch.Tensor, steps: int, batch_size: int = 32, lr: float = 1e-3, kl_final: float = 1.0,
-    kl_warmup: int | None = None, tau_end: float = 1 / 16, seed: int = 0,
+    kl_warmup: int | None = None, tau_end: float = 1 / 16, seed: int = 0, precision: str = "fp32",
+    run_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, float]]:  # fmt: skip
-    """A plain loop on a (N, 3, H, W) tensor of images in [-1, 1]; returns each step's terms."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    """Fit on a (N, 3, H, W) tensor of images in [-1, 1] on the training driver (ranks, resume); returns each
+    step's terms. The temperature anneals to `tau_end`, the KL weight warms up to `kl_final`."""
+    from pictext import training
+
+    cfg = training.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=1, schedule="constant",
+                               precision=precision, seed=seed)  # fmt: skip
     warmup = kl_warmup if kl_warmup is not None else steps // 2
-    logs = []
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step(batch: training.Batch) -> training.StepResult:
+        tau, beta = temperature(batch.step, steps, end=tau_end), kl_weight(batch.step, warmup, kl_final)
+        out = model(images[torch.as_tensor(batch.indices)].to(batch.device), tau, beta, generator=batch.generator(5))
+        logs = {"loss": out.loss.item(), "nll": out.reconstruction_nll.item(), "kl": out.kl.item(), "tau": tau,
+                "kl_weight": beta}  # fmt: skip
+        return training.StepResult({"opt": out.loss}, logs)
+
     model.train()
-    for step in range(steps):
-        batch = images[torch.randint(len(images), (batch_size,), generator=g)]
-        tau, beta = temperature(step, steps, end=tau_end), kl_weight(step, warmup, kl_final)
-        out = model(batch, tau, beta, generator=g)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        logs.append({"loss": out.loss.item(), "nll": out.reconstruction_nll.item(), "kl": out.kl.item(),
-                     "tau": tau, "kl_weight": beta})  # fmt: skip
+    logs = training.fit(step, {"model": model}, {"opt": opt}, len(images), cfg, run_dir=run_dir, config=model.config,
+                        desc="train dvae")  # fmt: skip
     model.eval()
     return logs
 

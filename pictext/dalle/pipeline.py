@@ -7,7 +7,7 @@ it was not trained on (a DALL-E file carries its own, `dalle/io.py`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +16,7 @@ from PIL import Image
 from pictext.dalle.dvae import DVAE
 from pictext.dalle.model import DALLE
 from pictext.dalle.sampling import SamplingConfig, sample
-from pictext.errors import PictextError
+from pictext.errors import PictextError, UsageError
 from pictext.images.tensors import to_images
 from pictext.text import Tokenizer
 from pictext.vqgan.model import VQGAN
@@ -57,7 +57,7 @@ class DALLEPipeline:
     def text(self, prompt: str) -> tuple[torch.Tensor, bool]:
         """((1, text_len) ids, whether the prompt was cut to fit); an empty prompt is an error."""
         if not prompt.strip():
-            raise ValueError("the prompt is empty; DALL-E draws a caption, e.g. 'a red circle'")
+            raise UsageError("the prompt is empty; DALL-E draws a caption, e.g. 'a red circle'")
         length = self.model.config.text_len
         truncated = len(self.text_tokenizer.encode(prompt)) + 2 > length  # + start and end tokens
         if truncated:
@@ -75,10 +75,12 @@ class DALLEPipeline:
         prime_rows: int | None = None,
         batch_size: int = 16,
         guides: Sequence[tuple[str, float]] = (),
+        check: Callable[[], None] | None = None,
     ) -> list[Image.Image]:
         """`n` pictures of `prompt`, drawn `batch_size` at a time with a seeded generator. `prime`: keep the
         top `prime_rows` token rows of this image (default: half) and draw the rest. `guides`: further captions
-        and their weights (the prompt's is 1) for composable guidance (`sampling.py`)."""
+        and their weights (the prompt's is 1) for composable guidance (`sampling.py`). `check` is called before every
+        token (it raises `pictext.errors.Cancelled` to stop)."""
         from pictext.images.tensors import to_pixels
 
         device = next(self.model.parameters()).device
@@ -89,7 +91,7 @@ class DALLEPipeline:
         if prime is not None:
             rows = c.image_grid // 2 if prime_rows is None else prime_rows
             if not 0 < rows < c.image_grid:
-                raise ValueError(f"prime_rows must be between 1 and {c.image_grid - 1}, got {rows}")
+                raise UsageError(f"prime_rows must be between 1 and {c.image_grid - 1}, got {rows}")
             codes = self.image_tokenizer.encode(to_pixels([prime], self.resolution).to(device)).indices  # (1, g, g)
             start = codes.flatten(1)[:, : rows * c.image_grid]
         generator = torch.Generator(device).manual_seed(seed)  # on the model's device, as multinomial needs
@@ -97,8 +99,9 @@ class DALLEPipeline:
         for begin in range(0, n, batch_size):
             b = min(batch_size, n - begin)
             primed = None if start is None else start.expand(b, -1)
+            guided = [(ids.expand(b, -1), weight) for ids, weight in guide_ids]
             tokens = sample(self.model, text.expand(b, -1), cfg or SamplingConfig(), generator, prime=primed,
-                            guides=[(ids.expand(b, -1), weight) for ids, weight in guide_ids]).tokens  # fmt: skip
+                            guides=guided, check=check).tokens  # fmt: skip
             pixels = self.image_tokenizer.decode_indices(tokens).clamp(-1, 1)
             images += to_images(pixels)
         return images

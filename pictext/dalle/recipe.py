@@ -78,15 +78,18 @@ def recipe_forms(recipe: DALLERecipe) -> PairDataset | None:
 
 def build(
     recipe: DALLERecipe,
-    data: PairDataset,
+    data: PairDataset | None = None,
     vqgan: ImageTokenizer | None = None,
     out: str | Path | None = None,
     run_dir: str | Path | None = None,
     extra: PairDataset | None = None,
 ) -> DALLEPipeline:
-    """The whole recipe on `data`: the image tokenizer (unless given: a VQGAN or a dVAE), its tokens, a BPE on the
-    captions, the transformer; resumable from run_dir; saved (fp16) to `out` by rank 0. `extra` pairs (the
-    recipe's `recipe_forms`) are tokenized and follow `data` in the transformer's training only."""
+    """The whole recipe on `data` (default: the recipe's own, with its `recipe_forms` as `extra`): the image
+    tokenizer (unless given: a VQGAN or a dVAE), its tokens, a BPE on the captions, the transformer; resumable
+    from run_dir; saved (fp16) to `out` by rank 0. `extra` pairs are tokenized and follow `data` in the
+    transformer's training only."""
+    if data is None:
+        data, extra = recipe_data(recipe), recipe_forms(recipe) if extra is None else extra
     from pictext.vqgan.io import load_vqgan, save_vqgan
     from pictext.vqgan.train import VQGANTrainConfig, train_vqgan
 

@@ -15,7 +15,7 @@ weighing 1. One caption is plain guidance; a negative weight steers away from it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -91,10 +91,12 @@ def sample(
     prime: torch.Tensor | None = None,
     return_logits: bool = False,
     guides: Sequence[tuple[torch.Tensor, float]] = (),
+    check: Callable[[], None] | None = None,
 ) -> Samples:
     """Image tokens for each caption of `text` (B, text_len tokenizer ids; repeat a caption for several
     samples). `prime` (B, m) fixes the first m image tokens (raster order) and draws the rest. `guides`: further
-    captions (B, text_len) with their weights, guiding with `text` (weight 1) as the module doc says."""
+    captions (B, text_len) with their weights, guiding with `text` (weight 1) as the module doc says. `check` is
+    called before every token (it raises `pictext.errors.Cancelled` to stop the drawing)."""
     c = model.config
     device = next(model.parameters()).device
     B, text = text.shape[0], text.to(device)
@@ -120,6 +122,8 @@ def sample(
     h = run.start(stream, tokens[:, :m].repeat(streams, 1))  # (S * B, C): the hidden state that predicts token m
     kept = []
     for q in range(m, c.image_len):
+        if check is not None:
+            check()
         logits = model.image_logits(h).float()
         if guided:
             parts = logits.split(B)

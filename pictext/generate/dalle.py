@@ -12,42 +12,56 @@ docs/measurements.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
 
 from pictext.clip.model import CLIP
-from pictext.dalle.io import DALLEPipeline
+from pictext.dalle.pipeline import DALLEPipeline
 from pictext.dalle.sampling import SamplingConfig
+from pictext.errors import Cancelled
+from pictext.generate.base import (
+    MAX_SEED,
+    Callback,
+    Generated,
+    GenerationError,
+    Generator,
+    ModelArg,
+    ModelCache,
+    ModelSpec,
+    Settings,
+    Step,
+    model_name,
+    progress_check,
+    read_seed,
+    setting,
+)
 from pictext.generate.rerank import rerank
-from pictext.generate.vqgan_clip import Generated, GenerationError, Step, parse_prompts
+from pictext.generate.vqgan_clip import parse_prompts
 
 SHAPE_PROMPT_WEIGHT = 0.5  # the shape alone's weight against the caption's 1 (module doc)
 
 
 @dataclass(frozen=True)
-class DALLESettings:
-    samples: int = 16  # pictures drawn
-    keep: int = 1  # pictures kept, best CLIP score first
-    guidance_scale: float = 3.0  # classifier-free guidance; 1 is the plain conditional model
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int = 0
-    prime_rows: int | None = None  # with a prime image: its top token rows kept (default: half)
-    batch_size: int = 16  # pictures drawn at once
-    shape_prompt: bool = True  # a lone shapes-world caption is also guided by its shape alone (module doc)
+class DALLESettings(Settings):
+    samples: int = setting(16, "pictures drawn", low=1, high=4096, page=64)
+    keep: int = setting(1, "pictures kept, best CLIP score first", low=1, page=8)
+    guidance_scale: float = setting(3.0, "classifier-free guidance scale, 1: none", low=0.0, high=100.0, page=10.0,
+                                    flag="--guidance")  # fmt: skip
+    temperature: float = setting(1.0, "softmax temperature; lower is more conservative", low=1e-3, high=100.0)
+    top_k: int | None = setting(None, "sample among the k most likely tokens", low=1)
+    top_p: float | None = setting(None, "sample among the most likely tokens summing to p", low=1e-6, high=1.0)
+    seed: int = setting(0, "the same seed and settings give the same pictures", low=0, high=MAX_SEED, parse=read_seed)
+    prime_rows: int | None = setting(None, "with a prime image: its top token rows kept (default: half)", low=1,
+                                     cli=False, page=False)  # fmt: skip
+    batch_size: int = setting(16, "pictures drawn at once", low=1, high=4096, cli=False, page=False)
+    shape_prompt: bool = setting(True, "guide a lone shapes-world caption by its shape alone too ('a blue cross | a "
+                                 "cross:0.5')", flag="--no-shape-prompt")  # fmt: skip
 
-    def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise GenerationError(f"samples must be at least 1, got {self.samples}")
-        if not 1 <= self.keep <= self.samples:
+    def check(self) -> None:
+        if self.keep > self.samples:
             raise GenerationError(f"keep must be between 1 and samples ({self.samples}), got {self.keep}")
-        try:
-            self.sampling()
-        except ValueError as e:
-            raise GenerationError(str(e)) from e
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_k, self.top_p, self.guidance_scale)
@@ -75,23 +89,80 @@ def generate_dalle(
     clip: CLIP | Sequence[CLIP],
     settings: DALLESettings = DALLESettings(),
     prime: Image.Image | None = None,
-    callback: Callable[[Step, Image.Image], bool | None] | None = None,
+    callback: Callback | None = None,
 ) -> Generated:
-    """The kept pictures (best first) with their CLIP scores (summed over several CLIPs); `callback(step, picture)`
-    sees each kept one, ranked, with its score (returning False stops the report, not the drawing, which is done
-    by then)."""
+    """The kept pictures (best first) with their CLIP scores (summed over several CLIPs). `callback(step, None)`
+    sees every token drawn (step.terms["total"]: how many there are), then `callback(step, picture)` each kept
+    picture, ranked, with its score; returning False stops the drawing (Generated.stopped_early)."""
     caption, guides = guides_for(prompt, settings)
     try:
         for text in [caption, *(g for g, _ in guides)]:
             pipeline.text(text)
     except ValueError as e:
         raise GenerationError(str(e)) from e
-    drawn = pipeline.draw(caption, settings.samples, settings.sampling(), settings.seed, prime, settings.prime_rows,
-                          settings.batch_size, guides)  # fmt: skip
+    batches = -(-settings.samples // settings.batch_size)
+    check = progress_check(callback, batches * pipeline.model.config.image_len)
+    try:
+        drawn = pipeline.draw(caption, settings.samples, settings.sampling(), settings.seed, prime,
+                              settings.prime_rows, settings.batch_size, guides, check=check)  # fmt: skip
+    except Cancelled:
+        return Generated(Image.new("RGB", (pipeline.resolution,) * 2), [], stopped_early=True)
     ranked = rerank(drawn, caption, clip, settings.keep)
+    result = Generated(ranked.images[0], [], samples=ranked.images, scores=ranked.scores, all_scores=ranked.all_scores)
     if callback is not None:
         for rank, (image, score, index) in enumerate(zip(ranked.images, ranked.scores, ranked.indices)):
             if callback(Step(rank, float("nan"), score, {"sample": index}), image) is False:
+                result.stopped_early = True
                 break
-    return Generated(ranked.images[0], [], samples=ranked.images, scores=ranked.scores,
-                     all_scores=ranked.all_scores)  # fmt: skip
+    return result
+
+
+class DALLEGenerator(Generator):
+    """DALL-E: the caption's tokens, then the image's, drawn by one transformer; the drawn pictures reranked by CLIP.
+    The prompt takes VQGAN+CLIP's syntax: its first part is the caption, further parts guide with their weights."""
+
+    method = "dalle"
+    Settings = DALLESettings
+    INPUTS = ("prime",)
+    MODELS = (
+        ModelArg("dalle", "DALL-E file or local name"),
+        ModelArg("clip", "reranking CLIP (file or local name); several: their cosines summed", many=True),
+    )
+
+    def __init__(self, pipeline: DALLEPipeline, clips: list[CLIP], names: dict) -> None:
+        super().__init__(names)
+        self.pipeline, self.clips = pipeline, clips
+
+    @classmethod
+    def check_prompt(cls, prompt: str) -> None:
+        guides_for(prompt)
+
+    @classmethod
+    def defaults(cls, prompt: str | None) -> dict:
+        """The default DALL-E, reranked by the default CLIP, and for a caption naming one shapes-world colour and
+        shape by the `shapes` CLIP too (their cosines summed; docs/measurements.md has what each reranker kept)."""
+        from pictext.data.shapes import prompt_target
+
+        caption = guides_for(prompt)[0] if prompt is not None and prompt.strip() else None
+        shapes = caption is not None and prompt_target(caption) is not None
+        return {"dalle": "dalle", "clip": ["shapes", "default"] if shapes else ["default"]}
+
+    @classmethod
+    def load(cls, cache: ModelCache | None = None, **models: ModelSpec) -> DALLEGenerator:
+        from pictext.generate.models import load_clip_model, load_dalle_model
+
+        cache = cache or ModelCache()
+        specs = list(models["clip"]) if isinstance(models["clip"], list | tuple) else [models["clip"]]
+        if not specs:
+            raise GenerationError("dalle reranks with at least one CLIP; pass one or several, or none for the default")
+        clips = [cache.get("clip", spec, load_clip_model) for spec in specs]
+        pipeline = cache.get("dalle", models["dalle"], load_dalle_model)
+        return cls(pipeline, clips, {"dalle": model_name(models["dalle"]), "clip": model_name(specs)})
+
+    def __call__(self, prompt: str, settings: DALLESettings, callback: Callback | None = None, *,
+                 prime: Image.Image | None = None) -> Generated:  # fmt: skip
+        caption, guides = guides_for(prompt, settings)
+        result = generate_dalle(prompt, self.pipeline, self.clips, settings, prime, callback)
+        record = self.record(prompt, settings) | {"caption": caption, "guides": guides}
+        result.records = [record | {"rank": rank + 1, "clip_score": score} for rank, score in enumerate(result.scores)]
+        return result

@@ -6,6 +6,7 @@ interrupted or failed run leaves nothing half-written in `--out`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from pictext.errors import UsageError
+
 
 def slug(text: str, limit: int = 48) -> str:
     """A file-name-safe form of a prompt: 'a red circle!' -> 'a-red-circle'."""
@@ -24,6 +27,33 @@ def slug(text: str, limit: int = 48) -> str:
     while "--" in out:
         out = out.replace("--", "-")
     return out.strip("-")[:limit] or "image"
+
+
+def png_bytes(image: Image.Image, record: dict[str, Any] | None = None) -> bytes:
+    """The PNG of a picture with how it was made in its text chunks: what the CLI writes and the page downloads."""
+    info = PngInfo()
+    if record is not None:
+        info.add_text("pictext", json.dumps(record, sort_keys=True))
+        for key in ("prompt", "seed", "method"):
+            if key in record:
+                info.add_text(key, str(record[key]))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def check_target(out: str | os.PathLike, names: Sequence[str] = ()) -> Path:
+    """`out` as a folder outputs can go to, checked before any work: not a file, and none of `names` (the entries
+    a run will replace) a symlink, which pictext never replaces."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder (it is created if missing)")
+    for name in names:
+        if (out / name).is_symlink():
+            raise UsageError(
+                f"{out / name} is a symlink; pictext does not replace links: remove it or use another --out"
+            )
+    return out
 
 
 def write_outputs(
@@ -36,16 +66,11 @@ def write_outputs(
 ) -> dict[str, Path]:
     """Write NAME.png (settings in its text chunks), NAME.json, NAME-frames/ and NAME.gif into `out`; returns
     their paths. Existing files of the same name are replaced only once everything is written."""
-    out = Path(out)
+    out = check_target(out, [f"{name}.png", f"{name}.json", f"{name}-frames", f"{name}.gif"])
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
     try:
-        info = PngInfo()
-        info.add_text("pictext", json.dumps(settings, sort_keys=True))
-        for key in ("prompt", "seed", "method"):
-            if key in settings:
-                info.add_text(key, str(settings[key]))
-        image.save(staging / f"{name}.png", pnginfo=info)
+        (staging / f"{name}.png").write_bytes(png_bytes(image, settings))
         (staging / f"{name}.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         if frames:
             (staging / f"{name}-frames").mkdir()

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from pictext.clip.model import CLIP
+from pictext.errors import UsageError
 
 
 @dataclass
@@ -36,10 +37,10 @@ def rerank(images: Sequence[Image.Image], prompt: str, clip: CLIP | Sequence[CLI
     """The `keep` pictures of `images` with the highest CLIP score for `prompt` (ties keep the earlier one); with
     several CLIPs, the score is the sum of their cosines."""
     if not 1 <= keep <= len(images):
-        raise ValueError(f"keep must be between 1 and the number of samples ({len(images)}), got {keep}")
+        raise UsageError(f"keep must be between 1 and the number of samples ({len(images)}), got {keep}")
     clips = [clip] if isinstance(clip, CLIP) else list(clip)
     if not clips:
-        raise ValueError("rerank needs at least one CLIP")
+        raise UsageError("rerank needs at least one CLIP")
     scores = sum(clip_scores(images, prompt, c) for c in clips)
     order = np.argsort(-scores, kind="stable")[:keep]
     return Ranked([images[i] for i in order], [float(scores[i]) for i in order], [int(i) for i in order],

@@ -1,58 +1,136 @@
-"""Text to image with unCLIP: the prior draws CLIP image embeddings for the caption, the decoder draws pixels."""
+"""Text to image with unCLIP: the prior draws CLIP image embeddings for the caption, the decoder draws pixels.
+Variations and interpolations take pictures instead of a caption; their settings are here too, so that the CLI
+and the server check them alike."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from pictext.errors import Cancelled
+from pictext.generate.base import (
+    MAX_SEED,
+    Callback,
+    Generated,
+    GenerationError,
+    Generator,
+    ModelArg,
+    ModelCache,
+    ModelSpec,
+    Settings,
+    Step,
+    model_name,
+    progress_check,
+    read_seed,
+    setting,
+)
 from pictext.generate.rerank import clip_scores
-from pictext.generate.vqgan_clip import Generated, GenerationError, Step
-from pictext.unclip.pipeline import DECODER_GUIDANCE, UnclipPipeline
+from pictext.unclip import DECODER_GUIDANCE
+
+if TYPE_CHECKING:  # unCLIP brings diffusers (seconds to import): loaded when an unCLIP is asked for
+    from pictext.unclip.pipeline import UnclipPipeline
+
+PRIOR_STEPS = 64  # the prior's DDIM steps (UnclipPipeline.image_embeddings_for)
+
+
+def _guidance(default: float, help: str, flag: str | None = None) -> float:
+    return setting(default, help, low=0.0, high=100.0, page=10.0, flag=flag)
+
+
+def _decoder_steps() -> int:
+    return setting(50, "the decoder's DDIM steps", low=1, high=1000, page=200)
+
+
+def _seed() -> int:
+    return setting(0, "the same seed and settings give the same pictures", low=0, high=MAX_SEED, parse=read_seed)
+
+
+def _upsample() -> bool:
+    return setting(True, "through the file's upsampler, when it has one", flag="--no-upsample")
 
 
 @dataclass(frozen=True)
-class UnclipSettings:
-    samples: int = 4  # pictures drawn
-    guidance_scale: float = DECODER_GUIDANCE  # the decoder's classifier-free guidance (see DECODER_GUIDANCE)
-    prior_guidance: float = 1.0  # the prior's
-    steps: int = 50  # the decoder's DDIM steps (the prior takes 64)
-    eta: float = 1.0  # DDIM's fresh noise per step: 0 deterministic, 1 DDPM-like (see UnclipPipeline.generate)
-    seed: int = 0
-    upsample: bool = True  # through the file's upsampler, when it has one
+class UnclipSettings(Settings):
+    samples: int = setting(4, "pictures drawn", low=1, high=1024, page=8)
+    guidance_scale: float = _guidance(DECODER_GUIDANCE, "the decoder's classifier-free guidance, 1: none", "--guidance")
+    prior_guidance: float = _guidance(1.0, "the prior's classifier-free guidance, 1: none")
+    steps: int = _decoder_steps()
+    eta: float = setting(1.0, "DDIM's fresh noise per step: 0 deterministic, 1 DDPM-like", low=0.0, high=1.0)
+    seed: int = _seed()
+    upsample: bool = _upsample()
 
-    def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise GenerationError(f"samples must be at least 1, got {self.samples}")
-        if self.steps < 1:
-            raise GenerationError(f"steps must be at least 1, got {self.steps}")
-        if not 0 <= self.eta <= 1:
-            raise GenerationError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {self.eta}")
-        for name in ("guidance_scale", "prior_guidance"):
-            if getattr(self, name) < 0:
-                raise GenerationError(f"{name} must be >= 0 (1 is no guidance), got {getattr(self, name)}")
+
+@dataclass(frozen=True)
+class VarySettings(Settings):
+    n: int = setting(4, "variations", low=1, high=1024, page=8, flag="-n")
+    guidance_scale: float = _guidance(DECODER_GUIDANCE, "the decoder's guidance, 1: none", "--guidance")
+    steps: int = _decoder_steps()
+    eta: float = setting(1.0, "DDIM's fresh noise per step: 0 deterministic, 1 DDPM-like", low=0.0, high=1.0)
+    seed: int = _seed()
+    upsample: bool = _upsample()
+
+
+@dataclass(frozen=True)
+class InterpolateSettings(Settings):
+    n: int = setting(8, "pictures, both ends included", low=2, high=1024, page=12, flag="-n")
+    guidance_scale: float = _guidance(DECODER_GUIDANCE, "the decoder's guidance, 1: none", "--guidance")
+    steps: int = _decoder_steps()
+    seed: int = _seed()
+    upsample: bool = _upsample()
 
 
 def generate_unclip(
-    prompt: str,
-    pipeline: UnclipPipeline,
-    settings: dict[str, object],
-    callback: Callable[[Step, Image.Image], bool | None] | None = None,
+    prompt: str, pipeline: UnclipPipeline, settings: UnclipSettings, callback: Callback | None = None
 ) -> Generated:
-    """The drawn pictures in order, each with its CLIP score (the pipeline's CLIP); `callback` sees each."""
-    unknown = set(settings) - {f.name for f in dataclasses.fields(UnclipSettings)}
-    if unknown:
-        raise GenerationError(f"unknown settings {sorted(unknown)} for unclip; known: UnclipSettings' fields")
-    s = UnclipSettings(**settings)  # type: ignore[arg-type]
+    """The drawn pictures in order, each with its CLIP score (the pipeline's CLIP). `callback(step, None)` sees each
+    diffusion step (prior, decoder, upsampler), then `callback(step, picture)` each picture; False stops."""
     if not prompt.strip():
         raise GenerationError("the prompt is empty; unCLIP draws a caption, e.g. 'a red circle'")
-    images = pipeline.generate(prompt, s.samples, s.prior_guidance, s.guidance_scale, s.steps, s.seed, s.eta,
-                               upsample=s.upsample)  # fmt: skip
+    s = settings
+    upsampled = pipeline.upsampler is not None and s.upsample
+    check = progress_check(callback, PRIOR_STEPS + s.steps + (pipeline.upsample_steps if upsampled else 0))
+    try:
+        images = pipeline.generate(prompt, s.samples, s.prior_guidance, s.guidance_scale, s.steps, s.seed, s.eta,
+                                   upsample=s.upsample, check=check)  # fmt: skip
+    except Cancelled:
+        return Generated(Image.new("RGB", (pipeline.decoder.config.resolution,) * 2), [], stopped_early=True)
     scores = [float(x) for x in clip_scores(images, prompt, pipeline.clip)]
+    result = Generated(images[0], [], samples=images, scores=scores, all_scores=scores)
     if callback is not None:
         for i, (image, score) in enumerate(zip(images, scores)):
             if callback(Step(i, float("nan"), score, {}), image) is False:
+                result.stopped_early = True
                 break
-    return Generated(images[0], [], samples=images, scores=scores, all_scores=scores)
+    return result
+
+
+class UnclipGenerator(Generator):
+    """unCLIP (DALL-E 2): a diffusion prior from the caption to a CLIP image embedding, a diffusion decoder from
+    that embedding to pixels, in the space of the CLIP the file names."""
+
+    method = "unclip"
+    Settings = UnclipSettings
+    MODELS = (ModelArg("unclip", "unCLIP file or local name (it draws in the space of the CLIP it names)"),)
+
+    def __init__(self, pipeline: UnclipPipeline, names: dict) -> None:
+        super().__init__(names)
+        self.pipeline = pipeline
+
+    @classmethod
+    def defaults(cls, prompt: str | None) -> dict:
+        return {"unclip": "unclip"}
+
+    @classmethod
+    def load(cls, cache: ModelCache | None = None, **models: ModelSpec) -> UnclipGenerator:
+        from pictext.generate.models import load_unclip_model
+
+        pipeline = (cache or ModelCache()).get("unclip", models["unclip"], load_unclip_model)
+        return cls(pipeline, {"unclip": model_name(models["unclip"])})
+
+    def __call__(self, prompt: str, settings: UnclipSettings, callback: Callback | None = None) -> Generated:
+        result = generate_unclip(prompt, self.pipeline, settings, callback)
+        record = self.record(prompt, settings)
+        result.records = [record | {"clip_score": score} for score in result.scores]
+        return result

@@ -17,21 +17,32 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from pictext.clip.model import CLIP
-from pictext.errors import PictextError
+from pictext.generate.base import (
+    MAX_SEED,
+    Callback,
+    Generated,
+    GenerationError,
+    Generator,
+    ModelArg,
+    ModelCache,
+    ModelSpec,
+    Settings,
+    Step,
+    model_name,
+    read_seed,
+    read_size,
+    setting,
+)
 from pictext.vqgan.model import VQGAN
 
 DRAWERS = ("vqgan", "pixel")
-
-
-class GenerationError(PictextError, ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -66,64 +77,47 @@ def parse_prompts(text: str) -> list[Prompt]:
 
 
 @dataclass(frozen=True)
-class GenerateConfig:
-    steps: int = 200  # optimizer steps
-    size: tuple[int, int] | None = None  # (width, height), multiples of the VQGAN's factor; default: the side
-    # the VQGAN trained at (the pixel drawer: 64)
-    # Adam on the latent. 0.1 as nerdyrodent/VQGAN-CLIP: shapes prompts (seeds 3-5, 32 px) drew 68.9% of seen
-    # combinations right, against 62.2% at 0.2 and 46.7% at 0.4.
-    lr: float = 0.1
-    lr_drops: tuple[float, ...] = (0.75,)  # fractions of the run after which lr is divided by 10
-    # Random crops per step, each embedded by every CLIP. 48, between nerdyrodent/VQGAN-CLIP's 32 and Crowson's 64:
-    # shapes prompts (32 px, seeds 3-5) drew 68.9% of seen / 53.3% of held-out combinations right, against 68.9% /
-    # 40.0% with 16 and 51.1% / 40.0% with 96; on seeds 0-2, 62.2% / 53.3% against 55.6% / 40.0% with 16; from
-    # random codes (bench/generate_compare.py) held-out 33.3% against 46.7%: a small gain, 80 of 135 right against
-    # 75. At 64 px the decoder dominates the step, so 48 cost no more time than 16 on emoji prompts.
-    cutouts: int = 48
-    cut_power: float = 1.0  # > 1 favours small cutouts, < 1 large ones (none below the CLIP input)
-    augment: bool = True  # flips, affine, perspective and noise on cutouts (kornia)
-    init: str = "random"  # "random" codes, "noise" pixels (encoded), or "image" (init_image)
-    drawer: str = "vqgan"  # "vqgan" or "pixel"
-    pixel_cells: int = 16  # pixel drawer: cells per side
-    seed: int = 0
-    smoothness: float = 0.0  # weight of total variation
-    saturation: float = 0.0  # weight of a penalty on over-saturated colours
-    symmetry: float = 0.0  # weight of the left-right difference
-    palette: tuple[tuple[int, int, int], ...] = ()  # colours to pull pixels towards
-    palette_weight: float = 0.0
-    frame_every: int = 10  # keep a frame every this many steps (0: none)
+class VQGANCLIPSettings(Settings):
+    steps: int = setting(200, "optimizer steps", low=1, page=500)
+    size: tuple[int, int] | None = setting(
+        None, "N or WxH pixels, multiples of the VQGAN's factor (default: the side the VQGAN trained at; the pixel "
+        "drawer: 64)", parse=read_size, page=128)  # fmt: skip
+    lr: float = setting(0.1, "Adam's learning rate on the latent (docs/measurements.md: how 0.1 was chosen)", low=1e-6,
+                        high=10.0)  # fmt: skip
+    lr_drops: tuple[float, ...] = setting((0.75,), "fractions of the run after which lr is divided by 10", cli=False,
+                                          page=False)  # fmt: skip
+    cutouts: int = setting(48, "random crops per step, each embedded by every CLIP", low=1, high=1024, page=128)
+    cut_power: float = setting(1.0, "> 1 favours small cutouts, < 1 large ones (none below the CLIP's input)",
+                               low=0.05, high=20.0, cli=False, page=False)  # fmt: skip
+    augment: bool = setting(True, "flips, affine, perspective and noise on the cutouts (kornia)", cli=False,
+                            page=False)  # fmt: skip
+    init: str = setting("random", "random codes, noise pixels, or image (an init image)", cli=False, page=False,
+                        choices=("random", "noise", "image"))  # fmt: skip
+    drawer: str = setting("vqgan", "vqgan: the latent is a VQGAN code grid; pixel: a grid of coloured cells",
+                          choices=DRAWERS)  # fmt: skip
+    pixel_cells: int = setting(16, "the pixel drawer's cells per side", low=1, high=1024, cli=False, page=False)
+    seed: int = setting(0, "the same seed and settings give the same picture", low=0, high=MAX_SEED, parse=read_seed)
+    smoothness: float = setting(0.0, "weight of total variation", low=0.0, high=1000.0)
+    saturation: float = setting(0.0, "weight of a penalty on over-saturated colours", low=0.0, high=1000.0)
+    symmetry: float = setting(0.0, "weight of the left-right difference", low=0.0, high=1000.0)
+    palette: tuple[tuple[int, int, int], ...] = setting((), "colours to pull pixels towards", cli=False, page=False)
+    palette_weight: float = setting(0.0, "weight of the palette loss", low=0.0, high=1000.0, cli=False, page=False)
+    frame_every: int = setting(10, "steps between saved frames, 0: none", low=0)
 
-
-@dataclass
-class Step:
-    step: int
-    loss: float
-    clip_score: float  # cosine of the whole picture with the positive prompts, averaged over CLIPs and prompts
-    terms: dict[str, float]
-
-
-@dataclass
-class Generated:
-    image: Image.Image
-    steps: list[Step]
-    frames: list[Image.Image] = field(default_factory=list)
-    stopped_early: bool = False
-    samples: list[Image.Image] = field(default_factory=list)  # drawing generators: the kept pictures, best first
-    scores: list[float] = field(default_factory=list)  # their CLIP scores
-    all_scores: list[float] = field(default_factory=list)  # every drawn picture's score, kept or not
-
-    @property
-    def clip_score(self) -> float:
-        if self.scores:
-            return self.scores[0]
-        return self.steps[-1].clip_score if self.steps else float("nan")
+    def check(self) -> None:
+        if isinstance(self.size, int) and not isinstance(self.size, bool):
+            object.__setattr__(self, "size", (self.size, self.size))  # generate(size=64): a square
+        if self.size is not None:
+            if not (isinstance(self.size, tuple) and len(self.size) == 2 and all(
+                    isinstance(x, int) and 0 < x <= 4096 for x in self.size)):  # fmt: skip
+                raise GenerationError(f"size must be N or (width, height) in pixels up to 4096, got {self.size!r}")
 
 
 def generate_vqgan_clip(
     prompts: Sequence[Prompt],
     clips: Sequence[CLIP],
     vqgan: VQGAN | None,
-    config: GenerateConfig = GenerateConfig(),
+    config: VQGANCLIPSettings = VQGANCLIPSettings(),
     init_image: Image.Image | None = None,
     callback: Callable[[Step, Image.Image], bool | None] | None = None,
 ) -> Generated:
@@ -181,7 +175,7 @@ def spherical_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, weights: tor
     return (distance.mean(0) * weights).sum()
 
 
-def make_cutouts(picture: torch.Tensor, size: int, config: GenerateConfig, g: torch.Generator) -> torch.Tensor:
+def make_cutouts(picture: torch.Tensor, size: int, config: VQGANCLIPSettings, g: torch.Generator) -> torch.Tensor:
     """(N, 3, size, size) random square crops of (1, 3, H, W), sized by `cut_power`, resized and augmented."""
     _, _, h, w = picture.shape
     side = min(h, w)
@@ -261,7 +255,7 @@ def clamp_with_grad(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 class _VQGANDrawer(torch.nn.Module):
     """The latent is a (1, D, h, w) grid in codebook space; each picture snaps it to the nearest codes."""
 
-    def __init__(self, vqgan: VQGAN, config: GenerateConfig, g: torch.Generator, init: Image.Image | None):
+    def __init__(self, vqgan: VQGAN, config: VQGANCLIPSettings, g: torch.Generator, init: Image.Image | None):
         super().__init__()
         self.vqgan = vqgan.eval().requires_grad_(False)
         f = vqgan.config.factor
@@ -299,7 +293,7 @@ class _VQGANDrawer(torch.nn.Module):
 class _PixelDrawer(torch.nn.Module):
     """A (1, 3, cells, cells*W/H) grid of colours, shown at the output size with nearest upsampling."""
 
-    def __init__(self, config: GenerateConfig, g: torch.Generator) -> None:
+    def __init__(self, config: VQGANCLIPSettings, g: torch.Generator) -> None:
         super().__init__()
         w, h = config.size
         rows = config.pixel_cells
@@ -332,7 +326,7 @@ def _normalize(x: torch.Tensor, clip: CLIP) -> torch.Tensor:  # [0, 1] pixels ->
     return (x - mean) / std
 
 
-def _extra_losses(picture: torch.Tensor, config: GenerateConfig) -> dict[str, torch.Tensor]:
+def _extra_losses(picture: torch.Tensor, config: VQGANCLIPSettings) -> dict[str, torch.Tensor]:
     terms = {}
     if config.smoothness:
         tv = (picture[..., 1:, :] - picture[..., :-1, :]).abs().mean()
@@ -353,21 +347,13 @@ def _check(
     prompts: Sequence[Prompt],
     clips: Sequence[CLIP],
     vqgan: VQGAN | None,
-    config: GenerateConfig,
+    config: VQGANCLIPSettings,
     init_image: Image.Image | None,
 ) -> None:
     if not prompts:
         raise GenerationError("no prompt given; give text such as 'a red circle'")
     if not clips:
         raise GenerationError("no CLIP model given to guide the picture")
-    if config.steps <= 0:
-        raise GenerationError(f"steps must be at least 1, got {config.steps}")
-    if config.drawer not in DRAWERS:
-        raise GenerationError(f"drawer must be one of {DRAWERS}, got {config.drawer!r}")
-    if config.cutouts <= 0:
-        raise GenerationError(f"cutouts must be at least 1, got {config.cutouts}")
-    if config.init not in ("random", "noise", "image"):
-        raise GenerationError(f"init must be random, noise or image, got {config.init!r}")
     if config.init == "image" and init_image is None:
         raise GenerationError("init='image' needs an init image")
     if config.drawer == "vqgan":
@@ -381,3 +367,69 @@ def _check(
 def round_size(size: int, factor: int) -> int:
     """The nearest positive multiple of `factor` (VQGAN grids need one)."""
     return max(factor, round(size / factor) * factor)
+
+
+class VQGANCLIPGenerator(Generator):
+    """VQGAN+CLIP: the prompt, with Pixray's weights ('a red apple:1 | green:-0.5'), drawn by optimizing a VQGAN's
+    latent (or a grid of pixels) until the guiding CLIPs score the picture as matching it."""
+
+    method = "vqgan-clip"
+    Settings = VQGANCLIPSettings
+    INPUTS = ("init_image", "image_prompts")
+    MODELS = (
+        ModelArg("clip", "guiding CLIP (file or local name); several: their losses summed", many=True),
+        ModelArg(
+            "vqgan",
+            "VQGAN whose latent is optimized: a native file, a taming .ckpt, a DALL-E file (its VQGAN) or a local name",
+        ),  # fmt: skip
+    )
+
+    def __init__(self, clips: list[CLIP], vqgan: ModelSpec, names: dict, cache: ModelCache) -> None:
+        super().__init__(names)
+        self.clips, self.vqgan_spec, self.cache = clips, vqgan, cache
+
+    @classmethod
+    def check_prompt(cls, prompt: str) -> None:
+        parse_prompts(prompt)
+
+    @classmethod
+    def defaults(cls, prompt: str | None) -> dict:
+        """A prompt naming one shapes-world colour and shape ('a small red circle') is guided by the `shapes` CLIP
+        and drawn by the 32 px VQGAN inside the default DALL-E (trained on the shapes world); any other by the
+        default CLIP and the default VQGAN (docs/measurements.md has what each drew)."""
+        from pictext.data.shapes import prompt_target
+
+        shapes = prompt is not None and prompt_target(prompt) is not None
+        return {"clip": ["shapes" if shapes else "default"], "vqgan": "dalle" if shapes else "vqgan"}
+
+    @classmethod
+    def load(cls, cache: ModelCache | None = None, **models: ModelSpec) -> VQGANCLIPGenerator:
+        from pictext.generate.models import load_clip_model
+
+        cache = cache or ModelCache()
+        specs = list(models["clip"]) if isinstance(models["clip"], list | tuple) else [models["clip"]]
+        clips = [cache.get("clip", spec, load_clip_model) for spec in specs]
+        names = {"clip": model_name(specs), "vqgan": model_name(models["vqgan"])}
+        return cls(clips, models["vqgan"], names, cache)  # the VQGAN loads when a drawing needs it
+
+    def vqgan(self) -> VQGAN:
+        from pictext.generate.models import load_vqgan_model
+
+        return self.cache.get("vqgan", self.vqgan_spec, load_vqgan_model)
+
+    def __call__(self, prompt: str, settings: VQGANCLIPSettings, callback: Callback | None = None, *,
+                 init_image: Image.Image | None = None,
+                 image_prompts: Sequence[Image.Image] = ()) -> Generated:  # fmt: skip
+        prompts = parse_prompts(prompt) + [Prompt(1.0, image=image) for image in image_prompts]
+        vqgan = self.vqgan() if settings.drawer == "vqgan" else None
+        if init_image is not None and settings.init != "image":
+            settings = dataclasses.replace(settings, init="image")
+        if vqgan is not None and settings.size is not None:  # the nearest multiples of the VQGAN's factor
+            f = vqgan.config.factor
+            settings = dataclasses.replace(settings, size=tuple(round_size(side, f) for side in settings.size))
+        result = generate_vqgan_clip(prompts, self.clips, vqgan, settings, init_image, callback)
+        record = self.record(prompt, settings) | {"vqgan": self.names["vqgan"] if vqgan is not None else None}
+        size = result.image.size
+        result.records = [record | {"size": list(size), "clip_score_first": result.steps[0].clip_score,
+                                    "clip_score": result.clip_score}]  # fmt: skip
+        return result

@@ -31,6 +31,10 @@ class ImageError(PictextError, ValueError):
         self.source, self.reason = source, reason
 
 
+class ImageTooLargeError(ImageError):
+    """A picture with more pixels than the limit it was decoded under (a decompression-bomb guard)."""
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to RGB: alpha over white, palette expanded, 16/32-bit scaled to 8-bit."""
     mode = image.mode
@@ -85,7 +89,7 @@ def _decode(fp: Path | io.BytesIO, name: object, max_pixels: int, draft: int | N
             with Image.open(fp) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageError(name, f"{width}x{height} pixels is over the limit of {max_pixels}")
+                    raise ImageTooLargeError(name, f"{width}x{height} pixels is over the limit of {max_pixels}")
                 if draft is not None and image.format == "JPEG":
                     image.draft("RGB", (draft, draft))
                 image.load()
@@ -93,7 +97,9 @@ def _decode(fp: Path | io.BytesIO, name: object, max_pixels: int, draft: int | N
     except ImageError:
         raise
     except Image.DecompressionBombError as e:  # PIL refuses over twice its own limit before we can look
-        raise ImageError(name, f"too many pixels: over the limit of {max_pixels} (a decompression-bomb guard)") from e
+        raise ImageTooLargeError(
+            name, f"too many pixels: over the limit of {max_pixels} (a decompression-bomb guard)"
+        ) from e
     except UnidentifiedImageError as e:
         raise ImageError(name, f"not a readable image ({e.__class__.__name__})") from e
     except (OSError, SyntaxError, ValueError) as e:

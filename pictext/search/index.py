@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from pictext import hub
 from pictext.clip.embed import inference, model_fingerprint, unit_rows
 from pictext.clip.model import CLIP
-from pictext.errors import PictextError
+from pictext.errors import MissingFileError, PictextError
 from pictext.images.decode import ImageError, decode_bytes, decode_image
 from pictext.images.transforms import Preprocess
 from pictext.search.catalog import Catalog, Record
@@ -318,7 +318,7 @@ class Index:
         roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
         for given, root in zip(paths, roots):
             if not root.exists():
-                raise FileNotFoundError(f"{given}: no such file or folder to index")
+                raise MissingFileError(f"{given}: no such file or folder to index")
         if roots:
             with self.catalog.transaction():
                 for r in roots:

@@ -11,6 +11,7 @@ loads it) with the token projection beside it. The optional upsampler that may f
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,13 +70,14 @@ class DiffusionDecoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, embedding: torch.Tensor, guidance_scale: float = 1.0, steps: int = 50,
-                 generator: torch.Generator | None = None, eta: float = 0.0) -> torch.Tensor:  # fmt: skip
+                 generator: torch.Generator | None = None, eta: float = 0.0,
+                 check: Callable[[], None] | None = None) -> torch.Tensor:  # fmt: skip
         """(B, 3, H, W) pixels in [-1, 1] for (B, E) unit-norm image embeddings, by DDIM."""
         c = self.config
         shape = (embedding.shape[0], 3, c.resolution, c.resolution)
         scheduler = make_scheduler(c.diffusion, "ddim")
         null = torch.zeros_like(embedding)
-        x = sample(self, scheduler, shape, embedding, null, guidance_scale, steps, generator, eta)
+        x = sample(self, scheduler, shape, embedding, null, guidance_scale, steps, generator, eta, check=check)
         return x.clamp(-1, 1)
 
 

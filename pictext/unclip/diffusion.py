@@ -87,6 +87,7 @@ def sample(
     generator: torch.Generator | None = None,
     eta: float = 0.0,
     x_T: torch.Tensor | None = None,
+    check: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """x0 of shape `shape` by the scheduler's reverse process over `steps` steps. With a guidance scale other
     than 1, `null_condition` (the dropped condition) runs in the same batch as `condition`."""
@@ -100,6 +101,8 @@ def sample(
     scheduler.set_timesteps(steps)
     both = torch.cat([condition, null_condition]) if guided else condition  # type: ignore[list-item]
     for t in scheduler.timesteps:
+        if check is not None:
+            check()  # raises pictext.errors.Cancelled to stop between steps
         t_batch = torch.full((both.shape[0],), int(t), dtype=torch.long, device=x.device)
         out = model(torch.cat([x, x]) if guided else x, t_batch, both)
         if guided:

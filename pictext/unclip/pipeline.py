@@ -3,6 +3,7 @@ pictures from captions, variations of a picture, and interpolations between two.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,17 +12,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pictext.clip.model import CLIP
+from pictext.errors import UsageError
 from pictext.images.tensors import to_images
+from pictext.unclip import DECODER_GUIDANCE
 from pictext.unclip.decoder import DiffusionDecoder
 from pictext.unclip.prior import DiffusionPrior
 from pictext.unclip.upsampler import DiffusionUpsampler
 
-# The decoder's classifier-free guidance by default. With the default decoder (shapes and emoji, the default CLIP's
-# space) 1.5 drew 53.9% of held-out captions and 88.3% of seen ones right, against 42.2% and 81.7% without
-# guidance (1), and its variations of 24 fresh pictures kept colour and shape 83.9% of the time, against 81.8%
-# at 1 and 77.1% at 2 (bench/unclip.py has the figures on its own pictures). Earlier decoders (the shapes CLIP's)
-# did best at 1: 3 brought back grain and tinted backgrounds.
-DECODER_GUIDANCE = 1.5
+Check = Callable[[], None] | None  # called between steps; raises pictext.errors.Cancelled to stop
 
 
 @dataclass
@@ -37,19 +35,21 @@ class UnclipPipeline:
 
     def __post_init__(self) -> None:
         if self.clip.config.embed_dim != self.prior.config.embed_dim:
-            raise ValueError(f"the CLIP embeds in {self.clip.config.embed_dim} dimensions, the prior in "
+            raise UsageError(f"the CLIP embeds in {self.clip.config.embed_dim} dimensions, the prior in "
                              f"{self.prior.config.embed_dim}; use the CLIP they were trained with")  # fmt: skip
         if self.upsampler is not None and self.upsampler.config.low != self.decoder.config.resolution:
-            raise ValueError(f"the upsampler reads {self.upsampler.config.low} px pictures, the decoder draws "
+            raise UsageError(f"the upsampler reads {self.upsampler.config.low} px pictures, the decoder draws "
                              f"{self.decoder.config.resolution} px ones; train one for this decoder")  # fmt: skip
 
     def image_embeddings_for(self, prompts: list[str], guidance_scale: float = 1.0, steps: int = 64,
-                             generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+                             generator: torch.Generator | None = None,
+                             check: Check = None) -> torch.Tensor:  # fmt: skip
         from pictext.unclip.train import text_condition
 
         if any(not p.strip() for p in prompts):
-            raise ValueError("the prompt is empty; unCLIP draws a caption, e.g. 'a red circle'")
-        return self.prior.generate(text_condition(self.clip, prompts), guidance_scale, steps, generator=generator)
+            raise UsageError("the prompt is empty; unCLIP draws a caption, e.g. 'a red circle'")
+        cond = text_condition(self.clip, prompts)
+        return self.prior.generate(cond, guidance_scale, steps, generator=generator, check=check)
 
     def draw(
         self,
@@ -60,37 +60,41 @@ class UnclipPipeline:
         x_T: torch.Tensor | None = None,
         eta: float = 0.0,
         upsample: bool = True,
+        check: Check = None,
     ) -> list[Image.Image]:
         """Pictures for (B, E) unit-norm image embeddings; x_T fixes the starting noise; `eta` is DDIM's share of
         fresh noise at each step (0: deterministic from x_T, 1: as much as DDPM); `upsample`: through the
-        upsampler, if there is one."""
+        upsampler, if there is one; `check` is called between diffusion steps (it raises
+        `pictext.errors.Cancelled` to stop)."""
         from pictext.unclip.diffusion import make_scheduler, sample
 
         if not 0 <= eta <= 1:
-            raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta}")
+            raise UsageError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta}")
         if x_T is None:
-            pixels = self.decoder.generate(embeddings, guidance_scale, steps, generator, eta)
+            pixels = self.decoder.generate(embeddings, guidance_scale, steps, generator, eta, check)
         else:
             scheduler = make_scheduler(self.decoder.config.diffusion, "ddim")
             null = torch.zeros_like(embeddings)
             pixels = sample(self.decoder, scheduler, tuple(x_T.shape), embeddings, null, guidance_scale, steps,
-                            generator, eta, x_T=x_T).clamp(-1, 1)  # fmt: skip
+                            generator, eta, x_T=x_T, check=check).clamp(-1, 1)  # fmt: skip
         if self.upsampler is not None and upsample:
-            pixels = self.upsampler.generate(pixels, self.upsample_steps, generator, eta, same_noise=x_T is not None)
+            pixels = self.upsampler.generate(pixels, self.upsample_steps, generator, eta, same_noise=x_T is not None,
+                                             check=check)  # fmt: skip
         return to_images(pixels)
 
     def generate(self, prompt: str, n: int = 1, prior_guidance: float = 1.0, guidance_scale: float = DECODER_GUIDANCE,
-                 steps: int = 50, seed: int = 0, eta: float = 1.0,
-                 upsample: bool = True) -> list[Image.Image]:  # fmt: skip
+                 steps: int = 50, seed: int = 0, eta: float = 1.0, upsample: bool = True,
+                 check: Check = None) -> list[Image.Image]:  # fmt: skip
         """`n` pictures of `prompt`. eta 1 by default (fresh noise at each step): 53.9% of held-out captions'
         pictures were right against 48.3% with deterministic DDIM, and 88.3% of seen ones against 79.4%
         (bench/unclip.py, guidance 1.5)."""
         g = torch.Generator().manual_seed(seed)
-        embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g)
-        return self.draw(embeddings, guidance_scale, steps, g, eta=eta, upsample=upsample)
+        embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g, check=check)
+        return self.draw(embeddings, guidance_scale, steps, g, eta=eta, upsample=upsample, check=check)
 
     def vary(self, image: Image.Image, n: int = 4, guidance_scale: float = DECODER_GUIDANCE, steps: int = 50,
-             seed: int = 0, eta: float = 1.0, upsample: bool = True) -> list[Image.Image]:  # fmt: skip
+             seed: int = 0, eta: float = 1.0, upsample: bool = True,
+             check: Check = None) -> list[Image.Image]:  # fmt: skip
         """Variations: the image's own CLIP embedding decoded from `n` different noises.
 
         eta 1 by default: the default decoder's variations kept their source's colour and shape 84.0% of the time
@@ -99,10 +103,11 @@ class UnclipPipeline:
 
         embedding = image_embeddings(self.clip, [image]).expand(n, -1)
         g = torch.Generator().manual_seed(seed)
-        return self.draw(embedding, guidance_scale, steps, g, eta=eta, upsample=upsample)
+        return self.draw(embedding, guidance_scale, steps, g, eta=eta, upsample=upsample, check=check)
 
     def interpolate(self, a: Image.Image, b: Image.Image, n: int = 8, guidance_scale: float = DECODER_GUIDANCE,
-                    steps: int = 50, seed: int = 0, upsample: bool = True) -> list[Image.Image]:  # fmt: skip
+                    steps: int = 50, seed: int = 0, upsample: bool = True,
+                    check: Check = None) -> list[Image.Image]:  # fmt: skip
         """`n` pictures along the great circle between the two images' CLIP embeddings, from one noise (and
         deterministic DDIM, eta 0, so that only the embedding changes along the way)."""
         from pictext.unclip.train import image_embeddings
@@ -112,7 +117,7 @@ class UnclipPipeline:
         g = torch.Generator().manual_seed(seed)
         c = self.decoder.config
         x_T = torch.randn((1, 3, c.resolution, c.resolution), generator=g).expand(n, -1, -1, -1)
-        return self.draw(embeddings, guidance_scale, steps, g, x_T=x_T, upsample=upsample)
+        return self.draw(embeddings, guidance_scale, steps, g, x_T=x_T, upsample=upsample, check=check)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:

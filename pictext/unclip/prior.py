@@ -18,6 +18,7 @@ cache, so this module runs its blocks' own layers itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -160,7 +161,8 @@ class DiffusionPrior(nn.Module):
 
     @torch.no_grad()
     def generate(self, cond: TextCondition, guidance_scale: float = 1.0, steps: int = 64, candidates: int = 2,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:  # fmt: skip
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 check: Callable[[], None] | None = None) -> torch.Tensor:  # fmt: skip
         """(B, E) unit-norm image embeddings: `candidates` draws per caption, the one closest to the caption's
         text embedding kept (the paper keeps the better of two). `use_cache=False` runs the whole sequence at
         every step (the reference the cache is tested against)."""
@@ -179,7 +181,7 @@ class DiffusionPrior(nn.Module):
         rows = torch.arange(len(both), device=cond.embedding.device)
         n = len(many)
         x = sample(model, scheduler, (candidates * B, E), rows[:n], rows[n:] if null is not None else None,
-                   guidance_scale, steps, generator)  # fmt: skip
+                   guidance_scale, steps, generator, check=check)  # fmt: skip
         x = F.normalize(x, dim=-1).view(candidates, B, E)
         similarity = (x * F.normalize(cond.embedding, dim=-1)[None]).sum(-1)  # (candidates, B)
         best = similarity.argmax(0)

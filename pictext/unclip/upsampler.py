@@ -10,6 +10,7 @@ is. No text or CLIP condition, so no guidance: the small picture says what to dr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +75,8 @@ class DiffusionUpsampler(nn.Module):
 
     @torch.no_grad()
     def generate(self, low: torch.Tensor, steps: int = 25, generator: torch.Generator | None = None,
-                 eta: float = 0.0, same_noise: bool = False) -> torch.Tensor:  # fmt: skip
+                 eta: float = 0.0, same_noise: bool = False,
+                 check: Callable[[], None] | None = None) -> torch.Tensor:  # fmt: skip
         """(B, 3, R, R) pixels in [-1, 1] for (B, 3, r, r) small pictures in [-1, 1], by DDIM; `same_noise`
         starts every picture from one noise (an interpolation's frames then differ only where their inputs do)."""
         c = self.config
@@ -82,5 +84,5 @@ class DiffusionUpsampler(nn.Module):
             raise ValueError(f"this upsampler reads {c.low}x{c.low} pictures, got {tuple(low.shape[-2:])}")
         shape = (low.shape[0], 3, c.resolution, c.resolution)
         x_T = torch.randn((1, *shape[1:]), generator=generator).expand(shape) if same_noise else None
-        x = sample(self, make_scheduler(c.diffusion, "ddim"), shape, low, None, 1.0, steps, generator, eta, x_T)
+        x = sample(self, make_scheduler(c.diffusion, "ddim"), shape, low, None, 1.0, steps, generator, eta, x_T, check)
         return x.clamp(-1, 1)

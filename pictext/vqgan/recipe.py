@@ -60,9 +60,14 @@ def recipe_data(recipe: VQGANRecipe, home: Path | None = None) -> PairDataset:
 
 
 def build(
-    recipe: VQGANRecipe, data: PairDataset, out: str | Path | None = None, run_dir: str | Path | None = None
+    recipe: VQGANRecipe,
+    data: PairDataset | None = None,
+    out: str | Path | None = None,
+    run_dir: str | Path | None = None,
 ) -> VQGAN:
-    """A VQGAN of the recipe's size trained on `data` (resuming from run_dir); saved (fp16) to `out` by rank 0."""
+    """A VQGAN of the recipe's size trained on `data` (default: the recipe's own), resuming from run_dir; saved
+    (fp16) to `out` by rank 0."""
+    data = recipe_data(recipe) if data is None else data
     training.seed_everything(recipe.train.seed)
     model = VQGAN(recipe.model)
     train_vqgan(model, data, recipe.train, run_dir=run_dir)

@@ -113,16 +113,21 @@ $("classify-form").addEventListener("submit", async (event) => {
 });
 
 // Generate: the server streams one JSON line per frame; Cancel aborts the request, which stops the job.
+// Each method's settings, their defaults and the page's limits come from the server (its settings dataclasses).
 let generation = null;
+let methodSettings = {};
+const FIELDS = ["steps", "size", "samples", "guidance"];
+const KEPT = 8; // DALL-E pictures shown, best CLIP score first
 
 async function runGeneration() {
   $("generate-error").textContent = "";
   $("generate-download").hidden = true;
   const method = $("method").value;
-  const params = new URLSearchParams(method !== "vqgan-clip"
-    ? { method, prompt: $("prompt").value, seed: $("seed").value, samples: $("samples").value,
-        guidance: $("guidance").value }
-    : { prompt: $("prompt").value, steps: $("steps").value, seed: $("seed").value, size: $("size").value });
+  const offered = methodSettings[method] || {};
+  const params = new URLSearchParams({ method, prompt: $("prompt").value, seed: $("seed").value });
+  for (const id of FIELDS) if (offered[id] && $(id).value !== "") params.set(id, $(id).value);
+  if (offered.frame_every) params.set("frame_every", Math.max(1, Math.round(Number($("steps").value) / 20)));
+  if (offered.keep) params.set("keep", Math.min(KEPT, Number($("samples").value)));
   generation = new AbortController();
   $("generate-run").disabled = true;
   $("generate-cancel").disabled = false;
@@ -178,14 +183,18 @@ function showLine(line) {
 
 $("generate-form").addEventListener("submit", (event) => { event.preventDefault(); runGeneration(); });
 $("generate-cancel").addEventListener("click", () => { if (generation) generation.abort(); });
-// DALL-E and unCLIP draw samples (DALL-E shows the best by CLIP score): samples and guidance, not steps and size.
+// Each method shows the fields it takes, with its own defaults and the page's limits.
 function showMethodFields() {
-  const drawing = $("method").value !== "vqgan-clip";
-  for (const id of ["steps", "size"]) $(id).parentElement.hidden = drawing;
-  for (const id of ["samples", "guidance"]) $(id).parentElement.hidden = !drawing;
+  const offered = methodSettings[$("method").value] || {};
+  for (const id of FIELDS) {
+    const spec = offered[id];
+    $(id).parentElement.hidden = !spec;
+    if (!spec) continue;
+    $(id).value = spec.default === null ? "" : spec.default;
+    if (spec.low !== null) $(id).min = spec.low;
+    if (spec.high !== null) $(id).max = spec.high;
+  }
   $("unclip-extra").hidden = $("method").value !== "unclip";
-  // each generator's own default guidance: DALL-E's sampler 3, unCLIP's decoder 1.5 (DECODER_GUIDANCE)
-  $("guidance").value = $("method").value === "unclip" ? 1.5 : 3;
 }
 
 // unCLIP's variations of one uploaded picture, and interpolations between two: the pictures come back at once.
@@ -224,8 +233,10 @@ call("/api/generate/status").then((s) => {
     $("generate-run").disabled = true;
     return;
   }
-  if ((s.methods || []).includes("dalle")) $("method").add(new Option("DALL-E", "dalle"));
-  if ((s.methods || []).includes("unclip")) $("method").add(new Option("unCLIP", "unclip"));
+  methodSettings = s.settings;
+  const names = { "vqgan-clip": "VQGAN+CLIP", dalle: "DALL-E", unclip: "unCLIP" };
+  $("method").replaceChildren(...s.methods.map((m) => new Option(names[m] || m, m)));
+  showMethodFields();
 }).catch(() => {});
 
 for (const name of ["search", "classify", "generate"]) {

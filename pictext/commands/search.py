@@ -1,0 +1,143 @@
+"""The search commands: `index` (embed folders, incrementally), `search` (text, images, weighted mixes), `dupes`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pictext.commands.common import Subparsers, precision_arg, say_precision
+from pictext.errors import MissingFileError, UsageError
+
+
+def _index(args: argparse.Namespace, create: bool = False):  # noqa: ANN202 - pictext.search.Index, imported late
+    from pictext.search import Index
+
+    return Index(args.index, model=args.model, create=create, precision=args.precision)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    import shutil
+
+    from pictext.search.index import DEFAULT_EXCLUDE, default_index_dir, repair
+
+    for given in args.paths:  # before anything is created
+        if not Path(given).expanduser().exists():
+            raise MissingFileError(f"{given}: no such file or folder to index")
+    folder = Path(args.index).expanduser() if args.index else default_index_dir()
+    new = not folder.exists()
+    try:
+        if args.rebuild and (folder / "catalog.sqlite").exists():
+            print(f"{folder}: {repair(folder)}")
+        index = _index(args, create=True)
+        say_precision(index.model)
+        report = index.add(
+            args.paths,
+            mixed_precision=args.mixed_precision,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            exclude=(*DEFAULT_EXCLUDE, *args.exclude),
+            fast_decode=not args.exact_decode,
+        )
+    except BaseException:
+        if new and folder.is_dir() and not (folder / "vectors.f16").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a run that failed leaves no empty index behind
+        raise
+    try:  # closed at the end: the catalog's connection (and its WAL) must not outlive the command
+        return _report_index(args, index, report)
+    finally:
+        index.close()
+
+
+def _report_index(args: argparse.Namespace, index, report) -> int:  # noqa: ANN001 - Index, AddReport
+    from pictext.search.index import printable
+
+    if args.faiss:
+        ivf = index.sync_faiss(force=True)
+        print(f"faiss IVF: nprobe {ivf.nprobe} of {ivf.index.nlist} lists, recall@10 vs exact {ivf.recall_at_10:.3f}")
+    elif report.faiss_recall_at_10 is not None:
+        print(f"faiss IVF in use: recall@10 against exact search {report.faiss_recall_at_10:.3f}")
+    print(f"{index.path}: {report}; {len(index)} images searchable")
+    for path, reason in report.errors:
+        print(f"pictext: could not index {printable(path)}: {reason}", file=sys.stderr)
+    for path, reason in report.failing:
+        print(f"pictext: still not indexed (unchanged since it failed) {printable(path)}: {reason}", file=sys.stderr)
+    return 1 if report.errors or report.failing else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path as P
+
+    from pictext.search import Weighted, parse_terms
+
+    terms = parse_terms(args.query) if args.query else []
+    for image in args.image:
+        if not P(image).is_file():
+            raise MissingFileError(f"--image {image}: no such file")
+        terms.append(Weighted(1.0, P(image)))
+    if not terms:
+        raise UsageError('the query is empty; give text (pictext search "a dog") or an image (--image FILE)')
+    index = _index(args)
+    try:
+        hits = index.search(terms, args.k)
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps({"results": [{"path": h.path, "score": h.score, "id": h.id} for h in hits]}, indent=2))
+    else:
+        for h in hits:
+            print(f"{h.score:.4f}  {h.path}")
+    return 0
+
+
+def cmd_dupes(args: argparse.Namespace) -> int:
+    index = _index(args)
+    try:
+        groups = index.dupes(args.threshold)
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps([[{"path": h.path, "score": h.score} for h in g] for g in groups], indent=2))
+    else:
+        for g in groups:
+            print("\n".join(f"{h.score:.4f}  {h.path}" for h in g) + "\n")
+        print(f"{len(groups)} groups of near-duplicates (cosine >= {args.threshold})")
+    return 0
+
+
+def index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", help="index folder (default: $PICTEXT_HOME/index)")
+    p.add_argument("--model", help="model to embed with (default: the one the index was built with)")
+    precision_arg(p)
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("index", help="embed the images under folders, incrementally, for search")
+    p.add_argument("paths", nargs="*", help="folders or image files (none: re-scan every folder indexed before)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, help="decoding processes (default: one a core, at most 4)")
+    p.add_argument("--exact-decode", action="store_true",
+                   help="decode JPEGs at full size (slower; the default decodes at reduced scale)")  # fmt: skip
+    p.add_argument("--exclude", action="append", default=[], help="folder names to skip (glob), repeatable")
+    p.add_argument("--faiss", action="store_true", help="build the faiss index now, whatever the size")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="add vectors made in another precision than the index's")  # fmt: skip
+    p.add_argument("--rebuild", action="store_true",
+                   help="repair a damaged index first: keep the intact vectors, embed the rest again")  # fmt: skip
+    index_args(p)
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("search", help='search the index: "a dog", "beach" + "sunset" - people, 2:"red car"')
+    p.add_argument("query", nargs="*", help="text terms joined by + and -, with optional WEIGHT: prefixes")
+    p.add_argument("--image", action="append", default=[], help="an image to search by, repeatable")
+    p.add_argument("-k", type=int, default=20, help="number of results")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    index_args(p)
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("dupes", help="list groups of near-duplicate images in the index")
+    p.add_argument("--threshold", type=float, default=0.95, help="cosine similarity to count as a duplicate")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    index_args(p)
+    p.set_defaults(run=cmd_dupes)
