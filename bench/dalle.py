@@ -52,11 +52,11 @@ FORMS = ("a {} {}", "a small {} {}", "a large {} {}")
 SEEN = (("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "cross"), ("purple", "circle"))
 
 
-def captions(combos) -> list[tuple[str, str, str]]:  # noqa: ANN001
+def captions(combos) -> list[tuple[str, str, str]]:
     return [(form.format(c, s), c, s) for c, s in combos for form in FORMS]
 
 
-def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: float = 1.0,  # noqa: ANN001
+def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: float = 1.0,
               shape_prompt: bool = False) -> dict[str, float]:  # fmt: skip
     shown, any_right, colors, shapes = [], [], [], []
     reranked = {name: [] for name in [*clips, "+".join(clips)]}
@@ -82,7 +82,7 @@ def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: f
 
 
 @torch.no_grad()
-def tokenizer_ceiling(pipeline, n: int = 200) -> dict[str, float]:  # noqa: ANN001
+def tokenizer_ceiling(pipeline, n: int = 200) -> dict[str, float]:
     """The share of the image tokenizer's reconstructions of real single-shape pictures the oracle recognises."""
     from pictext.dalle.io import to_images
     from pictext.images.tensors import to_pixels
@@ -97,7 +97,7 @@ def tokenizer_ceiling(pipeline, n: int = 200) -> dict[str, float]:  # noqa: ANN0
     return out
 
 
-def emoji_scores(pipeline, n: int = 40) -> dict[str, float] | None:  # noqa: ANN001
+def emoji_scores(pipeline, n: int = 40) -> dict[str, float] | None:
     """CLIP score (default CLIP) of one DALL-E sample per held-out emoji name, and of the real emoji."""
     path = hub.resolve("default")
     folder = hub.home() / "data" / "emoji" / "held_out"

@@ -42,7 +42,7 @@ REPEATS = 3  # best of, for the slow (uncached) settings and training steps
 ROUNDS = 7  # rounds of the cached settings, interleaved
 
 
-def import_dalle_pytorch():  # noqa: ANN201
+def import_dalle_pytorch():
     stubs = {"pkg_resources": ["get_distribution"], "omegaconf": ["OmegaConf"],
              "taming.models.vqgan": ["VQModel", "GumbelVQ"]}  # fmt: skip
     for name, attrs in stubs.items():
@@ -58,7 +58,7 @@ def import_dalle_pytorch():  # noqa: ANN201
     return dalle_pytorch
 
 
-def build_peer(dp):  # noqa: ANN001, ANN201
+def build_peer(dp):
     torch.manual_seed(0)
     vae = dp.DiscreteVAE(image_size=32, num_layers=2, num_tokens=CODES, codebook_dim=64, hidden_dim=32)
     model = dp.DALLE(dim=WIDTH, vae=vae, num_text_tokens=TEXT_VOCAB, text_seq_len=TEXT_LEN, depth=DEPTH, heads=HEADS,
@@ -74,7 +74,7 @@ def build_ours() -> DALLE:
     return DALLE(config).eval()
 
 
-def best_of(run) -> float:  # noqa: ANN001
+def best_of(run) -> float:
     times = []
     for _ in range(REPEATS):
         began = time.perf_counter()
@@ -132,7 +132,7 @@ def main() -> None:
     tokens = BATCH * GRID * GRID
     rows = []
 
-    def peer_run(use_cache: bool):  # noqa: ANN202
+    def peer_run(use_cache: bool):
         def run() -> None:
             with torch.no_grad():
                 peer.generate_images(text, filter_thres=0.5, cond_scale=GUIDANCE, use_cache=use_cache)

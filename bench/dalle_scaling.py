@@ -119,7 +119,7 @@ def job(run: Path, name: str, seed: int, save: Path | None, scale: float = 1.0, 
     return row | judged(pipeline) if judge else row
 
 
-def judged(pipeline) -> dict:  # noqa: ANN001
+def judged(pipeline) -> dict:
     """The oracle on `pipeline`'s drawings of the held-out and seen captions, sampling seeds 0-2, with generate's
     defaults: the shape prompt, the best of 16 kept by the shapes and default CLIPs together."""
     sys.path.insert(0, str(HERE))

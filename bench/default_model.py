@@ -53,7 +53,7 @@ def model_file(tower: str, seed: int) -> Path:
     return path
 
 
-def cross_style(model, n: int = 1000) -> float:  # noqa: ANN001
+def cross_style(model, n: int = 1000) -> float:
     folder = ensure_emoji(hub.home(), "facebook")
     pngs, names = [], []
     for split in ("train", "held_out"):

@@ -36,12 +36,12 @@ from pictext.unclip.io import load_unclip
 NAMES, DALLE_SAMPLES = 150, 4
 
 
-def features(clip, images) -> np.ndarray:  # noqa: ANN001
+def features(clip, images) -> np.ndarray:
     _, vectors, _ = embed_images(clip, list(images))
     return vectors
 
 
-def distances(clips, real, images) -> dict[str, float]:  # noqa: ANN001
+def distances(clips, real, images) -> dict[str, float]:
     """Fréchet distance of `images` to the real emoji in the default CLIP's space (`fd`) and the judge's."""
     (default, judge), images = clips, list(images)
     return {"fd": frechet_distance(features(default, images), real[0]),

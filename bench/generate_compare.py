@@ -55,7 +55,7 @@ def held_out_emoji(n: int = EMOJI_NAMES) -> tuple[list[str], list[Path]]:
     return [names[i] for i in pick], [pngs[i] for i in pick]
 
 
-def emoji_rows(dalle, unclip) -> list[dict]:  # noqa: ANN001
+def emoji_rows(dalle, unclip) -> list[dict]:
     """Each generator's CLIP score on held-out emoji names, by a CLIP none of them used, and the real emoji's."""
     from PIL import Image
 

@@ -42,7 +42,7 @@ SAMPLERS = ({"guidance_scale": 1.5, "eta": 1.0}, {"guidance_scale": 1.0, "eta": 
 DEFAULT, UNGUIDED, OTHER = "guidance 1.5, eta 1", "guidance 1, eta 1", "guidance 1.5, eta 0"  # the first: the default
 
 
-def prior_cosines(pipeline, split: str, n: int = 200) -> dict[str, float]:  # noqa: ANN001
+def prior_cosines(pipeline, split: str, n: int = 200) -> dict[str, float]:
     world = ShapesWorld(size=pipeline.decoder.config.resolution, split=split, seed=9, length=n)
     images, captions = zip(*(world[i] for i in range(n)))
     truth = image_embeddings(pipeline.clip, list(images))
@@ -64,7 +64,7 @@ def prior_cosines(pipeline, split: str, n: int = 200) -> dict[str, float]:  # no
     }
 
 
-def oracle(pipeline, combos, seed: int, sampler: dict) -> float:  # noqa: ANN001
+def oracle(pipeline, combos, seed: int, sampler: dict) -> float:
     shown = []
     for k, (color, shape) in enumerate(combos):
         for j, form in enumerate(FORMS):
@@ -74,7 +74,7 @@ def oracle(pipeline, combos, seed: int, sampler: dict) -> float:  # noqa: ANN001
     return float(np.mean(shown))
 
 
-def variations(pipeline, seed: int, sampler: dict, n: int = 12, world_seed: int = 21) -> float:  # noqa: ANN001
+def variations(pipeline, seed: int, sampler: dict, n: int = 12, world_seed: int = 21) -> float:
     world = ShapesWorld(size=pipeline.decoder.config.resolution, split="all", seed=world_seed, length=n)
     passed = []
     for i in range(n):

@@ -28,7 +28,7 @@ E, T, WIDTH, LAYERS, HEADS = 128, 32, 256, 4, 4  # the default CLIP's embedding 
 CHANNELS, RESOLUTION, PRIOR_STEPS, DECODER_STEPS, GUIDANCE, BATCH = (32, 64, 64), 32, 64, 50, 3.0, 8
 
 
-def best(fn, repeats: int = 3) -> float:  # noqa: ANN001
+def best(fn, repeats: int = 3) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):

@@ -44,7 +44,7 @@ def recognised(pixels: torch.Tensor, labels: list[str]) -> float:
     return float(np.mean([judge(im, *label.split()).dominant for im, label in zip(to_images(pixels), labels)]))
 
 
-def enlargements(pipeline, seed: int, n: int = 48) -> dict[str, float]:  # noqa: ANN001
+def enlargements(pipeline, seed: int, n: int = 48) -> dict[str, float]:
     up = pipeline.upsampler
     world = ShapesWorld(size=up.config.resolution, split="held_out", seed=7, length=n)
     labels = [world.label(i) for i in range(n)]
@@ -64,7 +64,7 @@ def enlargements(pipeline, seed: int, n: int = 48) -> dict[str, float]:  # noqa:
     }
 
 
-def variations(pipeline, seed: int, n: int = 12) -> dict[str, float]:  # noqa: ANN001
+def variations(pipeline, seed: int, n: int = 12) -> dict[str, float]:
     world = ShapesWorld(size=pipeline.decoder.config.resolution, split="all", seed=21, length=n)
     labels = [world.label(i) for i in range(n) for _ in range(4)]
     embeddings = image_embeddings(pipeline.clip, [world[i][0] for i in range(n)]).repeat_interleave(4, dim=0)

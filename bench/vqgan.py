@@ -52,7 +52,7 @@ def measure(model, pngs: list[Path], codes: torch.Tensor, batch: int = 64) -> di
     }
 
 
-def shapes_recognised(model, n: int = 200) -> dict[str, float]:  # noqa: ANN001
+def shapes_recognised(model, n: int = 200) -> dict[str, float]:
     """The oracle on reconstructions of single-shape pictures, held-out and seen colour-shape combinations."""
     from pictext.data.shapes import ShapesWorld, judge
     from pictext.images.tensors import to_images

@@ -104,7 +104,7 @@ def gemm_rate() -> float:
     return 2 * 2048**3 / best
 
 
-def _timed(fn) -> float:  # noqa: ANN001
+def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -144,7 +144,7 @@ def taming_decoder(vqgan: VQGAN) -> torch.nn.Module:
     return decoder
 
 
-def measure_size(size, clip, ref_clip, augment, target, precisions, rate) -> list[dict]:  # noqa: ANN001
+def measure_size(size, clip, ref_clip, augment, target, precisions, rate) -> list[dict]:
     """Best of REPEATS per system at `size`, taken in turns so a slow spell of the machine hits all alike."""
     vqgan = VQGAN(DEFAULT_VQGAN).eval().requires_grad_(False)
     decoder = taming_decoder(vqgan)

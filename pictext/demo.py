@@ -131,7 +131,7 @@ def generation_demo(out: Path, steps: int = 100) -> dict[str, float]:
     return {"generation_oracle": float(np.mean(passed))}
 
 
-def emoji_demo(model, folder: Path) -> dict[str, float]:  # noqa: ANN001 - a CLIP
+def emoji_demo(model, folder: Path) -> dict[str, float]:
     train_pngs, train_names = named_images(folder, "train")
     held_pngs, held_names = named_images(folder, "held_out")
     names = train_names + held_names
@@ -149,7 +149,7 @@ def emoji_demo(model, folder: Path) -> dict[str, float]:  # noqa: ANN001 - a CLI
     return {"emoji_held_out_r@10": held["text_to_image_r@10"]}
 
 
-def shapes_demo(model, n_classify: int, n_gallery: int) -> dict[str, float]:  # noqa: ANN001 - a CLIP
+def shapes_demo(model, n_classify: int, n_gallery: int) -> dict[str, float]:
     classes = [f"{c} {s}" for c in COLORS for s in SHAPES]
     held = ShapesWorld(split="held_out", seed=7, length=200)
     images = [held[i][0] for i in range(len(held))]

@@ -390,10 +390,7 @@ def fit(
         torch.manual_seed(int(np.random.default_rng([cfg.seed, index, 0]).integers(2**62)))
         batch = Batch(index, indices[rank * local : (rank + 1) * local], cfg.batch_size, rank, world, device,
                       precision, cfg.seed)  # fmt: skip
-        for optimizer in optimizers.values():
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr_at(index)
-            optimizer.zero_grad(set_to_none=True)
+        _start(optimizers, cfg.lr_at(index))
         with autocast(precision, device):
             result = step(batch)
         _update(result, optimizers, world, cfg.grad_clip)
@@ -407,15 +404,26 @@ def fit(
         bar.update(1)
         done = index + 1
         if rank == 0 and state_file is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            parts = {name: part.state_dict() for name, part in (modules | optimizers).items()}
-            save_state(state_file, run_state(config, **parts, **({"ema": ema.state_dict()} if ema else {}),
-                                             step=done, logs=logs))  # fmt: skip
+            _save(state_file, config, modules | optimizers | ({"ema": ema} if ema else {}), done, logs)
         if on_step is not None:
             on_step(index, logs[-1])
     bar.close()
     if ema is not None:
         ema.copy_to(_parameters(optimizers))  # what the run keeps: the averaged weights
     return logs[start:]
+
+
+def _start(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+
+
+def _save(state_file: Path, config: Any, parts: dict[str, Any], step: int, logs: list) -> None:
+    """A resumable state: every module's, optimizer's and the EMA's state, the step and the logs so far."""
+    save_state(state_file, run_state(config, **{name: part.state_dict() for name, part in parts.items()}, step=step,
+                                     logs=logs))  # fmt: skip
 
 
 def _update(result: StepResult, optimizers: dict[str, torch.optim.Optimizer], world: int, clip: float | None) -> None:
@@ -443,7 +451,7 @@ def _parameters(optimizers: dict[str, torch.optim.Optimizer]) -> list[torch.nn.P
     return [p for optimizer in optimizers.values() for group in optimizer.param_groups for p in group["params"]]
 
 
-def _ema(optimizers: dict[str, torch.optim.Optimizer], decay: float | None):  # noqa: ANN202 - diffusers' EMAModel
+def _ema(optimizers: dict[str, torch.optim.Optimizer], decay: float | None):
     if decay is None:
         return None
     from diffusers.training_utils import EMAModel  # diffusers' EMA, as unCLIP's other parts are diffusers'

@@ -311,16 +311,17 @@ def test_cli_trains_both_stages_then_generates_varies_and_interpolates(tiny_mode
     argv = ["interpolate", str(data / "0.png"), str(data / "1.png"), "-n", "3", "--steps", "2", "--unclip", str(out),
             "--out", str(gen)]  # fmt: skip
     assert main(argv) == 0 and (gen / "0-to-1-0.gif").is_file()
-    for bad, message in ((["--samples", "0"], "samples must be at least 1"), (["--keep", "2"], "--keep: not options"),
-                         (["--guidance", "-1"], "guidance_scale must be >= 0"),
-                         (["--eta", "1.5"], "eta must be between 0 (deterministic DDIM) and 1")):  # fmt: skip
+    for bad, message in ((["--samples", "0"], "--samples must be between 1 and 1024, got 0"),
+                         (["--keep", "2"], "--keep: not options"),
+                         (["--guidance", "-1"], "--guidance must be between 0 and 100, got -1"),
+                         (["--eta", "1.5"], "--eta must be between 0 and 1, got 1.5")):  # fmt: skip
         bad_run = ["generate", "a red circle", "--method", "unclip", "--unclip", str(out), "--out", str(tmp_path / "x")]
         assert main([*bad_run, *bad]) == 2
         assert message in capsys.readouterr().err
     assert main(["interpolate", str(data / "0.png"), str(data / "1.png"), "-n", "1", "--unclip", str(out)]) == 2
-    assert "-n must be at least 2" in capsys.readouterr().err
+    assert "-n must be between 2 and 1024, got 1" in capsys.readouterr().err
     assert main(["vary", str(data / "0.png"), "--eta", "-0.1", "--unclip", str(out), "--out", str(tmp_path / "y")]) == 2
-    assert "--eta must be between 0 (deterministic DDIM) and 1" in capsys.readouterr().err
+    assert "--eta must be between 0 and 1, got -0.1" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
     # the optional upsampler joins the same file: 32 px from the decoder, 64 px out
     assert main(["train", "unclip-upsampler", *common]) == 0

@@ -39,7 +39,7 @@ class CLIPRecipe:
     context_length: int = 20
     max_shapes: int = 2
     grey_fraction: float = 0.5  # form-only shapes captioned by form alone: teaches shape apart from colour
-    unnamed_colors: bool = True  # form-only shapes in random unnamed hues, not greys: 82% held-out, from 63%
+    unnamed_colors: bool = True  # form-only shapes in random unnamed hues, not greys (docs/measurements.md)
     hard_negatives: float = 0.2  # pictures of bars, ellipses and tees ("a red bar"; ShapesWorld.hard_negatives)
     emoji_repeats: int = 4  # each emoji picture counted this often against `shapes_length` shapes
     shapes_length: int = 12_000

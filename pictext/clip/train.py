@@ -32,7 +32,7 @@ class CLIPTrainConfig(training.TrainConfig):
     loss: str = "clip"  # "clip" (InfoNCE) or "siglip" (sigmoid, learned temperature and bias)
     micro_batch: int | None = None  # GradCache: exact gradients of batch_size, activations of micro_batch per rank
     lock: tuple[str, ...] = ()  # towers kept frozen, projections still trained: ("text",) is LiT; also "image"
-    grad_checkpointing: bool = False  # recompute transformer blocks in backward: less memory, ~30% more time
+    grad_checkpointing: bool = False  # recompute transformer blocks in backward: less memory, more time
     augment: bool = False  # caption-safe augmentation (pictext/data/augment.py): crops, margins, backgrounds, no flips
 
     def __post_init__(self) -> None:

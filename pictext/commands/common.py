@@ -54,7 +54,7 @@ def data_args(p: argparse.ArgumentParser, default: str | None = "shapes") -> Non
     p.add_argument("--caption-column", default="caption", help="for tables: the column of captions")
 
 
-def say_precision(model):  # noqa: ANN001, ANN201 - a CLIP, imported late
+def say_precision(model):
     """Print, once per command, the precision the model runs in."""
     from pictext.training import cpu_has_fast_bf16
 

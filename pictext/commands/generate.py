@@ -82,13 +82,13 @@ def _say_models(generator: Any, prompt: str) -> None:
     print(f"pictext: drawing {prompt!r} with {generator.method} ({names})", file=sys.stderr)
 
 
-def _progress(method: str, settings: Any):  # noqa: ANN202 - a generate callback
+def _progress(method: str, settings: Any):
     """A progress bar fed by the generator's steps (optimisation steps, or tokens and diffusion steps)."""
     from pictext.training import progress
 
     bars: list = []
 
-    def show(step, picture) -> None:  # noqa: ANN001
+    def show(step, picture) -> None:
         if method == "vqgan-clip":
             if not bars:
                 bars.append(progress(settings.steps, "generate"))

@@ -11,7 +11,7 @@ from pictext.commands.common import Subparsers, precision_arg, say_precision
 from pictext.errors import MissingFileError, UsageError
 
 
-def _index(args: argparse.Namespace, create: bool = False):  # noqa: ANN202 - pictext.search.Index, imported late
+def _index(args: argparse.Namespace, create: bool = False):
     from pictext.search import Index
 
     return Index(args.index, model=args.model, create=create, precision=args.precision)
@@ -50,7 +50,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         index.close()
 
 
-def _report_index(args: argparse.Namespace, index, report) -> int:  # noqa: ANN001 - Index, AddReport
+def _report_index(args: argparse.Namespace, index, report) -> int:
     from pictext.search.index import printable
 
     if args.faiss:

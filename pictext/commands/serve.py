@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generation(args: argparse.Namespace):  # noqa: ANN202 - a server Generation, or None
+def _generation(args: argparse.Namespace):
     """The Generate tab's methods: each one whose models (those given, else its defaults) are on this machine;
     they load at their first use and stay loaded. A method whose model is missing is left out, with a note."""
     from pictext import hub

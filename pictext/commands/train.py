@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_overrides(args: argparse.Namespace, train, refused: dict[str, object]):  # noqa: ANN001, ANN202
+def _train_overrides(args: argparse.Namespace, train, refused: dict[str, object]):
     """`train` (a recipe's training config) with the common options the user gave; options of other families
     (`refused`, flag -> value, besides CLIP's) are an error naming them."""
     refused = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock,

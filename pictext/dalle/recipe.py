@@ -22,8 +22,7 @@ DALLE_VQGAN = VQGANConfig(
     resolution=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), z_channels=64, embed_dim=16,
     n_embed=1024, ema_decay=0.99, restart_after=50,
 )  # fmt: skip
-# Codes of 16 dimensions, not the default VQGAN's 64: after 1200 steps on 32 px shapes the oracle recognised 43%
-# of the reconstructions, against 12% with 64-dimensional codes (both EMA codebooks, 800-1200 steps).
+# Codes of 16 dimensions, not the default VQGAN's 64: small shapes come back recognisable far more often (docs/measurements.md, 'Defaults and why').
 
 
 @dataclass(frozen=True)
@@ -39,21 +38,13 @@ class DALLERecipe:
     heads: int = 6
     text_len: int = 24
     text_vocab: int = 1024  # the BPE trained on the recipe's captions
-    # About 0.34 s a step on 2 cores (55 minutes; 0.16 s on a Xeon with AMX); 6 layers of 256 at batch 64 took
-    # 1.2 s. Held-out captions' best of 16 by the shapes CLIP, with 20,000 form-only shapes: 55.6% after 4,800
-    # steps, 77.8% after 9,600 (every sample right: 37.5%, 41.7%); without them, 2,400 steps 42%, 4,800 steps
-    # 49% (bench/dalle_scaling.py).
-    # 19,200 steps drew worse (held-out every sample 33.6%, seen 48.9%; docs/measurements.md): 9,600 stays.
+    # 9,600 steps: fewer draw held-out captions worse, twice as many drew worse too (docs/measurements.md, 'Defaults and why'; bench/dalle_scaling.py)
     train: DALLETrainConfig = DALLETrainConfig(steps=9600, batch_size=32)
     shapes_length: int = 20_000
     emoji_repeats: int = 1
     # Single shapes the transformer alone trains on (its VQGAN never sees them), half of them in unnamed hues
     # captioned by form alone ("a small triangle"): shape taught apart from colour, as the CLIP recipe's
-    # `unnamed_colors` does. Held-out captions, every sample right: 37.5% with 20,000, 29.6% without; best of 16
-    # by the shapes CLIP: 55.6%, 48.9% (bench/dalle_scaling.py, variants `forms-4800` and `no-forms`, seed 0).
-    # 60,000 instead of 20,000, three training seeds each on the shipped tokenizer, best of 16 with generate's
-    # defaults on the tuning sampling seeds 6-11: 84.8% (worst model 84.4%) against 71.9% (70.0%); on the
-    # reported seeds 0-2, 84.4% (80.0%) against 78.5% (75.6%) (variants `forms-60k` and `recipe`).
+    # `unnamed_colors` does; they raise held-out captions drawn right, 60,000 more than 20,000 (docs/measurements.md, 'Defaults and why')
     forms_length: int = 60_000
 
 

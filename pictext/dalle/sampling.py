@@ -68,8 +68,8 @@ def filter_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     """(B, V) logits / temperature, with everything outside top-k and top-p set to -inf."""
     logits = logits / cfg.temperature
     if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
-        # The k-th largest as the smallest of an unsorted top-k: the same value, and at k = 512 of 1024 codes
-        # about 14 times faster on CPU than sorting them (6% of bench/dalle_sample.py's sampling time before).
+        # The k-th largest as the smallest of an unsorted top-k: the same value, much faster on CPU than sorting
+        # (bench/README.md)
         kth = torch.topk(logits, cfg.top_k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if cfg.top_p is not None and cfg.top_p < 1:

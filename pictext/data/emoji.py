@@ -3,7 +3,7 @@
 `pictext data build emoji [--vendor V]` runs `npm pack` for the vendor's package into the cache (or takes a
 tarball you already have) and writes a folder of pairs a person can look through: `train/` and `held_out/`,
 each `<code>.png` with `<code>.txt` beside it (captions from the name, the short names and the subcategory;
-with `--keywords`, also emojilib's keywords) and `labels.json` (the category of each image). 20% of the base
+with `--keywords`, also emojilib's keywords) and `labels.json` (the category of each image). A fifth of the base
 emoji are held out, chosen by a hash of the base code, so every skin-tone variant of an emoji, and every
 vendor's drawing of it, lands on the same side.
 

@@ -123,7 +123,7 @@ class DigitsPairs:
         return image, templates[int(rng.integers(len(templates)))].format(w=self.WORDS[digit], d=digit)
 
 
-def load_pairs(spec: str, seed: int = 0, image_column: str = "image", caption_column: str = "caption"):  # noqa: ANN201
+def load_pairs(spec: str, seed: int = 0, image_column: str = "image", caption_column: str = "caption"):
     """A dataset by name (digits) or path: a folder of pairs, a .csv, .tsv or .jsonl table, or WebDataset shards
     (`x.tar`, `x-{000000..000009}.tar`, or a folder of .tar files)."""
     if spec == "digits":

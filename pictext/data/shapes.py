@@ -359,7 +359,7 @@ def classify_mask(mask: np.ndarray, min_iou: float = 0.6) -> str | None:
 
 # Sub-pixel shifts of a template's corners. A shape under 16 px rasterizes differently with where its box falls
 # on the pixel grid (a 7 px cross's arms come out 2, 3 or 4 px wide), so small regions are matched against
-# each shifted rasterization: 94% -> 100% of clean 32 px shapes-world images judged right (bench/oracle.py).
+# each shifted rasterization (bench/oracle.py: what that gained on clean 32 px images).
 _SHIFTS = (
     (0.0, 0.0),
     (-0.4, -0.4),

@@ -66,7 +66,7 @@ class ShardPairs:
         shard, name, offset, size, captions = self.items[index]
         f = self._files.get(shard)
         if f is None:
-            f = self._files[shard] = open(self.shards[shard], "rb")  # noqa: SIM115 - kept open for random reads
+            f = self._files[shard] = open(self.shards[shard], "rb")  # kept open for random reads
         f.seek(offset)  # type: ignore[attr-defined]
         data = f.read(size)  # type: ignore[attr-defined]
         pick = np.random.default_rng([self.seed, index, self.epoch]).integers(len(captions))

@@ -56,6 +56,14 @@ class Generated:
     all_scores: list[float] = field(default_factory=list)  # every drawn picture's score, kept or not
     records: list[dict[str, Any]] = field(default_factory=list)  # per kept picture: how it was made (PNG, JSON)
 
+    def png(self, rank: int = 0) -> bytes:
+        """The kept picture of this rank (0: the best) as the PNG the CLI writes and the page downloads: the same
+        bytes, with `records[rank]` in its text chunks."""
+        from pictext.generate.outputs import png_bytes
+
+        pictures = self.samples or [self.image]
+        return png_bytes(pictures[rank], self.records[rank] if self.records else None)
+
     @property
     def clip_score(self) -> float:
         if self.scores:

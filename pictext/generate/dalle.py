@@ -4,10 +4,8 @@ The prompt takes the syntax of VQGAN+CLIP's ('a blue cross | a cross:0.5 | red:-
 caption, drawn and reranked by; each further part guides the drawing with its weight (composable guidance,
 `pictext/dalle/sampling.py`), a negative one away from itself. A shapes-world caption naming one colour and one
 shape, given alone, is also guided by its shape alone at half its weight ('a blue cross | a cross:0.5': at
-guidance 3, 2 for the caption and 1 for the shape), unless `shape_prompt` is off. Over the recipe's three
-training runs, on sampling seeds never reported, that kept a right picture for 72.0% of held-out captions
-against 68.0% (every sample right: 44.9% against 39.9%; seen captions 92.6% against 92.0%;
-docs/measurements.md).
+guidance 3, 2 for the caption and 1 for the shape), unless `shape_prompt` is off: it keeps a right picture
+more often (docs/measurements.md, 'Defaults and why').
 """
 
 from __future__ import annotations

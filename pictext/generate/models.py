@@ -34,7 +34,7 @@ def load_vqgan_model(spec: ModelSpec) -> VQGAN:
         raise GenerationError(f"VQGAN {spec}: {e}") from e
 
 
-def load_dalle_model(spec: ModelSpec):  # noqa: ANN201 - a DALLEPipeline
+def load_dalle_model(spec: ModelSpec):
     from pictext import hub
     from pictext.dalle.io import load_dalle
     from pictext.dalle.pipeline import DALLEPipeline
@@ -47,7 +47,7 @@ def load_dalle_model(spec: ModelSpec):  # noqa: ANN201 - a DALLEPipeline
         raise GenerationError(f"DALL-E model {spec}: {e}") from e
 
 
-def load_unclip_model(spec: ModelSpec):  # noqa: ANN201 - an UnclipPipeline; unCLIP brings diffusers, imported late
+def load_unclip_model(spec: ModelSpec):
     from pictext import hub
     from pictext.unclip.io import load_unclip
     from pictext.unclip.pipeline import UnclipPipeline

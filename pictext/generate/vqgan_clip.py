@@ -180,9 +180,8 @@ def make_cutouts(picture: torch.Tensor, size: int, config: VQGANCLIPSettings, g:
     _, _, h, w = picture.shape
     side = min(h, w)
     # No cutout smaller than CLIP's input, as the anchors (Crowson's notebook, nerdyrodent/VQGAN-CLIP): a picture
-    # no larger than that input is always seen whole, and only the augmentations vary. Cutouts down to half a
-    # 32 px picture asked each fragment for the whole prompt: the oracle found 40.0% of shapes prompts (seen
-    # combinations, seeds 3-5, lr 0.2) drawn right, against 62.2% seen whole (seeds 0-2: 42.2% and 51.1%).
+    # no larger than that input is always seen whole, and only the augmentations vary; smaller cutouts ask each
+    # fragment for the whole prompt (docs/measurements.md, 'Defaults and why')
     min_size = min(side, size)
     cuts = []
     for _ in range(config.cutouts):
@@ -236,13 +235,13 @@ class _ClampWithGrad(torch.autograd.Function):
     inside, so pixels stuck at a bound can still return (the anchors' clamp_with_grad)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         ctx.lo, ctx.hi = lo, hi
         ctx.save_for_backward(x)
         return x.clamp(lo, hi)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
         outward = ((x < ctx.lo) & (grad > 0)) | ((x > ctx.hi) & (grad < 0))  # descent would push further out
         return grad * (~outward), None, None

@@ -6,9 +6,8 @@ beside the module until the weight changes (its storage, dtype or version counte
 `torch.ops.mkldnn._linear_pointwise`, the kernel torch.compile's CPU "freezing" path emits for a linear
 layer; here it is called directly, without compiling anything.
 
-Why by hand: on the Intel Xeon (AMX) these figures come from, float32 `F.linear` at 32 rows and 256 x 1024
-took 106 us against 50 us prepacked (768 rows: 1.8 ms against 0.8 ms), and DALL-E's sampling step is mostly
-such small products. No library offers a prepacked linear for eager inference: torch's own `MkldnnLinear`
+Why by hand: at the small products DALL-E's sampling step is made of, the prepacked product is about twice as
+fast as `F.linear` (bench/README.md, docs/measurements.md). No library offers a prepacked linear for eager inference: torch's own `MkldnnLinear`
 (`torch.utils.mkldnn`) wants oneDNN tensors in and out, whose conversions cost more than they save.
 
 The results agree with `F.linear` to float rounding (about 1e-6 relative in float32), not bit for bit.

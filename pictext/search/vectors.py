@@ -88,8 +88,8 @@ class FaissIVF:
         import faiss
 
         n, dim = vectors.shape
-        # 2 sqrt(n) lists, trained on 40 points a list for 15 k-means rounds: a 1M-vector index builds in about a
-        # minute on 2 cores; recall is then bought back at query time with nprobe (tuned below).
+        # 2 sqrt(n) lists, trained on 40 points a list for 15 k-means rounds: a short build even at 1M vectors
+        # (docs/measurements.md); recall is then bought back at query time with nprobe (tuned below).
         nlist = int(max(1, min(2 * np.sqrt(n), n // 39)))  # faiss wants >= 39 training points a list
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.niter = 15

@@ -73,7 +73,7 @@ def install(app: FastAPI, token: str | None, allowed_hosts: Collection[str] | No
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
 
     @app.middleware("http")
-    async def guard(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
+    async def guard(request: Request, call_next):
         refusal = _refusal(request, token, allowed_hosts, max_upload_bytes)
         if refusal is not None:
             return _secured(refusal)

@@ -33,8 +33,7 @@ class DecoderConfig:
     cross_dim: int = 64  # their width
     head_dim: int = 32
     attention_levels: int = 1  # the lowest-resolution levels that attend (to themselves and the tokens)
-    # v rather than epsilon: on the shapes world, at 1,000 steps, variations kept their colour and shape in 25%
-    # of cases with v and 27% with x0, against 2% for epsilon after 2,000 (its samples kept the noise grain)
+    # v rather than epsilon: an epsilon decoder's samples kept the noise's grain (docs/measurements.md, 'Defaults and why')
     diffusion: DiffusionConfig = DiffusionConfig(prediction="v_prediction", clip_sample=True)
 
 

@@ -85,9 +85,8 @@ class UnclipPipeline:
     def generate(self, prompt: str, n: int = 1, prior_guidance: float = 1.0, guidance_scale: float = DECODER_GUIDANCE,
                  steps: int = 50, seed: int = 0, eta: float = 1.0, upsample: bool = True,
                  check: Check = None) -> list[Image.Image]:  # fmt: skip
-        """`n` pictures of `prompt`. eta 1 by default (fresh noise at each step): 53.9% of held-out captions'
-        pictures were right against 48.3% with deterministic DDIM, and 88.3% of seen ones against 79.4%
-        (bench/unclip.py, guidance 1.5)."""
+        """`n` pictures of `prompt`. eta 1 by default (fresh noise at each step), which draws captions right more
+        often than deterministic DDIM (docs/measurements.md, 'Defaults and why')."""
         g = torch.Generator().manual_seed(seed)
         embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g, check=check)
         return self.draw(embeddings, guidance_scale, steps, g, eta=eta, upsample=upsample, check=check)
@@ -97,8 +96,8 @@ class UnclipPipeline:
              check: Check = None) -> list[Image.Image]:  # fmt: skip
         """Variations: the image's own CLIP embedding decoded from `n` different noises.
 
-        eta 1 by default: the default decoder's variations kept their source's colour and shape 84.0% of the time
-        (bench/unclip.py's 12 pictures, 3 seeds, guidance 1.5), against 77.8% with deterministic DDIM (eta 0)."""
+        eta 1 by default: variations keep their source's colour and shape more often than with deterministic
+        DDIM (docs/measurements.md, 'Defaults and why')."""
         from pictext.unclip.train import image_embeddings
 
         embedding = image_embeddings(self.clip, [image]).expand(n, -1)

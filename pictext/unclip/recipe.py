@@ -27,8 +27,7 @@ class UnclipRecipe:
     """The default unCLIP: a prior and a 32 px decoder in the `default` CLIP's space, trained on the shapes world
     (held-out colour-shape combinations never seen) and Google's emoji."""
 
-    # the default CLIP knows emoji and shapes; it also names 80% of 32 px held-out single shapes zero-shot,
-    # against 73% for the `shapes` CLIP the recipe used before
+    # the default CLIP knows emoji and shapes, and names small held-out shapes better than `shapes` (docs/measurements.md, 'Defaults and why')
     clip: str = "default"
     prior_width: int = 256
     prior_heads: int = 4
@@ -36,9 +35,7 @@ class UnclipRecipe:
     decoder_channels: tuple[int, ...] = (32, 64, 64)
     resolution: int = 32
     decoder_prediction: str = "v_prediction"
-    # on 2 cores: the prior 0.5 s a step (13 minutes), the decoder 0.44 s (an hour). Decoder steps, in the shapes
-    # CLIP's space on shapes alone: 4,000 kept the source's colour and shape in 75.7% of variations
-    # (bench/unclip.py), 8,000 in 88.2% (eta 1, no guidance, 3 sampling seeds)
+    # the decoder trains twice as long as the prior's steps suggest: its variations keep far more (docs/measurements.md, 'Defaults and why')
     prior_train: UnclipTrainConfig = UnclipTrainConfig(steps=1500, batch_size=128, lr=3e-4)
     decoder_train: UnclipTrainConfig = UnclipTrainConfig(steps=8000, batch_size=32, lr=3e-4)
     shapes_length: int = 20_000

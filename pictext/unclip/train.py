@@ -132,7 +132,7 @@ def train_upsampler(upsampler: DiffusionUpsampler, data: PairDataset, cfg: Uncli
     return _train(upsampler, len(data), step_loss, cfg, run_dir, "train unclip upsampler", on_step)
 
 
-def _train(model: torch.nn.Module, n: int, step_loss, cfg: UnclipTrainConfig, run_dir, desc: str,  # noqa: ANN001
+def _train(model: torch.nn.Module, n: int, step_loss, cfg: UnclipTrainConfig, run_dir, desc: str,
            on_step: OnStep) -> list[float]:  # fmt: skip
     """What the three stages share: AdamW, condition dropout drawn for the whole batch, the driver (with its EMA)."""
     model.train()

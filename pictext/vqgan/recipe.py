@@ -16,12 +16,7 @@ DEFAULT_VQGAN = VQGANConfig(
     resolution=64, ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), z_channels=64, embed_dim=64,
     n_embed=512, restart_after=100,
 )  # fmt: skip
-# Tried and not kept, both on Google's emoji alone (the recipe's data then, at 21.3 dB): DALL-E's tokenizer
-# settings (16-dimensional codes, EMA codebook, lr 1e-3) for 1,500 steps used 99.6% of the codes but fell to
-# 19.8 dB held-out PSNR, and the oracle recognised none of its 64 px shapes reconstructions (26.5% with these
-# settings). Twice the peak lr (4e-4) decayed by a cosine to zero over the same 1,500 steps ended at a training
-# L1 of about 0.07 but 19.5 dB held-out PSNR on Facebook's emoji (the recipe's own lr, 2e-4, decayed over 3,000
-# steps is what works).
+# DALL-E's tokenizer settings and a higher peak lr were tried at this size and reconstructed worse (docs/measurements.md, 'Defaults and why').
 
 
 @dataclass(frozen=True)
@@ -30,16 +25,13 @@ class VQGANRecipe:
     and the codebook loss on the openly licensed vendors' emoji (Google, Twitter, OpenMoji) and the shapes world."""
 
     model: VQGANConfig = DEFAULT_VQGAN
-    # No adversarial phase: with it from step 800 (disc_weight 0.8, no perceptual loss), L1 went from 0.114 to
-    # 0.25 by step 2000 and held-out PSNR fell to 15.3 dB; the discriminator won (hinge loss about 0.05).
-    # 3,000 steps with the lr decayed by a cosine: Facebook's held-out emoji from 23.0 dB (1,500 steps, constant
-    # lr) to 24.2 dB PSNR, shapes reconstructions the oracle recognises from 33.5% to 87.5%.
+    # No adversarial phase: without a perceptual loss the discriminator wins and reconstructions get worse; a
+    # cosine decay over 3,000 steps reconstructs better than a constant lr over 1,500 (docs/measurements.md, 'Defaults and why')
     train: VQGANTrainConfig = VQGANTrainConfig(steps=3000, schedule="cosine", disc_start=10**9)
     emoji_repeats: int = 2  # each training emoji counted this often against `shapes_length` shapes
     shapes_length: int = 6000
-    # Whose emoji drawings it trains on (their train splits). Three drawing styles, not Google's alone: Facebook's
-    # held-out emoji (a style it never sees) went from 21.3 to 23.0 dB PSNR, codebook usage from 87% to 98%
-    # (both at 1,500 steps).
+    # Whose emoji drawings it trains on (their train splits): three styles generalise to a fourth better than
+    # Google's alone (docs/measurements.md, 'Defaults and why')
     vendors: tuple[str, ...] = OPEN_VENDORS
 
 

@@ -121,51 +121,56 @@ def router(state: ServerState, generation: Generation | None) -> APIRouter:
         thread.start()
         return StreamingResponse(_stream(request, lines, cancel), media_type="application/x-ndjson")
 
-    async def draw_unclip(request: Request, what: str, uploads: list[str]) -> dict:
-        from pictext.generate.unclip import InterpolateSettings, VarySettings
-
-        if generation is None or "unclip" not in generation.models:
-            raise HTTPException(404, "this server was started without an unclip model to draw with")
-        form = await request.form()
-        fields = {k: str(v) for k, v in form.items() if k not in uploads}
-        try:
-            settings = read_settings(VarySettings if what == "vary" else InterpolateSettings, fields)
-        except PictextError as e:
-            raise user_error(e) from e
-        pictures = []
-        for key in uploads:
-            file = form.get(key)
-            if file is None or isinstance(file, str):
-                raise HTTPException(400, f"the picture {key!r} is missing")
-            pictures.append(_decoded(await state.read_upload(file), file.filename or key))  # type: ignore[arg-type]
-        if not generation.busy.acquire(blocking=False):
-            raise HTTPException(409, "a generation is already running; one at a time on this server")
-        cancel = threading.Event()
-        try:
-            task = asyncio.get_running_loop().run_in_executor(
-                None, _unclip_pictures, generation, what, pictures, settings, _stopper(cancel, generation.time_limit)
-            )
-            while not task.done():  # the job stops at its next diffusion step once the client has gone
-                if await request.is_disconnected():
-                    cancel.set()
-                await asyncio.wait({task}, timeout=0.1)
-            images = await task
-        except Cancelled as e:
-            why = "its client left" if cancel.is_set() else f"it ran past the limit of {generation.time_limit:g} s"
-            raise HTTPException(408, f"the job was stopped before its end: {why}") from e
-        finally:
-            generation.busy.release()
-        return {"images": [_data_url(image) for image in images]}
-
     @api.post("/api/unclip/vary")
     async def vary(request: Request) -> dict:
-        return await draw_unclip(request, "vary", ["file"])
+        return await _draw_unclip(state, generation, request, "vary", ["file"])
 
     @api.post("/api/unclip/interpolate")
     async def interpolate(request: Request) -> dict:
-        return await draw_unclip(request, "interpolate", ["a", "b"])
+        return await _draw_unclip(state, generation, request, "interpolate", ["a", "b"])
 
     return api
+
+
+async def _draw_unclip(
+    state: ServerState, generation: Generation | None, request: Request, what: str, uploads: list[str]
+) -> dict:
+    """Variations of one uploaded picture or the pictures between two, at once; stopped between diffusion steps
+    when the client leaves or the time runs out."""
+    from pictext.generate.unclip import InterpolateSettings, VarySettings
+
+    if generation is None or "unclip" not in generation.models:
+        raise HTTPException(404, "this server was started without an unclip model to draw with")
+    form = await request.form()
+    fields = {k: str(v) for k, v in form.items() if k not in uploads}
+    try:
+        settings = read_settings(VarySettings if what == "vary" else InterpolateSettings, fields)
+    except PictextError as e:
+        raise user_error(e) from e
+    pictures = []
+    for key in uploads:
+        file = form.get(key)
+        if file is None or isinstance(file, str):
+            raise HTTPException(400, f"the picture {key!r} is missing")
+        pictures.append(_decoded(await state.read_upload(file), file.filename or key))  # type: ignore[arg-type]
+    if not generation.busy.acquire(blocking=False):
+        raise HTTPException(409, "a generation is already running; one at a time on this server")
+    cancel = threading.Event()
+    try:
+        task = asyncio.get_running_loop().run_in_executor(
+            None, _unclip_pictures, generation, what, pictures, settings, _stopper(cancel, generation.time_limit)
+        )
+        while not task.done():  # the job stops at its next diffusion step once the client has gone
+            if await request.is_disconnected():
+                cancel.set()
+            await asyncio.wait({task}, timeout=0.1)
+        images = await task
+    except Cancelled as e:
+        why = "its client left" if cancel.is_set() else f"it ran past the limit of {generation.time_limit:g} s"
+        raise HTTPException(408, f"the job was stopped before its end: {why}") from e
+    finally:
+        generation.busy.release()
+    return {"images": [_data_url(image) for image in images]}
 
 
 @dataclass
@@ -202,13 +207,13 @@ def _run(
     generation: Generation, name: str, prompt: str, job: _Job, lines: queue.Queue, cancel: threading.Event
 ) -> None:
     """The job's thread: frames as they come, then the outcome; the slot is freed whatever happens."""
-    from pictext.generate.outputs import png_bytes, slug
+    from pictext.generate.outputs import slug
 
     deadline = time.monotonic() + generation.time_limit
     settings, frames = job.settings, getattr(job.settings, "frame_every", 0)
     shown = getattr(settings, "keep", getattr(settings, "samples", getattr(settings, "steps", 0)))
 
-    def on_step(step, picture: Image.Image | None) -> bool:  # noqa: ANN001
+    def on_step(step, picture: Image.Image | None) -> bool:
         if picture is not None and (name != "vqgan-clip" or (frames and step.step % frames == 0)):
             line = {"type": "frame", "step": step.step + 1, "steps": shown, "clip_score": round(step.clip_score, 4),
                     "image": _data_url(picture)}  # fmt: skip
@@ -222,7 +227,7 @@ def _run(
             why = "its client left" if cancel.is_set() else f"it ran past the limit of {generation.time_limit:g} s"
             _put(lines, {"type": "cancelled", "step": generation.last_run_steps, "reason": why}, force=True)
         else:
-            png = png_bytes(result.samples[0] if result.samples else result.image, result.records[0])
+            png = result.png()
             _put(lines, {"type": "done", "clip_score": round(result.clip_score, 4), "name": f"{slug(prompt)}-"
                          f"{settings.seed}.png", "image": "data:image/png;base64," + base64.b64encode(png).decode()},
                  force=True)  # fmt: skip
