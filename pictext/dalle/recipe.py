@@ -22,7 +22,8 @@ DALLE_VQGAN = VQGANConfig(
     resolution=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), z_channels=64, embed_dim=16,
     n_embed=1024, ema_decay=0.99, restart_after=50,
 )  # fmt: skip
-# Codes of 16 dimensions, not the default VQGAN's 64: small shapes come back recognisable far more often (docs/measurements.md, 'Defaults and why').
+# Codes of 16 dimensions, not the default VQGAN's 64: small shapes come back recognisable far more often
+# (docs/measurements.md).
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,14 @@ class DALLERecipe:
     heads: int = 6
     text_len: int = 24
     text_vocab: int = 1024  # the BPE trained on the recipe's captions
-    # 9,600 steps: fewer draw held-out captions worse, twice as many drew worse too (docs/measurements.md, 'Defaults and why'; bench/dalle_scaling.py)
+    # 9,600 steps: fewer draw held-out captions worse, twice as many drew worse too (docs/measurements.md;
+    # bench/dalle_scaling.py)
     train: DALLETrainConfig = DALLETrainConfig(steps=9600, batch_size=32)
     shapes_length: int = 20_000
     emoji_repeats: int = 1
     # Single shapes the transformer alone trains on (its VQGAN never sees them), half of them in unnamed hues
     # captioned by form alone ("a small triangle"): shape taught apart from colour, as the CLIP recipe's
-    # `unnamed_colors` does; they raise held-out captions drawn right, 60,000 more than 20,000 (docs/measurements.md, 'Defaults and why')
+    # `unnamed_colors` does; they raise held-out captions drawn right, 60,000 more than 20,000 (docs/measurements.md)
     forms_length: int = 60_000
 
 

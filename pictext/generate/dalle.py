@@ -5,7 +5,7 @@ caption, drawn and reranked by; each further part guides the drawing with its we
 `pictext/dalle/sampling.py`), a negative one away from itself. A shapes-world caption naming one colour and one
 shape, given alone, is also guided by its shape alone at half its weight ('a blue cross | a cross:0.5': at
 guidance 3, 2 for the caption and 1 for the shape), unless `shape_prompt` is off: it keeps a right picture
-more often (docs/measurements.md, 'Defaults and why').
+more often (docs/measurements.md).
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def make_cutouts(picture: torch.Tensor, size: int, config: VQGANCLIPSettings, g:
     side = min(h, w)
     # No cutout smaller than CLIP's input, as the anchors (Crowson's notebook, nerdyrodent/VQGAN-CLIP): a picture
     # no larger than that input is always seen whole, and only the augmentations vary; smaller cutouts ask each
-    # fragment for the whole prompt (docs/measurements.md, 'Defaults and why')
+    # fragment for the whole prompt (docs/measurements.md)
     min_size = min(side, size)
     cuts = []
     for _ in range(config.cutouts):

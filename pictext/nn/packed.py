@@ -7,8 +7,9 @@ beside the module until the weight changes (its storage, dtype or version counte
 layer; here it is called directly, without compiling anything.
 
 Why by hand: at the small products DALL-E's sampling step is made of, the prepacked product is about twice as
-fast as `F.linear` (bench/README.md, docs/measurements.md). No library offers a prepacked linear for eager inference: torch's own `MkldnnLinear`
-(`torch.utils.mkldnn`) wants oneDNN tensors in and out, whose conversions cost more than they save.
+fast as `F.linear` (bench/README.md, docs/measurements.md). No library offers a prepacked linear for eager
+inference: torch's own `MkldnnLinear` (`torch.utils.mkldnn`) wants oneDNN tensors in and out, whose conversions
+cost more than they save.
 
 The results agree with `F.linear` to float rounding (about 1e-6 relative in float32), not bit for bit.
 Where oneDNN is missing or refuses the call (another CPU architecture, an old build), the layer falls back to

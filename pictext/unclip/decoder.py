@@ -33,7 +33,7 @@ class DecoderConfig:
     cross_dim: int = 64  # their width
     head_dim: int = 32
     attention_levels: int = 1  # the lowest-resolution levels that attend (to themselves and the tokens)
-    # v rather than epsilon: an epsilon decoder's samples kept the noise's grain (docs/measurements.md, 'Defaults and why')
+    # v rather than epsilon: an epsilon decoder's samples kept the noise's grain (docs/measurements.md)
     diffusion: DiffusionConfig = DiffusionConfig(prediction="v_prediction", clip_sample=True)
 
 

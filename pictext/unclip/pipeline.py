@@ -86,7 +86,7 @@ class UnclipPipeline:
                  steps: int = 50, seed: int = 0, eta: float = 1.0, upsample: bool = True,
                  check: Check = None) -> list[Image.Image]:  # fmt: skip
         """`n` pictures of `prompt`. eta 1 by default (fresh noise at each step), which draws captions right more
-        often than deterministic DDIM (docs/measurements.md, 'Defaults and why')."""
+        often than deterministic DDIM (docs/measurements.md)."""
         g = torch.Generator().manual_seed(seed)
         embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g, check=check)
         return self.draw(embeddings, guidance_scale, steps, g, eta=eta, upsample=upsample, check=check)
@@ -97,7 +97,7 @@ class UnclipPipeline:
         """Variations: the image's own CLIP embedding decoded from `n` different noises.
 
         eta 1 by default: variations keep their source's colour and shape more often than with deterministic
-        DDIM (docs/measurements.md, 'Defaults and why')."""
+        DDIM (docs/measurements.md)."""
         from pictext.unclip.train import image_embeddings
 
         embedding = image_embeddings(self.clip, [image]).expand(n, -1)

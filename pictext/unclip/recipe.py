@@ -27,7 +27,8 @@ class UnclipRecipe:
     """The default unCLIP: a prior and a 32 px decoder in the `default` CLIP's space, trained on the shapes world
     (held-out colour-shape combinations never seen) and Google's emoji."""
 
-    # the default CLIP knows emoji and shapes, and names small held-out shapes better than `shapes` (docs/measurements.md, 'Defaults and why')
+    # the default CLIP knows emoji and shapes, and names small held-out shapes better than `shapes`
+    # (docs/measurements.md)
     clip: str = "default"
     prior_width: int = 256
     prior_heads: int = 4
@@ -35,7 +36,7 @@ class UnclipRecipe:
     decoder_channels: tuple[int, ...] = (32, 64, 64)
     resolution: int = 32
     decoder_prediction: str = "v_prediction"
-    # the decoder trains twice as long as the prior's steps suggest: its variations keep far more (docs/measurements.md, 'Defaults and why')
+    # the decoder trains twice as long as the prior's steps suggest: its variations keep far more (docs/measurements.md)
     prior_train: UnclipTrainConfig = UnclipTrainConfig(steps=1500, batch_size=128, lr=3e-4)
     decoder_train: UnclipTrainConfig = UnclipTrainConfig(steps=8000, batch_size=32, lr=3e-4)
     shapes_length: int = 20_000

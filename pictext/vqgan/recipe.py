@@ -16,7 +16,8 @@ DEFAULT_VQGAN = VQGANConfig(
     resolution=64, ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), z_channels=64, embed_dim=64,
     n_embed=512, restart_after=100,
 )  # fmt: skip
-# DALL-E's tokenizer settings and a higher peak lr were tried at this size and reconstructed worse (docs/measurements.md, 'Defaults and why').
+# DALL-E's tokenizer settings and a higher peak lr were tried at this size and reconstructed worse
+# (docs/measurements.md).
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,12 @@ class VQGANRecipe:
 
     model: VQGANConfig = DEFAULT_VQGAN
     # No adversarial phase: without a perceptual loss the discriminator wins and reconstructions get worse; a
-    # cosine decay over 3,000 steps reconstructs better than a constant lr over 1,500 (docs/measurements.md, 'Defaults and why')
+    # cosine decay over 3,000 steps reconstructs better than a constant lr over 1,500 (docs/measurements.md)
     train: VQGANTrainConfig = VQGANTrainConfig(steps=3000, schedule="cosine", disc_start=10**9)
     emoji_repeats: int = 2  # each training emoji counted this often against `shapes_length` shapes
     shapes_length: int = 6000
     # Whose emoji drawings it trains on (their train splits): three styles generalise to a fourth better than
-    # Google's alone (docs/measurements.md, 'Defaults and why')
+    # Google's alone (docs/measurements.md)
     vendors: tuple[str, ...] = OPEN_VENDORS
 
 
