@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint browser emoji bench models clean
+.PHONY: demo test test-fast lint browser emoji bench models clean
 
 # Debian's Chromium for the browser test (no browser download by Playwright); sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -40,6 +40,10 @@ emoji: $(EMOJI)/held_out/labels.json
 
 test: lint browser emoji
 	PICTEXT_QUIET=1 PICTEXT_REQUIRE_BROWSER=1 PICTEXT_EMOJI=$(EMOJI) $(PY) -m pytest -q
+
+# The edit-test loop: everything but the tests marked slow (torchrun, browsers, training to a bar), under 2 minutes
+test-fast: $(STAMP)
+	PICTEXT_QUIET=1 PICTEXT_EMOJI=$(EMOJI) $(PY) -m pytest -q -m "not slow"
 
 # Remake the shipped default CLIP from its recipe (about 6 minutes on 2 cores; the file ships, so nothing needs this)
 models: $(STAMP)

@@ -16,6 +16,8 @@ import pictext
 from pictext.cli import main
 from pictext.generate.base import METHODS, method
 
+pytestmark = pytest.mark.slow  # trains models / runs every interface: tens of seconds
+
 PROMPT = "a red circle"
 SETTINGS = {  # the same settings through every interface: (CLI flags, API keywords, page parameters)
     "vqgan-clip": ({"--steps": "3", "--size": "32", "--cutouts": "4", "--seed": "5", "--frame-every": "1"},

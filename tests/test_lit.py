@@ -121,6 +121,7 @@ def _snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lock", [("text",), ("image",)])
 def test_locked_towers_do_not_move_and_the_rest_does(lock):
     torch.manual_seed(0)

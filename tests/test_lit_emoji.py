@@ -17,6 +17,8 @@ from pictext.data.emoji import named_images
 from pictext.data.pairs import FolderPairs
 from pictext.evaluate import evaluate_emoji
 
+pytestmark = pytest.mark.slow  # trains models / runs every interface: tens of seconds
+
 # Words that appear in no emoji caption, and the name words of the emoji they mean.
 PARAPHRASES = {"puppy": "dog", "kitten": "cat", "kitty": "cat"}  # "doggy" misses at this size
 SMALL = CLIPRecipe(

@@ -69,6 +69,7 @@ def _rank(rank: int, world: int, path: str, kind: str, port: int, out: str) -> N
     os._exit(0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 def test_two_gloo_ranks_equal_one_process_on_the_full_batch(tmp_path, tiny_model_path, kind):
     import socket

@@ -40,6 +40,7 @@ def _open_clip(name: str, **kw):
         return open_clip.create_model(name, **kw).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B-32-quickgelu", "RN50-quickgelu"])
 def test_open_clip_training_checkpoint_full_size(tmp_path, name):
     ref = _open_clip(name)

@@ -150,6 +150,7 @@ Index(sys.argv[1], model=sys.argv[2]).add([sys.argv[3]], batch_size=4, workers=0
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_restart_ends_complete(tmp_path, tiny_model_path):
     photos = tmp_path / "photos"
     truth = write_gallery(photos, n_per_combo=3)  # 120 images, 30 batches
@@ -341,6 +342,7 @@ def test_searching_where_there_is_no_index_says_so(tmp_path, capsys):
 # ---- reliability: concurrent writers, odd names, damaged files, leftovers -----------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_readers_keep_working(tmp_path, tiny_model_path, capsys):
     photos = tmp_path / "photos"
     truth = write_gallery(photos, n_per_combo=3)

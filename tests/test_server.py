@@ -171,6 +171,7 @@ def test_uploads_over_the_limits_get_413_and_bad_ones_400(indexed):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("PICTEXT_REQUIRE_BROWSER"),
     reason="no chromium here (make test installs Debian's and requires it)",
@@ -584,6 +585,7 @@ def test_generate_with_dalle_streams_the_kept_pictures_best_first(indexed, gener
     assert off.get("/api/generate", params=params).status_code == 404
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("PICTEXT_REQUIRE_BROWSER"),
     reason="no chromium here (make test installs Debian's and requires it)",
@@ -626,6 +628,7 @@ def test_the_generate_tab_in_a_real_browser(indexed, generator, serve, tmp_path)
         browser.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("PICTEXT_REQUIRE_BROWSER"),
     reason="no chromium here (make test installs Debian's and requires it)",

@@ -65,6 +65,7 @@ def test_shipped_dalle_draws_seen_captions():
     assert np.mean(shown) > 1 / 5, np.mean(shown)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (hub.SHIPPED / "unclip.safetensors").is_file(), reason="no shipped unCLIP")
 def test_the_unclip_demo_draws_varies_and_interpolates(tmp_path):
     from PIL import Image
@@ -79,6 +80,7 @@ def test_the_unclip_demo_draws_varies_and_interpolates(tmp_path):
         assert (tmp_path / f"{name}.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (hub.SHIPPED / "unclip.safetensors").is_file(), reason="no shipped unCLIP")
 def test_shipped_unclip_variations_keep_colour_and_shape():
     """Variations of single-shape pictures with the default sampler (no guidance, eta 1): the oracle finds the
@@ -96,6 +98,7 @@ def test_shipped_unclip_variations_keep_colour_and_shape():
     assert np.mean(kept) >= 1 / 4, np.mean(kept)
 
 
+@pytest.mark.slow
 def test_the_default_clip_loads_offline_and_knows_shapes_it_never_saw(monkeypatch):
     """No npm, no training, no download: the shipped file and the installed text tower. Held-out colour-shape
     combinations, zero-shot top-1 among all 20 classes: 85.7% in bench/default_model.py; 60% is a margin any

@@ -75,6 +75,7 @@ def test_siglip_trains_and_gradcache_follows_the_full_batch_path(tmp_path):
     assert cached == pytest.approx(full, rel=3e-2 if bf16 else 1e-4)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_train_and_rank_zero_saves(tmp_path):
     import os
     import shutil
@@ -149,6 +150,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume_loses_at_most_one_interval(tmp_path):
     import os
     import signal

@@ -268,6 +268,7 @@ def _tiny_data(n: int = 8):
 TINY_TRAIN = dict(batch_size=4, lr=2e-3, warmup=1, precision="fp32", checkpoint_every=3, disc_start=4)
 
 
+@pytest.mark.slow
 def test_reconstruction_loss_falls_and_the_adversarial_phase_runs():
     from pictext.vqgan.discriminator import DiscriminatorConfig, PatchDiscriminator
     from pictext.vqgan.train import VQGANTrainConfig, train_vqgan
