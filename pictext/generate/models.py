@@ -23,38 +23,32 @@ def load_clip_model(spec: ModelSpec) -> CLIP:
 
 def load_vqgan_model(spec: ModelSpec) -> VQGAN:
     """A VQGAN: a native file, a taming .ckpt (its YAML beside it), a DALL-E file (its VQGAN), or a local name."""
-    from pictext import hub
     from pictext.vqgan.io import load_vqgan
 
-    if isinstance(spec, VQGAN):
-        return spec.eval()
-    try:
-        return load_vqgan(hub.resolve(spec))
-    except CheckpointError as e:
-        raise GenerationError(f"VQGAN {spec}: {e}") from e
+    return _load(spec, VQGAN, load_vqgan, "VQGAN").eval()
 
 
 def load_dalle_model(spec: ModelSpec):
-    from pictext import hub
     from pictext.dalle.io import load_dalle
     from pictext.dalle.pipeline import DALLEPipeline
 
-    if isinstance(spec, DALLEPipeline):
-        return spec
-    try:
-        return load_dalle(hub.resolve(spec))
-    except CheckpointError as e:
-        raise GenerationError(f"DALL-E model {spec}: {e}") from e
+    return _load(spec, DALLEPipeline, load_dalle, "DALL-E model")
 
 
 def load_unclip_model(spec: ModelSpec):
-    from pictext import hub
     from pictext.unclip.io import load_unclip
     from pictext.unclip.pipeline import UnclipPipeline
 
-    if isinstance(spec, UnclipPipeline):
+    return _load(spec, UnclipPipeline, load_unclip, "unCLIP model")
+
+
+def _load(spec: ModelSpec, cls: type, loader, label: str):
+    """`spec` itself when it is already a `cls`, else `loader` of the file it names; file errors name the model."""
+    from pictext import hub
+
+    if isinstance(spec, cls):
         return spec
     try:
-        return load_unclip(hub.resolve(spec))
+        return loader(hub.resolve(spec))
     except CheckpointError as e:
-        raise GenerationError(f"unCLIP model {spec}: {e}") from e
+        raise GenerationError(f"{label} {spec}: {e}") from e
