@@ -20,7 +20,7 @@ from pictext.search import Index, QueryError, SearchIndexError, Weighted, parse_
 from pictext.search.index import scan
 from pictext.search.vectors import FaissIVF, StaleIndexError, top_k
 
-from helpers import shape_image, stub_gallery, unit, wait_for_hang, write_gallery
+from helpers import shape_image, stub_gallery, unit, wait_for_hang, wait_until, write_gallery
 
 
 def paths_in(index: Index) -> set[str]:
@@ -365,6 +365,58 @@ def test_a_second_writer_is_refused_while_readers_keep_working(tmp_path, tiny_mo
     index.add([photos])  # the lock died with its holder
     rows = [r.row for r in index.catalog.records()]
     assert len(rows) == len(truth) and len(set(rows)) == len(rows)
+
+
+# Runs `pictext index` on a new folder each round, started by the test at the same instant in two processes
+RACER = """
+import contextlib, io, sys, time
+from pathlib import Path
+from pictext.cli import main
+photos, model, work, me, rounds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+for r in range(rounds):
+    (work / f"ready-{r}-{me}").touch()
+    while not (work / f"go-{r}").exists():
+        time.sleep(0.001)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["index", photos, "--index", str(work / f"index-{r}"), "--model", model])
+    (work / f"done-{r}-{me}").write_text(f"{code}\\n{err.getvalue()}")
+"""
+
+
+@pytest.mark.slow
+def test_two_first_runs_together_leave_one_intact_index(tmp_path, tiny_model_path):
+    photos, work, rounds = tmp_path / "photos", tmp_path / "work", 12
+    truth = write_gallery(photos)
+    work.mkdir()
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(photos), str(tiny_model_path), str(work), me, str(rounds)],
+            env={**os.environ, "PICTEXT_QUIET": "1"},
+        )  # fmt: skip
+        for me in "ab"
+    ]
+
+    def both(step: str, r: int) -> bool:
+        assert all(racer.poll() is None for racer in racers), f"round {r}: a run died with a traceback"
+        return all((work / f"{step}-{r}-{me}").exists() for me in "ab")
+
+    try:
+        for r in range(rounds):
+            wait_until(lambda r=r: both("ready", r), 120, "both racers")
+            (work / f"go-{r}").touch()
+            wait_until(lambda r=r: both("done", r), 120, "both runs")
+            outcomes = [(work / f"done-{r}-{me}").read_text().split("\n", 1) for me in "ab"]
+            for code, err in outcomes:  # each run indexed everything, or was refused by the lock and said so
+                assert code == "0" or (code == "2" and "another process is adding" in err), (r, code, err)
+            assert "0" in [code for code, _ in outcomes], (r, outcomes)
+            index = Index(work / f"index-{r}", create=False, model=tiny_model_path)
+            assert len(index) == len(truth), (r, outcomes)  # the winner's index is whole
+            index.close()
+    finally:
+        for racer in racers:
+            racer.kill()
+            racer.wait()
 
 
 def test_a_name_that_is_not_utf8_is_skipped_by_name_and_the_run_goes_on(tmp_path, tiny_model_path, capsys):

@@ -18,36 +18,29 @@ def _index(args: argparse.Namespace, create: bool = False):
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    import shutil
-
-    from pictext.search.index import DEFAULT_EXCLUDE, default_index_dir, repair
+    from pictext.search.index import DEFAULT_EXCLUDE, adding_to, default_index_dir, repair
 
     for given in args.paths:  # before anything is created
         if not Path(given).expanduser().exists():
             raise MissingFileError(f"{given}: no such file or folder to index")
     folder = Path(args.index).expanduser() if args.index else default_index_dir()
-    new = not folder.exists()
-    try:
+    with adding_to(folder):  # the lock first: a second `pictext index` here stops having changed nothing
         if args.rebuild and (folder / "catalog.sqlite").exists():
             print(f"{folder}: {repair(folder)}")
         index = _index(args, create=True)
-        say_precision(index.model)
-        report = index.add(
-            args.paths,
-            mixed_precision=args.mixed_precision,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            exclude=(*DEFAULT_EXCLUDE, *args.exclude),
-            fast_decode=not args.exact_decode,
-        )
-    except BaseException:
-        if new and folder.is_dir() and not (folder / "vectors.f16").exists():
-            shutil.rmtree(folder, ignore_errors=True)  # a run that failed leaves no empty index behind
-        raise
-    try:  # closed at the end: the catalog's connection (and its WAL) must not outlive the command
-        return _report_index(args, index, report)
-    finally:
-        index.close()
+        try:  # closed at the end: the catalog's connection (and its WAL) must not outlive the command
+            say_precision(index.model)
+            report = index.add(
+                args.paths,
+                mixed_precision=args.mixed_precision,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                exclude=(*DEFAULT_EXCLUDE, *args.exclude),
+                fast_decode=not args.exact_decode,
+            )
+            return _report_index(args, index, report)
+        finally:
+            index.close()
 
 
 def _report_index(args: argparse.Namespace, index, report) -> int:

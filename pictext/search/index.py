@@ -21,7 +21,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -120,6 +122,70 @@ class _Images(Dataset):
         return i, self.preprocess(image), image.width, image.height, None
 
 
+_HELD: dict[tuple[str, int], int] = {}  # (index folder, thread): how deep this thread holds its writer lock
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the writer lock of the index in `folder`: one writer at a time (searching needs no lock); a second
+    writer gets a SearchIndexError at once. A thread that holds it may take it again. The lock dies with its
+    process, so a killed writer never leaves it stuck."""
+    folder = Path(folder)
+    key = (os.path.realpath(folder), threading.get_ident())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    with open(os.open(folder / "writer.lock", os.O_CREAT | os.O_RDWR, 0o600), "r+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise SearchIndexError(
+                f"another process is adding to the index at {folder}; wait for it to finish "
+                "(searching the index works meanwhile)"
+            ) from e
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+
+
+@contextlib.contextmanager
+def adding_to(folder: str | os.PathLike) -> Iterator[bool]:
+    """The writer lock of the index in `folder`, taken before anything there is read or written, the folder
+    created (0700) if missing; yields whether this call created it. If the work under it fails in a folder it
+    created, before any vector was written, the folder is removed: a failed first run leaves no empty index. Only
+    the lock's holder removes anything, so a second writer, refused at once, never touches the first one's."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SearchIndexError(f"{folder} is a file; an index is a folder (give a new or existing folder)")
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):  # a failed first run may remove the folder between our mkdir and our lock
+            try:
+                folder.mkdir(mode=0o700, parents=True)
+                os.chmod(folder, 0o700)
+                new = True
+            except FileExistsError:
+                new = False
+            try:
+                stack.enter_context(writer_lock(folder))
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise SearchIndexError(f"{folder} keeps disappearing: another process is removing it")
+        try:
+            yield new
+        except BaseException:
+            if new and not (folder / "vectors.f16").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
 class Index:
     """A folder holding a catalog (SQLite), a vector file and, for large collections, a faiss index."""
 
@@ -148,7 +214,6 @@ class Index:
                 f"{self.path / 'catalog.sqlite'} is not a readable catalog ({e}); "
                 "`pictext index --rebuild FOLDER...` starts it again and re-embeds the folders"
             ) from e
-        self._writing = 0  # depth of this object's hold on the writer lock
         self._model = model if isinstance(model, CLIP) else None
         self._model_spec = None if isinstance(model, CLIP) or model is None else _spec(model)
         self._precision = precision
@@ -251,30 +316,9 @@ class Index:
         report.faiss_recall_at_10 = None if ivf is None else ivf.recall_at_10
         return report
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Hold the index's writer lock: one writer at a time (searching needs no lock); a second writer gets a
-        SearchIndexError at once. The lock dies with its process, so a killed writer never leaves it stuck."""
-        if self._writing:
-            self._writing += 1
-            try:
-                yield
-            finally:
-                self._writing -= 1
-            return
-        with open(os.open(self.path / "writer.lock", os.O_CREAT | os.O_RDWR, 0o600), "r+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as e:
-                raise SearchIndexError(
-                    f"another process is adding to the index at {self.path}; wait for it to finish "
-                    "(searching the index works meanwhile)"
-                ) from e
-            self._writing = 1
-            try:
-                yield
-            finally:
-                self._writing = 0
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the index's writer lock (writer_lock)."""
+        return writer_lock(self.path)
 
     def _check_precision(self, model: CLIP, mixed: bool) -> None:
         """Record the precision of the index's vectors; refuse to add vectors of another unless `mixed`."""
