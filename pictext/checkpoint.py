@@ -56,12 +56,17 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             raise CheckpointError(f"{path} is not a safetensors file (or is truncated): its header is unreadable")
         try:
             header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path} is not a safetensors file: header is not JSON ({e})") from e
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+            metadata = header.get("__metadata__") or {}
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise CheckpointError(f"{path} is not a safetensors file: header is not JSON ({type(e).__name__})") from e
+        except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a safetensors file: its header does not list tensors") from e
     if ends and 8 + n + max(ends) > size:
         raise CheckpointError(f"{path} is truncated: {size} bytes, the header promises {8 + n + max(ends)}")
-    return header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: its metadata is not a map of strings, as safetensors writes it")
+    return metadata
 
 
 def load(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -76,11 +81,13 @@ def load(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], d
         raise CheckpointError(f"{path} has format version {raw.get('pictext.version')}; this pictext reads {VERSION}")
     if raw.get("pictext.kind") != kind:
         raise CheckpointError(f"{path} is a pictext {raw.get('pictext.kind')!r} checkpoint, not a {kind!r} model")
-    meta = {
-        k.removeprefix("pictext."): json.loads(v)
-        for k, v in raw.items()
-        if k.startswith("pictext.") and k not in ("pictext.format", "pictext.version", "pictext.kind")
-    }
+    meta = {}
+    for key, value in raw.items():
+        if key.startswith("pictext.") and key not in ("pictext.format", "pictext.version", "pictext.kind"):
+            try:
+                meta[key.removeprefix("pictext.")] = json.loads(value)
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise CheckpointError(f"{path}: its metadata {key} is not JSON ({type(e).__name__})") from e
     try:
         tensors = load_file(str(path))
     except SafetensorError as e:
@@ -92,19 +99,37 @@ def build_checked(build: Callable[[], torch.nn.Module], tensors: dict[str, torch
     """`build()`, once the module it makes matches `tensors` name for name and shape for shape.
 
     It is first built on the meta device, which allocates nothing, so a hostile or corrupt config (a width of
-    32768, a negative depth) is refused by name instead of allocating gigabytes or crashing.
+    32768, a negative depth) is refused by name instead of allocating gigabytes or crashing; and a model whose
+    buffers (attention masks, tables) would take more than its weights allow (`buffer_budget`) is refused too.
+    The config's counts are bounded before this (pictext.config), so building on meta takes little time.
     """
     try:
         with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+            meta_model = build()
+            expected = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
     except Exception as e:  # any failure to build the recorded config is the file's fault
         raise CheckpointError(f"{path}: its recorded config does not describe a model that can be built ({e})") from e
     found = {k: tuple(v.shape) for k, v in tensors.items()}
+    held = sum(v.numel() * v.element_size() for v in tensors.values())
+    needs = sum(v.numel() * 4 for v in meta_model.parameters()) + sum(
+        v.numel() * v.element_size() for v in meta_model.buffers()
+    )
+    if needs > buffer_budget(held):
+        raise CheckpointError(
+            f"{path}: its recorded config builds a model of {needs / 2**20:.0f} MiB from {held / 2**20:.1f} MiB of "
+            "weights; refused (a config that asks for far more memory than its file holds is not a model)"
+        )
     if expected != found:
         wrong = sorted(set(expected) ^ set(found))[:3] or [k for k in expected if expected[k] != found[k]][:3]
         detail = ", ".join(f"{k}: config {expected.get(k)}, file {found.get(k)}" for k in wrong)
         raise CheckpointError(f"{path}: its tensors do not match its recorded config ({detail})")
     return build()
+
+
+def buffer_budget(held: int) -> int:
+    """The most memory a model built from `held` bytes of weights may take: float16 weights double as float32,
+    and buffers (attention masks, position tables, schedules) get 64 MiB on top."""
+    return 2 * held + (64 << 20)
 
 
 def build_loaded(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], path: object) -> Any:

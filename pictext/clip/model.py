@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pictext.config import COUNT, HEADS, SIDE, TOKEN_ID, VOCAB, WIDTH
 from pictext.images.transforms import Preprocess
 from pictext.nn import Transformer
 from pictext.nn.bert import BertEncoder
@@ -25,6 +27,14 @@ from pictext.text.tokenizer import Tokenizer
 
 @dataclass(frozen=True)
 class VisionConfig:
+    # the bounds a config read from a file must keep (pictext.config)
+    LIMITS: ClassVar[dict] = {
+        "image_size": SIDE,
+        "layers": COUNT,
+        "width": WIDTH,
+        "patch_size": SIDE,
+        "head_width": WIDTH,
+    }
     image_size: int = 224  # input resolution in pixels (square)
     layers: int | tuple[int, ...] = 12  # int: ViT depth; 4-tuple: ModifiedResNet blocks per stage
     width: int = 768  # ViT width, or ResNet stem width (64 for RN50)
@@ -39,6 +49,16 @@ class VisionConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
+    # the bounds a config read from a file must keep (pictext.config)
+    LIMITS: ClassVar[dict] = {
+        "context_length": SIDE,
+        "vocab_size": VOCAB,
+        "width": WIDTH,
+        "heads": HEADS,
+        "layers": COUNT,
+        "eot_token_id": TOKEN_ID,
+        "pad_token_id": TOKEN_ID,
+    }
     context_length: int = 77  # tokens per text, SOT and EOT included
     vocab_size: int = 49408
     width: int = 512
@@ -52,6 +72,7 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class CLIPConfig:
+    LIMITS: ClassVar[dict] = {"embed_dim": WIDTH}  # pictext.config: bounds a file's config must keep
     embed_dim: int = 512  # size of the shared image-text embedding
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)

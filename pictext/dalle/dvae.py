@@ -18,17 +18,28 @@ import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pictext.config import SIDE, WIDTH
 
 LOGIT_LAPLACE_EPS = 0.1  # pixels are mapped into [eps, 1 - eps] so their logit stays finite
 
 
 @dataclass(frozen=True)
 class DVAEConfig:
+    # the bounds a config read from a file must keep (pictext.config)
+    LIMITS: ClassVar[dict] = {
+        "vocab_size": (1, 1 << 18),
+        "n_hid": WIDTH,
+        "n_blk_per_group": (1, 16),
+        "n_init": WIDTH,
+        "channels": (1, 64),
+        "resolution": SIDE,
+    }
     vocab_size: int = 8192  # codebook size
     n_hid: int = 256  # encoder and decoder width of the first group (groups double it: 1, 2, 4, 8)
     n_blk_per_group: int = 2

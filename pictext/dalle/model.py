@@ -24,11 +24,13 @@ without gradients a oneDNN-prepacked weight, which made cached sampling 1.4-1.5 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pictext.config import COUNT, HEADS, TOKEN_ID, VOCAB, WIDTH
 from pictext.nn.packed import PackedLinear
 
 ATTENTION = ("full", "row", "column", "conv")
@@ -37,6 +39,18 @@ _CAUSAL = torch.ones(0, dtype=torch.bool)  # stands for "causal" in place of a m
 
 @dataclass(frozen=True)
 class DALLEConfig:
+    # the bounds a config read from a file must keep (pictext.config)
+    LIMITS: ClassVar[dict] = {
+        "text_vocab": VOCAB,
+        "image_vocab": (1, 1 << 18),
+        "text_len": (1, 1024),
+        "image_grid": (1, 64),
+        "width": WIDTH,
+        "layers": COUNT,
+        "heads": HEADS,
+        "conv_kernel": (1, 63),
+        "pad_token_id": TOKEN_ID,
+    }
     text_vocab: int  # the text tokenizer's vocabulary; per-position pad tokens come after it
     image_vocab: int  # the image tokenizer's codebook size
     text_len: int = 32  # text positions, start and end tokens included

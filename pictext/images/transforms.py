@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
+
+from pictext.config import SIDE
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -20,6 +23,7 @@ RESIZE_MODES = ("shortest", "squash")
 
 @dataclass(frozen=True)
 class Preprocess:
+    LIMITS: ClassVar[dict] = {"image_size": SIDE}  # pictext.config: bounds a file's config must keep
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD

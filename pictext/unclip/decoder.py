@@ -14,17 +14,30 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from pictext.config import SIDE, WIDTH
 from pictext.training import Share
 from pictext.unclip.diffusion import DiffusionConfig, diffusion_loss, make_scheduler, sample
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
+    # the bounds a config read from a file must keep (pictext.config)
+    LIMITS: ClassVar[dict] = {
+        "embed_dim": WIDTH,
+        "resolution": SIDE,
+        "channels": WIDTH,
+        "layers_per_block": (1, 16),
+        "context_tokens": (0, 256),
+        "cross_dim": WIDTH,
+        "head_dim": WIDTH,
+        "attention_levels": (0, 16),
+    }
     embed_dim: int  # the CLIP's embedding size
     resolution: int = 32
     channels: tuple[int, ...] = (32, 64, 64)  # UNet widths per level (multiples of 32: GroupNorm's groups)

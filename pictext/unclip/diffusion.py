@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]
 
 @dataclass(frozen=True)
 class DiffusionConfig:
+    LIMITS: ClassVar[dict] = {"timesteps": (1, 10_000)}  # pictext.config: bounds a file's config must keep
     timesteps: int = 1000
     schedule: str = "squaredcos_cap_v2"  # the cosine schedule (Nichol & Dhariwal 2021), or "linear" (DDPM's)
     prediction: str = "epsilon"  # what the network predicts: "epsilon", "sample" (x0) or "v_prediction"

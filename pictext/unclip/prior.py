@@ -20,18 +20,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from diffusers import PriorTransformer
 from torch import nn
 
+from pictext.config import COUNT, HEADS, SIDE, WIDTH
 from pictext.training import Share
 from pictext.unclip.diffusion import DiffusionConfig, make_scheduler, sample
 
 
 @dataclass(frozen=True)
 class PriorConfig:
+    # the bounds a config read from a file must keep (pictext.config)
+    LIMITS: ClassVar[dict] = {
+        "embed_dim": WIDTH,
+        "text_len": SIDE,
+        "width": WIDTH,
+        "heads": HEADS,
+        "layers": COUNT,
+    }
     embed_dim: int  # the CLIP's embedding size
     text_len: int  # text token encodings the prior sees (the CLIP's context length)
     width: int = 256  # heads * head_dim

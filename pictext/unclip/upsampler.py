@@ -12,18 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import nn
 
+from pictext.config import SIDE, WIDTH
 from pictext.training import Share
 from pictext.unclip.diffusion import DiffusionConfig, diffusion_loss, make_scheduler, sample
 
 
 @dataclass(frozen=True)
 class UpsamplerConfig:
+    # the bounds a config read from a file must keep (pictext.config)
+    LIMITS: ClassVar[dict] = {
+        "low": SIDE,
+        "resolution": SIDE,
+        "channels": WIDTH,
+        "layers_per_block": (1, 16),
+    }
     low: int = 32  # the decoder's resolution, which it reads
     resolution: int = 64  # what it draws
     channels: tuple[int, ...] = (32, 64, 64)  # UNet widths per level (multiples of 32: GroupNorm's groups)

@@ -11,16 +11,32 @@ downsampling, nearest upsampling), and parameters carry the same names, so a tam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pictext.config import SIDE, WIDTH
 from pictext.vqgan.quantize import GumbelQuantizer, Quantized, VectorQuantizer
 
 
 @dataclass(frozen=True)
 class VQGANConfig:
+    # the bounds a config read from a file must keep (pictext.config)
+    LIMITS: ClassVar[dict] = {
+        "resolution": SIDE,
+        "in_channels": (1, 64),
+        "out_ch": (1, 64),
+        "ch": WIDTH,
+        "ch_mult": (1, 64),
+        "num_res_blocks": (1, 16),
+        "attn_resolutions": SIDE,
+        "z_channels": WIDTH,
+        "embed_dim": WIDTH,
+        "n_embed": (1, 1 << 18),
+        "restart_after": (0, 1 << 31),
+    }
     resolution: int = 64  # training image side; inference takes any multiple of `factor`
     in_channels: int = 3
     out_ch: int = 3
