@@ -122,8 +122,23 @@ def build_checked(build: Callable[[], torch.nn.Module], tensors: dict[str, torch
     if expected != found:
         wrong = sorted(set(expected) ^ set(found))[:3] or [k for k in expected if expected[k] != found[k]][:3]
         detail = ", ".join(f"{k}: config {expected.get(k)}, file {found.get(k)}" for k in wrong)
-        raise CheckpointError(f"{path}: its tensors do not match its recorded config ({detail})")
+        raise CheckpointError(f"{path}: its tensors do not match the architecture its config describes ({detail})")
     return build()
+
+
+def check_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """`tensors` read from a pickle, refused if they could cost more memory than the file holds: a tensor may
+    not be a view larger than its storage (stride 0 makes a 4 GiB tensor of one float), and all of them together
+    may not take more than twice the file's size (views that share one storage)."""
+    total = 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        if size > tensor.untyped_storage().nbytes():
+            raise CheckpointError(f"{path}: tensor {name} {tuple(tensor.shape)} is larger than the data behind it")
+        total += size
+    if total > 2 * os.path.getsize(path) + (1 << 20):
+        raise CheckpointError(f"{path}: its tensors take {total / 2**20:.0f} MiB, far more than the file holds")
+    return tensors
 
 
 def buffer_budget(held: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pictext.errors import PictextError
@@ -28,6 +29,21 @@ def list_models() -> list[Path]:
         if folder.is_dir():
             found |= {p.stem: p for p in folder.glob("*.safetensors")}
     return sorted(found.values(), key=lambda p: p.stem)
+
+
+def resolve_name(name: object) -> Path:
+    """The file of a model *name* (a local or shipped model), never a path: for names that files themselves
+    record (an unCLIP file names its CLIP), so that a model file cannot make pictext open a path of its choosing."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ModelNotFoundError(f"{name!r:.80} is not a model name (letters, digits, '.', '_', '-')")
+    for folder in (models_dir(), SHIPPED):
+        if (folder / f"{name}.safetensors").is_file():
+            return folder / f"{name}.safetensors"
+    available = ", ".join(p.stem for p in list_models()) or "none yet"
+    raise ModelNotFoundError(f"no model named {name!r} in {models_dir()} (available: {available})")
+
+
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 def resolve(name: str | os.PathLike) -> Path:

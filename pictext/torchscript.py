@@ -40,13 +40,27 @@ class _ScriptObject:
 
 
 def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, *_: Any) -> torch.Tensor:
-    return torch.as_strided(storage, size, stride, offset)
+    """A view of `storage`, which must hold it: never more elements than the storage has (stride 0 would make a
+    4 GiB tensor of one float, and cloning or casting it would allocate that)."""
+    view = torch.as_strided(storage, size, stride, offset)
+    if view.numel() > storage.numel():
+        raise pickle.UnpicklingError(f"a tensor of shape {tuple(size)} over a storage of {storage.numel()} elements")
+    return view
+
+
+# What reading a hostile archive can raise; each becomes one CheckpointError naming the file
+MALFORMED = (pickle.UnpicklingError, KeyError, ValueError, TypeError, AttributeError, IndexError, EOFError,
+             RuntimeError, RecursionError, zipfile.BadZipFile, NotImplementedError)  # fmt: skip
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str) -> None:
-        super().__init__(io.BytesIO(data))
-        self.archive, self.prefix = archive, prefix
+    """Tensors rebuilt from the zip's storages, each checked against the element count the pickle records, and
+    all of them together against the archive's size: a few-MiB zip of compressed zeros cannot make pictext
+    decompress gigabytes (torch.save stores storages uncompressed, so a real archive is never refused)."""
+
+    def __init__(self, archive: zipfile.ZipFile, pkl: str, size: int) -> None:
+        self.archive, self.prefix, self.budget = archive, pkl[: -len("data.pkl")], size + (1 << 20)
+        super().__init__(io.BytesIO(self._read(pkl)))
 
     def find_class(self, module: str, name: str) -> Any:
         if module.startswith("__torch__"):
@@ -59,12 +73,24 @@ class _SafeUnpickler(pickle.Unpickler):
             return dict
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only tensors and module state are read")
 
+    def _read(self, name: str, expected: int | None = None) -> bytes:
+        info = self.archive.getinfo(name)
+        if expected is not None and info.file_size != expected:
+            raise pickle.UnpicklingError(f"{name} holds {info.file_size} bytes, its record says {expected}")
+        self.budget -= info.file_size
+        if self.budget < 0:
+            raise pickle.UnpicklingError(f"{name} would unpack to more than the archive's own size")
+        return self.archive.read(info)
+
     def persistent_load(self, pid: Any) -> torch.Tensor:
-        kind, dtype_name, key, _location, _numel = pid
-        if kind != "storage" or dtype_name not in _STORAGE_DTYPES:
-            raise pickle.UnpicklingError(f"unsupported storage record {pid!r}")
-        raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
-        return torch.frombuffer(raw, dtype=_STORAGE_DTYPES[dtype_name]) if raw else torch.empty(0)
+        if not isinstance(pid, tuple) or len(pid) != 5:
+            raise pickle.UnpicklingError(f"unsupported storage record {pid!r:.80}")
+        kind, dtype_name, key, _location, numel = pid
+        if kind != "storage" or dtype_name not in _STORAGE_DTYPES or not isinstance(numel, int):
+            raise pickle.UnpicklingError(f"unsupported storage record {pid!r:.80}")
+        dtype = _STORAGE_DTYPES[dtype_name]
+        raw = bytearray(self._read(f"{self.prefix}data/{key}", numel * dtype.itemsize))
+        return torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
 
 
 def is_torchscript(path: str | Path) -> bool:
@@ -76,11 +102,7 @@ def is_torchscript(path: str | Path) -> bool:
 
 def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """All parameters and buffers of a TorchScript module archive, by dotted name."""
-    with zipfile.ZipFile(path) as z:
-        pkl = next((n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")), None)
-        if pkl is None:
-            raise ValueError(f"{path}: no data.pkl in this zip, so it is not a TorchScript archive")
-        root = _SafeUnpickler(z.read(pkl), z, pkl[: -len("data.pkl")]).load()
+    root = _unpickle(path, _SafeUnpickler, "TorchScript archive")
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(obj: Any, prefix: str) -> None:
@@ -93,7 +115,10 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
             elif isinstance(value, _ScriptObject):
                 walk(value, f"{prefix}{name}.")
 
-    walk(root, "")
+    try:
+        walk(root, "")
+    except RecursionError as e:
+        raise _error(path, "TorchScript archive", e) from e
     return tensors
 
 
@@ -136,16 +161,26 @@ class _DataUnpickler(_SafeUnpickler):
 def read_pickle_data(path: str | os.PathLike) -> Any:
     """The object a `torch.save` zip archive holds (a checkpoint dict, or a whole pickled module), with tensors
     real and every other class an inert placeholder: nothing the file names is imported or run."""
+    return _unpickle(path, _DataUnpickler, "PyTorch checkpoint")
+
+
+def _unpickle(path: str | os.PathLike, unpickler: type[_SafeUnpickler], what: str) -> Any:
     from pictext.checkpoint import CheckpointError
 
     path = Path(path)
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a PyTorch zip archive (what torch.save writes)")
+        raise CheckpointError(f"{path} is not a PyTorch zip archive (what torch.save writes), so not a {what}")
     try:
         with zipfile.ZipFile(path) as z:
             pkl = next((n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1), None)
             if pkl is None:
-                raise CheckpointError(f"{path}: no data.pkl inside, so it is not a PyTorch checkpoint")
-            return _DataUnpickler(z.read(pkl), z, pkl[: -len("data.pkl")]).load()
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from e
+                raise CheckpointError(f"{path}: no data.pkl inside, so it is not a {what}")
+            return unpickler(z, pkl, path.stat().st_size).load()
+    except MALFORMED as e:
+        raise _error(path, what, e) from e
+
+
+def _error(path: str | os.PathLike, what: str, e: BaseException) -> Exception:
+    from pictext.checkpoint import CheckpointError
+
+    return CheckpointError(f"{path}: unreadable {what} ({type(e).__name__}: {str(e)[:200]})")

@@ -242,7 +242,9 @@ def test_pipeline_file_variations_interpolations_and_a_foreign_clip(tiny_model_p
     cond = text_condition(clip, ["a red circle", "a blue square"])
     assert cond.tokens.shape == (2, T, E) and cond.mask[:, 0].all()
     path = save_unclip(prior, decoder.eval(), str(tiny_model_path), clip, tmp_path / "unclip.safetensors")
-    pipeline = load_unclip(path)
+    with pytest.raises(CheckpointError, match="is not a model name"):  # a path the file names is never opened
+        load_unclip(path)
+    pipeline = load_unclip(path, clip=str(tiny_model_path))
     images = pipeline.generate("a red circle", n=2, steps=2, seed=1)
     assert [im.size for im in images] == [(8, 8), (8, 8)]
     assert [a.tobytes() for a in images] == [
@@ -258,7 +260,7 @@ def test_pipeline_file_variations_interpolations_and_a_foreign_clip(tiny_model_p
         load_unclip(path, clip=load(str(other_model_path)))
     up = save_unclip(prior, decoder, str(tiny_model_path), clip, tmp_path / "up.safetensors",
                      upsampler=DiffusionUpsampler(UPSAMPLER).eval())  # fmt: skip
-    pipeline = load_unclip(up)
+    pipeline = load_unclip(up, clip=clip)
     assert [im.size for im in pipeline.generate("a red circle", n=2, steps=2)] == [(16, 16), (16, 16)]
     assert [im.size for im in pipeline.generate("a red circle", n=1, steps=2, upsample=False)] == [(8, 8)]
     assert [im.size for im in pipeline.vary(source, n=1, steps=2)] == [(16, 16)]
@@ -299,36 +301,39 @@ def test_cli_trains_both_stages_then_generates_varies_and_interpolates(tiny_mode
     assert main(["generate", "a red circle", "--method", "unclip", "--unclip", str(out)]) == 2
     assert "has no decoder yet" in capsys.readouterr().err
     assert main(["train", "unclip-decoder", *common]) == 0
-    gen = tmp_path / "gen"
-    argv = ["generate", "a red circle", "--method", "unclip", "--unclip", str(out), "--samples", "2", "--steps", "2",
+    gen, model = tmp_path / "gen", ["--unclip", str(out), "--clip", str(tiny_model_path)]
+    # the file names its CLIP by the path it was trained with: opened only when the user passes it again
+    assert main(["generate", "a red circle", "--method", "unclip", "--unclip", str(out), "--out", str(gen)]) == 2
+    assert "is not a model name" in capsys.readouterr().err and not gen.exists()
+    argv = ["generate", "a red circle", "--method", "unclip", *model, "--samples", "2", "--steps", "2",
             "--out", str(gen)]  # fmt: skip
     assert main(argv) == 0
     assert sorted(p.name for p in gen.glob("*.png")) == ["a-red-circle-0-2.png", "a-red-circle-0-sheet.png",
                                                           "a-red-circle-0.png"]  # fmt: skip
     assert Image.open(gen / "a-red-circle-0.png").size == (32, 32)
-    assert main(["vary", str(data / "0.png"), "-n", "2", "--steps", "2", "--unclip", str(out), "--out", str(gen)]) == 0
+    assert main(["vary", str(data / "0.png"), "-n", "2", "--steps", "2", *model, "--out", str(gen)]) == 0
     assert len(list((gen / "0-variations-0-frames").glob("*.png"))) == 2
-    argv = ["interpolate", str(data / "0.png"), str(data / "1.png"), "-n", "3", "--steps", "2", "--unclip", str(out),
+    argv = ["interpolate", str(data / "0.png"), str(data / "1.png"), "-n", "3", "--steps", "2", *model,
             "--out", str(gen)]  # fmt: skip
     assert main(argv) == 0 and (gen / "0-to-1-0.gif").is_file()
     for bad, message in ((["--samples", "0"], "--samples must be between 1 and 1024, got 0"),
                          (["--keep", "2"], "--keep: not options"),
                          (["--guidance", "-1"], "--guidance must be between 0 and 100, got -1"),
                          (["--eta", "1.5"], "--eta must be between 0 and 1, got 1.5")):  # fmt: skip
-        bad_run = ["generate", "a red circle", "--method", "unclip", "--unclip", str(out), "--out", str(tmp_path / "x")]
+        bad_run = ["generate", "a red circle", "--method", "unclip", *model, "--out", str(tmp_path / "x")]
         assert main([*bad_run, *bad]) == 2
         assert message in capsys.readouterr().err
-    assert main(["interpolate", str(data / "0.png"), str(data / "1.png"), "-n", "1", "--unclip", str(out)]) == 2
+    assert main(["interpolate", str(data / "0.png"), str(data / "1.png"), "-n", "1", *model]) == 2
     assert "-n must be between 2 and 1024, got 1" in capsys.readouterr().err
-    assert main(["vary", str(data / "0.png"), "--eta", "-0.1", "--unclip", str(out), "--out", str(tmp_path / "y")]) == 2
+    assert main(["vary", str(data / "0.png"), "--eta", "-0.1", *model, "--out", str(tmp_path / "y")]) == 2
     assert "--eta must be between 0 and 1, got -0.1" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
     # the optional upsampler joins the same file: 32 px from the decoder, 64 px out
     assert main(["train", "unclip-upsampler", *common]) == 0
-    assert main(["generate", "a red circle", "--method", "unclip", "--unclip", str(out), "--samples", "1", "--steps",
+    assert main(["generate", "a red circle", "--method", "unclip", *model, "--samples", "1", "--steps",
                  "2", "--out", str(tmp_path / "up")]) == 0  # fmt: skip
     assert Image.open(tmp_path / "up" / "a-red-circle-0.png").size == (64, 64)
-    assert main(["vary", str(data / "0.png"), "-n", "1", "--steps", "2", "--unclip", str(out), "--no-upsample",
+    assert main(["vary", str(data / "0.png"), "-n", "1", "--steps", "2", *model, "--no-upsample",
                  "--out", str(tmp_path / "small")]) == 0  # fmt: skip
     assert Image.open(next((tmp_path / "small").glob("*-frames/*.png"))).size == (32, 32)
     assert main(["train", "unclip-decoder", *common[:2], "--clip", "shapes", *common[4:]]) == 2

@@ -208,7 +208,7 @@ def test_taming_checkpoints_are_read_as_data_and_wrong_files_named(tmp_path, tin
     load_taming(ckpt)
     assert "pwned" not in capfd.readouterr().out  # the callback's class was never called
     (tmp_path / "wrong.yaml").write_text(YAML.replace("n_embed: 64", "n_embed: 128"))
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="do not match the architecture"):
         load_taming(ckpt, tmp_path / "wrong.yaml")
     (tmp_path / "kl.yaml").write_text(YAML.replace("double_z: false", "double_z: true"))
     with pytest.raises(CheckpointError, match="KL autoencoder"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pictext.checkpoint import CheckpointError
+from pictext.checkpoint import CheckpointError, build_loaded, check_tensors
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
+from pictext.config import from_dict, to_dict
 from pictext.errors import UsageError
 from pictext.files import atomic_write
 from pictext.images.transforms import OPENAI_MEAN, OPENAI_STD, Preprocess
-from pictext.torchscript import is_torchscript, read_torchscript_tensors
+from pictext.torchscript import is_torchscript, read_pickle_data, read_torchscript_tensors
 
 _IGNORED_KEYS = ("attn_mask", "input_resolution", "context_length", "vocab_size", "text_model.embeddings.position_ids")
 
@@ -45,7 +45,15 @@ def read_foreign(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         if weights is None:
             raise CheckpointError(f"{path} has no model.safetensors or pytorch_model.bin")
         sd, _, _ = read_foreign(weights)
-        return sd, json.loads(config_file.read_text()), "huggingface"
+        try:
+            if config_file.stat().st_size > 1 << 20:
+                raise ValueError("over 1 MiB")
+            config = json.loads(config_file.read_text())
+        except (ValueError, RecursionError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{config_file} is not a Hugging Face config ({type(e).__name__}: {e})") from e
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{config_file} is not a Hugging Face config (not a JSON object)")
+        return sd, config, "huggingface"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
@@ -54,17 +62,16 @@ def read_foreign(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         except SafetensorError as e:
             raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
     if is_torchscript(path):
-        try:
-            return read_torchscript_tensors(path), None, "torchscript"
-        except (pickle.UnpicklingError, KeyError, ValueError, zipfile.BadZipFile) as e:
-            raise CheckpointError(f"{path}: unreadable TorchScript archive ({e})") from e
+        return check_tensors(read_torchscript_tensors(path), path), None, "torchscript"
+    if zipfile.is_zipfile(path):  # what torch.save writes: read as data, sizes checked (torchscript.py)
+        return check_tensors(_unwrap(read_pickle_data(path), path), path), None, "state_dict"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # the safe unpickler: tensors and containers only
     except Exception as e:  # a random or truncated file fails inside the unpickler in many ways
         raise CheckpointError(
             f"{path} is not a checkpoint pictext can read (truncated or another format): {unpickler_reason(e)}"
         ) from e
-    return _unwrap(obj, path), None, "state_dict"
+    return check_tensors(_unwrap(obj, path), path), None, "state_dict"
 
 
 def unpickler_reason(e: Exception) -> str:
@@ -132,23 +139,17 @@ def clip_from_state_dict(sd: dict[str, torch.Tensor], activation: str, config: C
     sd = {k: v for k, v in sd.items() if k not in _IGNORED_KEYS}
     if config is not None and config.activation != activation:
         raise CheckpointError(f"activation={activation!r} contradicts the given config's {config.activation!r}")
-    model = CLIP(config or infer_config(sd, activation))
-    _load_exact(model, {k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-    return model.eval()
+    return _built(config or infer_config(sd, activation), sd)
 
 
-def _load_exact(model: CLIP, sd: dict[str, torch.Tensor]) -> None:
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"state dict does not fit CLIP: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    wrong = [k for k in own if own[k].shape != sd[k].shape]
-    if wrong:
-        raise CheckpointError(
-            f"shape mismatch for {wrong[:3]}: e.g. {wrong[0]} is {tuple(sd[wrong[0]].shape)}, "
-            f"the inferred architecture wants {tuple(own[wrong[0]].shape)}"
-        )
-    model.load_state_dict(sd)
+def _built(config: CLIPConfig, sd: dict[str, torch.Tensor], path: object = "the state dict") -> CLIP:
+    """CLIP(config) in eval mode holding `sd`, once the config is within pictext.config's bounds and its build on
+    the meta device matches `sd` name for name and shape for shape (checkpoint.build_loaded)."""
+    try:
+        config = from_dict(CLIPConfig, to_dict(config))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the CLIP its tensors describe is not one pictext builds ({e})") from e
+    return build_loaded(lambda: CLIP(config), sd, path)
 
 
 def clip_from_hf(sd: dict[str, torch.Tensor], config: dict[str, Any]) -> CLIP:
@@ -200,9 +201,7 @@ def clip_from_hf(sd: dict[str, torch.Tensor], config: dict[str, Any]) -> CLIP:
         ),
         activation=acts.pop(),
     )
-    model = CLIP(cfg)
-    _load_exact(model, {k: val.float() for k, val in out.items()})
-    return model.eval()
+    return _built(cfg, out)
 
 
 _HF_RENAMES = [

@@ -63,10 +63,26 @@ def load_clip(
     if path.is_file() and checkpoint.is_native(path):
         model, meta = checkpoint.load_model(path, KIND, CLIPConfig, CLIP, complete=_text_from_package)
         model.text_source = meta.get("text_source")
-        model.preprocess = from_dict(Preprocess, meta["preprocess"])
-        model.tokenizer = tokenizer_from_metadata(meta["tokenizer"], path)
+        try:
+            model.preprocess = from_dict(Preprocess, meta.get("preprocess"))
+            model.tokenizer = tokenizer_from_metadata(meta.get("tokenizer"), path)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: {e}") from e
         return model.eval()
     sd, hf_config, source = read_foreign(path)
+    try:
+        model = _from_foreign(path, sd, hf_config, source, activation, config)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        missing = f"it has no tensor {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"{path} is not a CLIP pictext can read ({missing})") from e
+    model.tokenizer = ClipBPETokenizer(vocab or _vocab_beside(path), context_length=model.config.text.context_length)
+    return model
+
+
+def _from_foreign(path: Path, sd: dict, hf_config: dict | None, source: str, activation: str | None,
+                  config: CLIPConfig | None) -> CLIP:  # fmt: skip
     if source == "huggingface":
         assert hf_config is not None
         model = clip_from_hf(sd, hf_config)
@@ -81,7 +97,6 @@ def load_clip(
                 "weights); a wrong choice silently degrades the model, so pictext does not guess."
             )
         model = clip_from_state_dict(sd, activation, config)
-    model.tokenizer = ClipBPETokenizer(vocab or _vocab_beside(path), context_length=model.config.text.context_length)
     return model
 
 
@@ -89,6 +104,8 @@ def _text_from_package(tensors: dict, meta: dict, config: CLIPConfig, path: Path
     """A file saved without its text tower gets it from the package it names (checked by hash)."""
     if "text_source" not in meta:
         return tensors
+    if not isinstance(meta["text_source"], dict):
+        raise CheckpointError(f"{path}: its text_source is not a map naming a package")
     from pictext.clip.lit import text_tower_state
 
     return tensors | text_tower_state(meta["text_source"], config.text, path)

@@ -155,7 +155,7 @@ def _unclip_pictures(args: argparse.Namespace, what: str) -> int:
     stems = "-to-".join(slug(Path(source).stem) for source in sources)
     name = f"{stems}-variations-{s.seed}" if what == "vary" else f"{stems}-{s.seed}"
     check_target(args.out, [f"{name}-frames"])
-    pipeline = load_unclip_model(args.unclip or "unclip")
+    pipeline = load_unclip_model(args.unclip or "unclip", args.clip)
     named = dict(zip(("image",) if what == "vary" else ("a", "b"), map(str, sources)))
     record = {"method": f"unclip-{'variations' if what == 'vary' else 'interpolation'}", **named, **s.as_record()}
     if what == "vary":
@@ -248,6 +248,8 @@ def register(sub: Subparsers) -> None:
             p.add_argument("a", help="the first image")
             p.add_argument("b", help="the last image")
         p.add_argument("--unclip", help="unCLIP file or local name (default: unclip)")
+        p.add_argument("--clip", help="the CLIP the unCLIP file was trained with, when that is a file (default: the "
+                       "one it names)")  # fmt: skip
         p.add_argument("--out", default="generated", help="output folder (default: %(default)s)")
         add_settings_flags(p, {name: cls})
         p.set_defaults(run=cmd_vary if name == "vary" else cmd_interpolate)

@@ -259,23 +259,29 @@ def module_state(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def load_openai_dvae(encoder_pkl: str | os.PathLike, decoder_pkl: str | os.PathLike) -> DVAE:
-    """A DVAE from OpenAI's `encoder.pkl` and `decoder.pkl` (torch.save of whole modules), read as data."""
-    from pictext.checkpoint import CheckpointError
+    """A DVAE from OpenAI's `encoder.pkl` and `decoder.pkl` (torch.save of whole modules), read as data; the
+    architecture their tensors describe is bounded and built on the meta device before any memory is spent."""
+    from pictext.checkpoint import CheckpointError, build_loaded, check_tensors
+    from pictext.config import from_dict
     from pictext.torchscript import read_pickle_data
 
-    enc = module_state(read_pickle_data(encoder_pkl))
-    dec = module_state(read_pickle_data(decoder_pkl))
-    if "blocks.input.w" not in enc or "blocks.input.w" not in dec:
-        raise CheckpointError(f"{encoder_pkl} / {decoder_pkl}: not OpenAI dVAE modules (no blocks.input.w)")
-    c_in, n_hid = enc["blocks.input.w"].shape[1], enc["blocks.input.w"].shape[0]
-    vocab = enc["blocks.output.conv.w"].shape[0]
-    per = len({k.split(".")[2] for k in enc if k.startswith("blocks.group_1.")})
-    n_init = dec["blocks.input.w"].shape[0]
-    config = DVAEConfig(vocab_size=vocab, n_hid=n_hid, n_blk_per_group=per, n_init=n_init, channels=c_in)
-    model = DVAE(config)
+    files = f"{encoder_pkl} / {decoder_pkl}"
     try:
-        model.encoder.load_state_dict({k: v.float() for k, v in enc.items()})
-        model.decoder.load_state_dict({k: v.float() for k, v in dec.items()})
-    except RuntimeError as e:
-        raise CheckpointError(f"{encoder_pkl} / {decoder_pkl}: tensors do not fit the dVAE architecture ({e})") from e
-    return model.eval()
+        enc = check_tensors(module_state(read_pickle_data(encoder_pkl)), encoder_pkl)
+        dec = check_tensors(module_state(read_pickle_data(decoder_pkl)), decoder_pkl)
+    except RecursionError as e:
+        raise CheckpointError(f"{files}: modules nested too deeply to be a dVAE") from e
+    if "blocks.input.w" not in enc or "blocks.input.w" not in dec or "blocks.output.conv.w" not in enc:
+        raise CheckpointError(f"{files}: not OpenAI dVAE modules (no blocks.input.w)")
+    try:
+        config = from_dict(DVAEConfig, {
+            "vocab_size": enc["blocks.output.conv.w"].shape[0],
+            "n_hid": enc["blocks.input.w"].shape[0],
+            "n_blk_per_group": len({k.split(".")[2] for k in enc if k.startswith("blocks.group_1.")}),
+            "n_init": dec["blocks.input.w"].shape[0],
+            "channels": enc["blocks.input.w"].shape[1],
+        })  # fmt: skip
+    except (IndexError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{files}: tensors that describe no dVAE pictext builds ({e})") from e
+    tensors = {f"encoder.{k}": v for k, v in enc.items()} | {f"decoder.{k}": v for k, v in dec.items()}
+    return build_loaded(lambda: DVAE(config), tensors, files)

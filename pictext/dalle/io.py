@@ -47,7 +47,10 @@ def load_dalle(path: str | os.PathLike) -> DALLEPipeline:
         raise checkpoint.CheckpointError(f"{path}: its recorded configs are not a DALL-E's ({e})") from e
     rest = {k: v for k, v in tensors.items() if not k.startswith(IN_DALLE)}
     model = checkpoint.build_loaded(lambda: DALLE(config), rest, path)
-    text = tokenizer_from_metadata(meta["tokenizer"], path)
+    try:
+        text = tokenizer_from_metadata(meta.get("tokenizer"), path)
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"{path}: {e}") from e
     return DALLEPipeline(model.eval(), text, image_tokenizer.eval())
 
 

@@ -35,11 +35,18 @@ def load_dalle_model(spec: ModelSpec):
     return _load(spec, DALLEPipeline, load_dalle, "DALL-E model")
 
 
-def load_unclip_model(spec: ModelSpec):
+def load_unclip_model(spec: ModelSpec, clip: ModelSpec | None = None):
+    """An unCLIP pipeline in the space of the CLIP its file names, or of `clip` (which must be that CLIP: a file
+    records its CLIP by name, and a CLIP it names by path is opened only when the caller passes it)."""
     from pictext.unclip.io import load_unclip
     from pictext.unclip.pipeline import UnclipPipeline
 
-    return _load(spec, UnclipPipeline, load_unclip, "unCLIP model")
+    if isinstance(clip, list | tuple):
+        if len(clip) != 1:
+            raise GenerationError(f"unclip draws in the space of one CLIP; {len(clip)} were given")
+        clip = clip[0]
+    model = None if clip is None else load_clip_model(clip)
+    return _load(spec, UnclipPipeline, lambda path: load_unclip(path, clip=model), "unCLIP model")
 
 
 def _load(spec: ModelSpec, cls: type, loader, label: str):

@@ -112,7 +112,10 @@ class UnclipGenerator(Generator):
 
     method = "unclip"
     Settings = UnclipSettings
-    MODELS = (ModelArg("unclip", "unCLIP file or local name (it draws in the space of the CLIP it names)"),)
+    MODELS = (
+        ModelArg("unclip", "unCLIP file or local name (it draws in the space of the CLIP it names)"),
+        ModelArg("clip", "the CLIP the unCLIP file was trained with, when that is a file (default: the one it names)"),
+    )
 
     def __init__(self, pipeline: UnclipPipeline, names: dict) -> None:
         super().__init__(names)
@@ -126,8 +129,13 @@ class UnclipGenerator(Generator):
     def load(cls, cache: ModelCache | None = None, **models: ModelSpec) -> UnclipGenerator:
         from pictext.generate.models import load_unclip_model
 
-        pipeline = (cache or ModelCache()).get("unclip", models["unclip"], load_unclip_model)
-        return cls(pipeline, {"unclip": model_name(models["unclip"])})
+        clip = models.get("clip")
+        if isinstance(clip, list | tuple) and len(clip) == 1:  # the CLI's --clip is repeatable (other methods)
+            clip = clip[0]
+        kind = "unclip" if clip is None else f"unclip with the CLIP {model_name(clip)}"
+        pipeline = (cache or ModelCache()).get(kind, models["unclip"], lambda spec: load_unclip_model(spec, clip))
+        names = {"unclip": model_name(models["unclip"])} | ({} if clip is None else {"clip": model_name(clip)})
+        return cls(pipeline, names)
 
     def __call__(self, prompt: str, settings: UnclipSettings, callback: Callback | None = None) -> Generated:
         result = generate_unclip(prompt, self.pipeline, settings, callback)

@@ -222,15 +222,28 @@ def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int, context_length: i
 
 
 def tokenizer_from_metadata(meta: dict[str, Any], checkpoint_path: str | os.PathLike | None = None) -> Tokenizer:
-    kind = meta.get("kind")
+    """The text tokenizer a checkpoint's metadata describes; ValueError naming the field for anything malformed."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"the tokenizer metadata is not a map: {json.dumps(meta)[:200]}")
+    kind, length = meta.get("kind"), meta.get("context_length", 77)
+    if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_CONTEXT:
+        raise ValueError(f"tokenizer context_length must be between 1 and {MAX_CONTEXT}, got {length!r:.80}")
     if kind == ClipBPETokenizer.kind:
         beside = Path(checkpoint_path).parent / CLIP_VOCAB_NAME if checkpoint_path else None
         vocab = beside if beside is not None and beside.is_file() else None
-        return ClipBPETokenizer(vocab, context_length=int(meta.get("context_length", 77)))
+        return ClipBPETokenizer(vocab, context_length=length)
     if kind == HFTokenizer.kind:
-        special = tuple(meta.get("special", (SOT, EOT)))
-        return HFTokenizer(meta["definition"], int(meta["context_length"]), special, bool(meta.get("clean", True)))
+        special, definition = meta.get("special", (SOT, EOT)), meta.get("definition")
+        if not isinstance(definition, str) or not (isinstance(special, list | tuple) and len(special) == 2):
+            raise ValueError("tokenizer metadata needs a definition (text) and two special tokens")
+        try:
+            return HFTokenizer(definition, length, tuple(special), bool(meta.get("clean", True)))  # type: ignore[arg-type]
+        except Exception as e:  # the tokenizers library raises its own exception types for a bad definition
+            raise ValueError(f"the tokenizer definition is not one the tokenizers library reads ({e})") from e
     raise ValueError(f"unknown tokenizer kind {kind!r} in checkpoint metadata: {json.dumps(meta)[:200]}")
+
+
+MAX_CONTEXT = 4096  # tokens
 
 
 def find_clip_vocab(path: str | os.PathLike | None = None) -> Path:

@@ -59,7 +59,9 @@ def read_parts(path: str | os.PathLike) -> tuple[dict[str, torch.nn.Module | Non
 
 
 def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> UnclipPipeline:
-    """The pipeline in eval mode; `clip` defaults to the one the file names, and must be that CLIP."""
+    """The pipeline in eval mode; `clip` defaults to the one the file names, and must be that CLIP. The name the
+    file records is looked up among local and shipped models only (hub.resolve_name), never opened as a path."""
+    from pictext import hub
     from pictext.clip.embed import load, model_fingerprint
 
     parts, meta = read_parts(path)
@@ -68,10 +70,25 @@ def load_unclip(path: str | os.PathLike, clip: CLIP | str | None = None) -> Uncl
             raise checkpoint.CheckpointError(
                 f"{path} has no {name} yet; train it with `pictext train unclip-{name} --out {path}`"
             )
-    model = clip if isinstance(clip, CLIP) else load(clip or meta["clip"]["name"], precision="fp32")
-    if model_fingerprint(model) != meta["clip"]["fingerprint"]:
+    recorded = meta.get("clip")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("fingerprint"), str):
+        raise checkpoint.CheckpointError(f"{path} does not record the CLIP it was trained with (clip.fingerprint)")
+    if isinstance(clip, CLIP):
+        model = clip
+    elif clip is not None:  # the caller's choice: a name or a path
+        model = load(clip, precision="fp32")
+    else:
+        try:
+            model = load(hub.resolve_name(recorded.get("name")), precision="fp32")
+        except hub.ModelNotFoundError as e:
+            raise checkpoint.CheckpointError(
+                f"{path} was trained with the CLIP it names {recorded.get('name')!r:.80}, which is not a local or "
+                f"shipped model ({e}); load it with pictext.unclip.io.load_unclip(path, clip=CLIP_FILE), or save that "
+                "CLIP as a local model of a plain name (pictext convert) before training"
+            ) from e
+    if model_fingerprint(model) != recorded["fingerprint"]:
         raise checkpoint.CheckpointError(
-            f"{path} was trained in the space of the CLIP {meta['clip']['name']!r} (fingerprint "
-            f"{meta['clip']['fingerprint']}), and the CLIP given is another; pass that one"
+            f"{path} was trained in the space of the CLIP {recorded.get('name')!r:.80} (fingerprint "
+            f"{recorded['fingerprint']:.40}), and the CLIP given is another; pass that one"
         )
     return UnclipPipeline(model, parts["prior"], parts["decoder"], parts["upsampler"])  # type: ignore[arg-type]

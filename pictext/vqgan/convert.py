@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from pictext.checkpoint import CheckpointError
+from pictext.checkpoint import CheckpointError, build_loaded, check_tensors
+from pictext.config import from_dict
 from pictext.torchscript import read_pickle_data
 from pictext.vqgan.model import VQGAN, VQGANConfig
 
@@ -28,54 +29,52 @@ def read_checkpoint_data(path: str | os.PathLike) -> Any:
 
 
 def config_from_taming(params: dict[str, Any], target: str) -> VQGANConfig:
-    """VQGANConfig from a taming YAML's `model.params` (VQModel or GumbelVQ)."""
+    """VQGANConfig from a taming YAML's `model.params` (VQModel or GumbelVQ), its values checked and bounded
+    (pictext.config) before anything is built from them."""
     dd = params.get("ddconfig")
     if not isinstance(dd, dict) or "n_embed" not in params or "embed_dim" not in params:
         raise CheckpointError("the YAML has no model.params.ddconfig, n_embed and embed_dim: not a taming VQGAN config")
     if dd.get("double_z"):
         raise CheckpointError("ddconfig.double_z is true: that is a KL autoencoder, not a VQGAN")
-    gumbel = target.rsplit(".", 1)[-1] == "GumbelVQ"
-    return VQGANConfig(
-        resolution=int(dd["resolution"]),
-        in_channels=int(dd.get("in_channels", 3)),
-        out_ch=int(dd.get("out_ch", 3)),
-        ch=int(dd["ch"]),
-        ch_mult=tuple(int(m) for m in dd["ch_mult"]),
-        num_res_blocks=int(dd["num_res_blocks"]),
-        attn_resolutions=tuple(int(r) for r in dd.get("attn_resolutions", ())),
-        dropout=float(dd.get("dropout", 0.0)),
-        z_channels=int(dd["z_channels"]),
-        embed_dim=int(params["embed_dim"]),
-        n_embed=int(params["n_embed"]),
-        quantizer="gumbel" if gumbel else "vq",
-        kl_weight=float(params.get("kl_weight", 5e-4)),
-    )
+    fields = {"resolution": dd.get("resolution"), "in_channels": dd.get("in_channels", 3),
+              "out_ch": dd.get("out_ch", 3), "ch": dd.get("ch"), "ch_mult": dd.get("ch_mult"),
+              "num_res_blocks": dd.get("num_res_blocks"),
+              "attn_resolutions": dd.get("attn_resolutions", []), "dropout": dd.get("dropout", 0.0),
+              "z_channels": dd.get("z_channels"), "embed_dim": params["embed_dim"], "n_embed": params["n_embed"],
+              "kl_weight": params.get("kl_weight", 5e-4),
+              "quantizer": "gumbel" if target.rsplit(".", 1)[-1] == "GumbelVQ" else "vq"}  # fmt: skip
+    config = from_dict(VQGANConfig, fields)
+    if not config.ch_mult:
+        raise ValueError("model.params.ddconfig.ch_mult is empty; a VQGAN has at least one level")
+    if config.resolution % config.factor:
+        raise ValueError(f"model.params.ddconfig.resolution {config.resolution} is not a multiple of the "
+                         f"downsampling factor {config.factor}")  # fmt: skip
+    return config
 
 
 def load_taming(ckpt: str | os.PathLike, config: str | os.PathLike | None = None) -> VQGAN:
-    """A VQGAN (eval mode) from a taming `.ckpt` and its YAML (default: the .yaml beside the .ckpt)."""
+    """A VQGAN (eval mode) from a taming `.ckpt` and its YAML (default: the .yaml beside the .ckpt); the model is
+    built on the meta device and checked against the checkpoint's tensors before any memory is spent on it."""
     import yaml
 
     ckpt = Path(ckpt)
     config = Path(config) if config else _yaml_beside(ckpt)
     try:
+        if config.stat().st_size > MAX_YAML:
+            raise ValueError(f"{config.stat().st_size} bytes; a taming config is a few hundred")
         model_cfg = yaml.safe_load(config.read_text())["model"]
         vq_config = config_from_taming(model_cfg["params"], str(model_cfg.get("target", "")))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise CheckpointError(f"{config} is not a taming VQGAN config ({e.__class__.__name__}: {e})") from e
     data = read_checkpoint_data(ckpt)
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{ckpt} holds no state dict of tensors")
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and not k.startswith("loss.")}
-    model = VQGAN(vq_config)
-    expected = model.state_dict()
-    wrong = sorted(set(expected) ^ set(tensors))[:4]
-    wrong += [k for k in expected if k in tensors and expected[k].shape != tensors[k].shape][:4]
-    if wrong:
-        raise CheckpointError(f"{ckpt} does not match {config} (first differences: {wrong})")
-    model.load_state_dict({k: tensors[k].float() for k in expected})
-    return model.eval()
+    return build_loaded(lambda: VQGAN(vq_config), check_tensors(tensors, ckpt), f"{ckpt} (with {config})")
+
+
+MAX_YAML = 1 << 20  # bytes
 
 
 def _yaml_beside(ckpt: Path) -> Path:
