@@ -60,6 +60,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
     def __init__(self, archive: zipfile.ZipFile, pkl: str, size: int) -> None:
         self.archive, self.prefix, self.budget = archive, pkl[: -len("data.pkl")], size + (1 << 20)
+        self.storages: dict[str, torch.Tensor] = {}  # by key: tensors that share a storage (tied weights) share it
         super().__init__(io.BytesIO(self._read(pkl)))
 
     def find_class(self, module: str, name: str) -> Any:
@@ -89,8 +90,12 @@ class _SafeUnpickler(pickle.Unpickler):
         if kind != "storage" or dtype_name not in _STORAGE_DTYPES or not isinstance(numel, int):
             raise pickle.UnpicklingError(f"unsupported storage record {pid!r:.80}")
         dtype = _STORAGE_DTYPES[dtype_name]
-        raw = bytearray(self._read(f"{self.prefix}data/{key}", numel * dtype.itemsize))
-        return torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        if key not in self.storages:
+            raw = bytearray(self._read(f"{self.prefix}data/{key}", numel * dtype.itemsize))
+            self.storages[key] = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        if self.storages[key].dtype != dtype or self.storages[key].numel() != numel:
+            raise pickle.UnpicklingError(f"storage {key!r:.40} is recorded with two types or sizes")
+        return self.storages[key]
 
 
 def is_torchscript(path: str | Path) -> bool:
