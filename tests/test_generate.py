@@ -4,6 +4,7 @@ outputs, and bad input named before anything is written."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -142,6 +143,8 @@ def test_outputs_carry_their_settings(tiny_model_path, tiny_vqgan_path, tmp_path
         (["--init", "{text}"], "not a readable image"),
         (["--vqgan", "{clip}"], "'clip' checkpoint, not a 'vqgan' model"),
         (["--clip", "{vqgan}"], "is a vqgan model, not a CLIP"),
+        (["--lr", "inf"], "--lr must be a finite number, got 'inf'"),
+        (["--smoothness", "nan"], "--smoothness must be a finite number, got 'nan'"),
     ],
 )
 def test_bad_input_is_named_and_nothing_is_written(tiny_model_path, tiny_vqgan_path, tmp_path, capsys, extra, message):
@@ -176,3 +179,63 @@ def test_importing_generate_leaves_diffusers_unloaded():
     code = "import sys, pictext.generate, pictext.cli; print('diffusers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+# ---- what the CLI writes: checked before drawing, names bounded, nothing half-written left behind -----------------
+
+
+@pytest.fixture
+def no_drawing(monkeypatch):
+    """Every generator fails if asked to draw: what the CLI checks must be checked before."""
+    from pictext.generate.base import METHODS, method
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the drawing started before the outputs were checked")
+
+    for name in METHODS:
+        monkeypatch.setattr(method(name), "__call__", refuse)
+
+
+def test_an_out_that_is_a_file_or_a_linked_frames_folder_is_refused_before_drawing(
+    tiny_model_path, tiny_vqgan_path, tmp_path, capsys, no_drawing
+):
+    from pictext.cli import main
+
+    argv = ["generate", "a red circle", "--clip", str(tiny_model_path), "--vqgan", str(tiny_vqgan_path)]
+    (tmp_path / "file").write_text("mine")
+    assert main([*argv, "--out", str(tmp_path / "file")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir(), elsewhere.mkdir()
+    (elsewhere / "keep.png").write_text("mine")
+    (out / "a-red-circle-0-frames").symlink_to(elsewhere)
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "is a symlink; pictext does not replace links" in capsys.readouterr().err
+    assert (elsewhere / "keep.png").read_text() == "mine"
+
+
+def test_names_stay_short_in_bytes_and_stale_staging_is_removed(tmp_path, capsys):
+    """interpolate of two pictures with names of over 200 bytes in two scripts: every name it writes fits 143
+    bytes; a staging folder a killed run left (its process gone) goes on the next run, a live one's stays."""
+    import subprocess
+    import sys
+
+    from pictext.cli import main
+    from pictext.generate.outputs import slug
+
+    from helpers import shape_image
+
+    assert slug("Ж" * 100) == "ж" * 20 and len(slug("猫" * 100).encode()) <= 40 and slug("猫" * 100) == "猫" * 13
+    a, b = tmp_path / ("красный круг " * 9 + ".png"), tmp_path / ("蓝色方块" * 20 + ".png")  # 216 and 244 bytes
+    shape_image("red", "circle").save(a), shape_image("blue", "square").save(b)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".old-0.pictext-{dead.stdout.strip()}-abcd1234"  # a run killed while staging
+    live = out / f".other-0.pictext-{os.getpid()}-abcd1234"  # a run still writing
+    stale.mkdir(), live.mkdir()
+    (stale / "old-0.png").write_bytes(b"half")
+    assert main(["interpolate", str(a), str(b), "-n", "2", "--steps", "1", "--out", str(out)]) == 0
+    names = [p.name for p in out.rglob("*")]
+    assert any(n.endswith(".gif") for n in names) and max(len(n.encode()) for n in names) <= 143
+    assert not stale.exists() and live.exists()

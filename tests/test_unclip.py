@@ -327,6 +327,8 @@ def test_cli_trains_both_stages_then_generates_varies_and_interpolates(tiny_mode
     assert "-n must be between 2 and 1024, got 1" in capsys.readouterr().err
     assert main(["vary", str(data / "0.png"), "--eta", "-0.1", *model, "--out", str(tmp_path / "y")]) == 2
     assert "--eta must be between 0 and 1, got -0.1" in capsys.readouterr().err
+    assert main(["vary", str(data / "0.png"), "--guidance", "nan", *model, "--out", str(tmp_path / "y")]) == 2
+    assert "--guidance must be a finite number, got 'nan'" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
     # the optional upsampler joins the same file: 32 px from the decoder, 64 px out
     assert main(["train", "unclip-upsampler", *common]) == 0

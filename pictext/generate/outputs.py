@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -20,13 +21,21 @@ from PIL.PngImagePlugin import PngInfo
 
 from pictext.errors import UsageError
 
+# Every name pictext makes in --out is built from at most two slugs, a seed and a suffix; the longest is a staging
+# folder ".A-to-B-variations-SEED.pictext-PID-XXXXXXXX": with slugs of 40 bytes, 10-digit seeds and 7-digit PIDs
+# it takes 132 bytes, under 143, the shortest name limit among common file systems (eCryptfs; ext4, APFS, NTFS: 255).
+SLUG_BYTES = 40
+STAGING = re.compile(r"\..+\.pictext-(\d+)-[^.]+")
 
-def slug(text: str, limit: int = 48) -> str:
-    """A file-name-safe form of a prompt: 'a red circle!' -> 'a-red-circle'."""
+
+def slug(text: str, max_bytes: int = SLUG_BYTES) -> str:
+    """A file-name-safe form of a prompt: 'a red circle!' -> 'a-red-circle', at most `max_bytes` in UTF-8 (file
+    systems bound names in bytes, and a letter of Cyrillic or Chinese takes 2 or 3)."""
     out = "".join(c if c.isalnum() else "-" for c in text.lower())
     while "--" in out:
         out = out.replace("--", "-")
-    return out.strip("-")[:limit] or "image"
+    out = out.strip("-").encode()[:max_bytes].decode(errors="ignore")  # cut at a whole character
+    return out.strip("-") or "image"
 
 
 def png_bytes(image: Image.Image, record: dict[str, Any] | None = None) -> bytes:
@@ -68,7 +77,8 @@ def write_outputs(
     their paths. Existing files of the same name are replaced only once everything is written."""
     out = check_target(out, [f"{name}.png", f"{name}.json", f"{name}-frames", f"{name}.gif"])
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
+    remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.pictext-{os.getpid()}-", dir=out))
     try:
         (staging / f"{name}.png").write_bytes(png_bytes(image, settings))
         (staging / f"{name}.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
@@ -88,6 +98,38 @@ def write_outputs(
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders in `out` that a killed run left (.NAME.pictext-PID-XXXXXXXX): those whose
+    process is gone, or is a younger process under a reused PID. A running pictext's folder is left alone."""
+    removed = []
+    for entry in out.iterdir():
+        match = STAGING.fullmatch(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        if not _running_since(int(match.group(1)), entry.stat().st_mtime):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _running_since(pid: int, when: float) -> bool:
+    """Whether process `pid` exists and started no later than `when` (where /proc tells start times)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    try:  # Linux: the start in clock ticks after boot is field 22 of /proc/PID/stat (after the parenthesised name)
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # no /proc (macOS): alive is all we know
+    return boot + ticks / os.sysconf("SC_CLK_TCK") <= when + 1
 
 
 def contact_sheet(
