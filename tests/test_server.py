@@ -12,6 +12,8 @@ import shutil
 import socket
 import stat
 import threading
+import time
+from urllib.request import urlopen
 
 import httpx
 import pytest
@@ -661,3 +663,63 @@ def test_unclip_variations_in_a_real_browser(indexed, generator, serve, tmp_path
         page.wait_for_function("() => document.querySelectorAll('#unclip-results img').length === 5")
         assert page.text_content("#unclip-error") == ""
         browser.close()
+
+
+@pytest.fixture
+def slow_steps(monkeypatch):
+    """Each token and diffusion step takes 20 ms more, as on a model of real size: jobs of seconds to minutes."""
+    import importlib
+
+    from pictext.generate.base import progress_check
+
+    def slowed(callback, total):
+        check = progress_check(callback, total)
+
+        def slow() -> None:
+            time.sleep(0.02)
+            check()
+
+        return slow
+
+    for module in ("dalle", "unclip"):  # (pictext.generate, the attribute, is the function)
+        monkeypatch.setattr(importlib.import_module(f"pictext.generate.{module}"), "progress_check", slowed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("dalle", {"samples": 64, "keep": 1}), ("unclip", {"samples": 8, "steps": 200})],  # about 20 s and 30 s
+)
+def test_a_job_stops_within_a_step_of_its_client_leaving_and_the_next_one_runs(
+    indexed, generator, serve, slow_steps, name, params
+):
+    import http.client
+    from urllib.parse import urlencode, urlsplit
+
+    generation = with_unclip_model(generator)
+    base = urlsplit(serve(create_app(indexed[0], generation=generation)))
+    query = urlencode({"method": name, "prompt": "a red circle", **params})
+    connection = http.client.HTTPConnection(base.hostname, base.port, timeout=30)
+    connection.request("GET", f"/api/generate?{query}")
+    assert connection.getresponse().status == 200
+    time.sleep(1.0)
+    assert generation.busy.locked()  # drawing
+    connection.close()  # the page went away
+    left = time.monotonic()
+    wait_until(lambda: not generation.busy.locked(), 30, "the job to stop")
+    assert time.monotonic() - left < 3.0 and generation.last_run_steps == 0  # stopped early, not at its end
+    small = {"method": name, "prompt": "a red", "samples": 1} | ({"keep": 1} if name == "dalle" else {"steps": 2})
+    small = urlencode(small)
+    with urlopen(f"{base.geturl()}/api/generate?{small}", timeout=60) as response:
+        assert json.loads(response.read().decode().splitlines()[-1])["type"] == "done"  # the slot is free again
+
+
+@pytest.mark.slow
+def test_a_job_that_runs_past_the_time_limit_is_stopped_and_says_why(indexed, generator, slow_steps):
+    generation = dataclasses.replace(with_unclip_model(generator), time_limit=1.0)
+    client = local(create_app(indexed[0], generation=generation))
+    for name, params in (("dalle", {"samples": 64, "keep": 1}), ("unclip", {"samples": 8, "steps": 200})):
+        start = time.monotonic()
+        lines = stream_lines(client.get("/api/generate", params={"method": name, "prompt": "a red circle", **params}))
+        assert lines[-1]["type"] == "cancelled" and "ran past the limit of 1 s" in lines[-1]["reason"], lines[-1]
+        assert time.monotonic() - start < 3.0 and not generation.busy.locked()
