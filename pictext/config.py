@@ -6,7 +6,7 @@ anything: `depth: 300000` would build 300,000 modules (minutes even on the meta 
 a traceback deep inside torch. So every int field is bounded: by the class's `LIMITS` (field -> (low, high),
 which also bounds each entry of a tuple field) or by `DEFAULT_LIMIT`; tuples have at most `MAX_ITEMS`
 entries, strings `MAX_TEXT` characters, and floats must be finite. The limits sit well above the largest
-published model of each family (docs/architecture.md, "Model files").
+published model of each family (docs/architecture.md, "Model files are data").
 """
 
 from __future__ import annotations
