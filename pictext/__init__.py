@@ -9,6 +9,7 @@ from pictext.api import classify, encode_images, encode_texts, load, tokenize
 from pictext.clip.io import load_clip, save_clip
 from pictext.clip.model import CLIP, CLIPConfig
 from pictext.generate import generate
+from pictext.published import fetch
 from pictext.search import Index
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ __all__ = [
     "classify",
     "encode_images",
     "encode_texts",
+    "fetch",
     "generate",
     "load",
     "load_clip",

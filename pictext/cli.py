@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pictext", description="CLIP, image search, and text to image by VQGAN+CLIP, DALL-E and unCLIP."
     )
+    parser.add_argument("--fetch", action="store_true",
+                        help="download a published model this command names if it is not here yet")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     for area in AREAS:
         area.register(sub)
@@ -34,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pictext.hub import FETCH
+
     args = build_parser().parse_args(argv)
     _show_warnings()
+    FETCH.set(args.fetch)
     try:
         return args.run(args)
     except PictextError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 from pathlib import Path
@@ -46,11 +47,26 @@ def resolve_name(name: object) -> Path:
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
-def resolve(name: str | os.PathLike) -> Path:
-    """The file or Hugging Face folder for `name`, or ModelNotFoundError saying how to get it."""
+# `pictext --fetch ...` lets every lookup of that command fetch a published model that is not here yet
+FETCH: contextvars.ContextVar[bool] = contextvars.ContextVar("fetch", default=False)
+
+
+def resolve(name: str | os.PathLike, fetch: bool | None = None) -> Path:
+    """The file or Hugging Face folder for `name` (a path, a local or shipped model, or a published model of the
+    registry), or ModelNotFoundError saying how to get it. `fetch`: download a published model not here yet
+    (default: whether the command was given --fetch)."""
+    from pictext import published
+
     path = Path(name).expanduser()
     if path.exists():
         return path
+    item = published.entry(str(name))
+    if item is not None:
+        if item.fetched():
+            return item.path
+        if FETCH.get() if fetch is None else fetch:
+            return published.fetch(item.name)
+        raise ModelNotFoundError(published.missing_message(item))
     local = models_dir() / f"{name}.safetensors"
     if local.is_file():
         return local
@@ -60,9 +76,9 @@ def resolve(name: str | os.PathLike) -> Path:
     text = str(name)
     if "/" in text and not text.startswith(("/", ".", "~")) and not path.suffix:  # "ViT-B/32", not a path
         raise ModelNotFoundError(
-            f"no weights for {name} here, and pictext downloads nothing by itself. Get the checkpoint (OpenAI .pt, "
-            f"OpenCLIP file, or a Hugging Face CLIPModel folder) and pass its path, or save it as a local model "
-            f"in {models_dir()} with `pictext convert`"
+            f"{name} is neither a file nor a published model pictext knows (`pictext models list --published` "
+            f"lists them, as openai/ViT-B-32). Pass the checkpoint's path (OpenAI .pt, OpenCLIP file, or a Hugging "
+            f"Face CLIPModel folder), or save it as a local model in {models_dir()} with `pictext convert`"
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
     builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E", "unclip": "the default unCLIP",

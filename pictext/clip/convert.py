@@ -154,6 +154,12 @@ def _built(config: CLIPConfig, sd: dict[str, torch.Tensor], path: object = "the 
 
 def clip_from_hf(sd: dict[str, torch.Tensor], config: dict[str, Any]) -> CLIP:
     """A CLIP from a Hugging Face `CLIPModel` state dict and its config.json."""
+    return _built(*hf_to_openai(sd, config))
+
+
+def hf_to_openai(sd: dict[str, torch.Tensor], config: dict[str, Any]) -> tuple[CLIPConfig, dict[str, torch.Tensor]]:
+    """(pictext's config, the state dict in OpenAI's names) of a Hugging Face `CLIPModel` state dict and its
+    config.json: q, k and v joined into one projection, every name mapped; works on the meta device too."""
     t, v = config.get("text_config", {}), config.get("vision_config", {})
     acts = {t.get("hidden_act", "quick_gelu"), v.get("hidden_act", "quick_gelu")}
     if len(acts) != 1 or not acts <= {"quick_gelu", "gelu"}:
@@ -201,7 +207,7 @@ def clip_from_hf(sd: dict[str, torch.Tensor], config: dict[str, Any]) -> CLIP:
         ),
         activation=acts.pop(),
     )
-    return _built(cfg, out)
+    return cfg, out
 
 
 _HF_RENAMES = [

@@ -31,14 +31,21 @@ def load(
     activation: str | None = None,
     device: str | None = None,
     precision: str = "auto",
+    fetch: bool | None = None,
 ) -> CLIP:
-    """A CLIP model in eval mode: a native file, a foreign checkpoint, a local model name, or the default (None).
+    """A CLIP model in eval mode: a native file, a foreign checkpoint, a local model name, a published model's
+    name (`pictext models list --published`; `fetch=True` downloads it if it is not here yet), or the default.
 
     precision: what encode_images, encode_texts, classify and Index run it in: "fp32", "bf16" (autocast), or
     "auto": bf16 where the CPU (AVX512-BF16 or AMX) or GPU multiplies bf16 natively, fp32 elsewhere. The
     weights stay float32 either way; bf16 embeddings agree with fp32 to a cosine of about 0.9999.
     """
-    model = load_clip(hub.resolve(name_or_path or hub.DEFAULT_MODEL), activation=activation)
+    from pictext import published
+
+    name = name_or_path or hub.DEFAULT_MODEL
+    item = published.entry(str(name))
+    activation = activation or (item.activation if item is not None else None)  # the registry knows it
+    model = load_clip(hub.resolve(name, fetch=fetch), activation=activation)
     model = model.to(device) if device else model
     model.precision = resolve_precision(precision, model.text_projection.device)
     logger.info("CLIP inference in %s", model.precision)

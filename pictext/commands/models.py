@@ -1,4 +1,4 @@
-"""The model and data commands: `models` (list, build from a recipe) and `data build emoji`."""
+"""The model and data commands: `models` (list, build from a recipe, fetch a published one) and `data build emoji`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if args.action == "build":
         return _build_model(args.name, args.out, args.half)
+    if args.action == "fetch":
+        return _fetch(args.name)
+    if args.published:
+        return _list_published()
     models = hub.list_models()
     print(f"models (local ones in {hub.models_dir()}, shipped ones in the package):")
     for path in models:
@@ -24,6 +28,31 @@ def cmd_models(args: argparse.Namespace) -> int:
             "  none; the package's own are missing too: reinstall pictext, or "
             f"`pictext models build {hub.DEFAULT_MODEL}`"
         )
+    return 0
+
+
+def _fetch(name: str | None) -> int:
+    from pictext import published
+
+    if not name:
+        raise UsageError("pictext models fetch NAME: which one? `pictext models list --published` lists them")
+    item = published.entry(name)
+    if item is None:
+        raise UsageError(f"{name!r} is not a published model; `pictext models list --published` lists them")
+    already = item.fetched()
+    path = published.fetch(name)
+    size = sum(p.stat().st_size for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file())
+    print(f"{name}: {'already here' if already else 'fetched'}, {size / 1e6:,.1f} MB at {path}")
+    return 0
+
+
+def _list_published() -> int:
+    from pictext import published
+
+    print("published models (`pictext models fetch NAME` downloads one; sizes approximate):")
+    for name, item in sorted(published.registry().items()):
+        here = "here" if item.fetched() else "not fetched"
+        print(f"  {name:32s} {item.approx_mb:6,} MB  {item.licence:4s}  {here:11s}  {item.about}")
     return 0
 
 
@@ -82,9 +111,11 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
 
 
 def register(sub: Subparsers) -> None:
-    p = sub.add_parser("models", help="list the models here, or build one from its recipe")
-    p.add_argument("action", nargs="?", choices=["list", "build"], default="list")
-    p.add_argument("name", nargs="?", help="with build: vqgan, dalle, unclip, default or shapes")
+    p = sub.add_parser("models", help="list the models here, build one from its recipe, or fetch a published one")
+    p.add_argument("action", nargs="?", choices=["list", "build", "fetch"], default="list")
+    p.add_argument("name", nargs="?", help="with build: vqgan, dalle, unclip, default or shapes; with fetch: a "
+                   "published model (openai/ViT-B-32, ...)")  # fmt: skip
+    p.add_argument("--published", action="store_true", help="with list: the published models pictext can fetch")
     p.add_argument("--out", help="with build: where to save (default: $PICTEXT_HOME/models/NAME.safetensors)")
     p.add_argument("--half", action="store_true", help="with build of a CLIP: store float16 weights, as shipped")
     p.set_defaults(run=cmd_models)

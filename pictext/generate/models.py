@@ -18,7 +18,7 @@ def load_clip_model(spec: ModelSpec) -> CLIP:
     path = hub.resolve(spec)
     if path.is_file() and is_native(path) and read_metadata(path).get("pictext.kind") != "clip":
         raise GenerationError(f"{spec} is a {read_metadata(path).get('pictext.kind')} model, not a CLIP")
-    return load(path, precision="fp32").requires_grad_(False)
+    return load(spec, precision="fp32").requires_grad_(False)  # by its name: a published one's activation
 
 
 def load_vqgan_model(spec: ModelSpec) -> VQGAN:
