@@ -5,7 +5,15 @@ tensor used, none left over, none missing. Parameter counts are printed for READ
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 import warnings
 
 import pytest
@@ -119,3 +127,169 @@ def test_every_entry_is_complete_and_checked():
             assert spec.max_bytes >= min(item.approx_mb * 1_000_000, 1 << 20), name
             if spec.url is not None and "openaipublic" in spec.url:  # OpenAI's URLs carry their SHA-256
                 assert spec.sha256 is not None and spec.sha256 in spec.url, name
+
+
+# ---- the downloader, through real HTTP on 127.0.0.1 ----------------------------------------------------------------
+
+
+class Files(http.server.BaseHTTPRequestHandler):
+    """Serves `files` by path, honouring Range; `cut` paths send half and hang up on their first request, `stall`
+    paths answer headers then wait, `lying` paths send more than their Content-Length would allow."""
+
+    files: dict[str, bytes] = {}
+    cut: set[str] = set()
+    stall: set[str] = set()
+    unsized: set[str] = set()  # sent without Content-Length, to the end of the connection
+    requests: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:
+        Files.requests.append((self.path, self.headers.get("Range")))
+        data = self.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        if self.path not in self.unsized:
+            self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if self.path in self.stall:
+            time.sleep(3)
+            return
+        if self.path in self.cut:
+            self.cut.discard(self.path)
+            self.wfile.write(data[start : len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    Files.files, Files.cut, Files.stall, Files.unsized, Files.requests = {}, set(), set(), set(), []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_cut_download_resumes_and_its_hash_passes(server, tmp_path):
+    data = os.urandom(3 << 20)
+    Files.files["/model.pt"], Files.cut = data, {"/model.pt"}
+    target = tmp_path / "model.pt"
+    assert published.download(f"{server}/model.pt", target, sha(data), 4 << 20, progress=False) == sha(data)
+    assert target.read_bytes() == data and not target.with_name("model.pt.part").exists()
+    assert Files.requests[1] == ("/model.pt", f"bytes={len(data) // 2}-")  # the second request resumed
+
+
+def test_a_wrong_hash_a_404_a_stall_and_an_oversize_file_are_refused(server, tmp_path):
+    data = os.urandom(1 << 20)
+    Files.files |= {"/a": data, "/slow": data, "/big": data, "/unsized": data}
+    Files.stall, Files.unsized = {"/slow"}, {"/unsized"}
+    target = tmp_path / "a"
+    with pytest.raises(published.FetchError, match="SHA-256 .* removed, never loaded"):
+        published.download(f"{server}/a", target, "0" * 64, 2 << 20, progress=False)
+    assert not target.exists() and not tmp_path.joinpath("a.part").exists()
+    with pytest.raises(published.FetchError, match="answered 404"):
+        published.download(f"{server}/missing", target, None, 2 << 20, progress=False)
+    start = time.monotonic()
+    with pytest.raises(published.FetchError, match="no answer after 2 tries"):
+        published.download(f"{server}/slow", target, None, 2 << 20, timeout=0.5, retries=1, progress=False)
+    assert time.monotonic() - start < 5
+    with pytest.raises(published.FetchError, match="1,048,576 bytes, more than the 524,288 the registry allows"):
+        published.download(f"{server}/big", target, None, 1 << 19, progress=False)
+    with pytest.raises(published.FetchError, match="more than the 524,288 bytes the registry allows; stopped"):
+        published.download(f"{server}/unsized", target, None, 1 << 19, progress=False)  # stopped at the limit
+    assert not target.exists() and not tmp_path.joinpath("a.part").exists()
+
+
+def test_a_checkpoint_fetched_from_the_server_loads_as_the_file_it_was_served_from(
+    server, tmp_path, monkeypatch, capsys
+):
+    """A registry entry of the test's, served on 127.0.0.1: `pictext models fetch`, then the name loads the same
+    model as the file; before the fetch, the name says how to fetch it."""
+    import open_clip
+
+    import pictext
+    from pictext.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = {"vision_cfg": {"layers": 1, "width": 64, "patch_size": 16, "image_size": 32},
+                 "text_cfg": {"layers": 1, "width": 64, "context_length": 16}, "embed_dim": 32}  # fmt: skip
+        reference = open_clip.create_model("ViT-B-32", **small)
+    torch.save(reference.state_dict(), tmp_path / "served.pt")
+    data = (tmp_path / "served.pt").read_bytes()
+    Files.files["/tiny.pt"] = data
+    registry = {"test/tiny": {"family": "clip", "format": "open_clip", "about": "a tiny OpenCLIP", "licence": "MIT",
+                              "approx_mb": 1, "activation": "gelu",
+                              "files": [{"name": "tiny.pt", "url": f"{server}/tiny.pt", "sha256": sha(data),
+                                         "max_bytes": len(data)}]}}  # fmt: skip
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    monkeypatch.setattr(published, "REGISTRY", tmp_path / "registry.json")
+    monkeypatch.setenv("PICTEXT_HOME", str(tmp_path / "home"))
+    assert main(["classify", str(tmp_path / "served.pt"), "--labels", "a,b", "--model", "test/tiny"]) == 2
+    assert "pictext models fetch test/tiny" in capsys.readouterr().err
+    assert main(["models", "fetch", "test/tiny"]) == 0
+    assert "test/tiny: fetched" in capsys.readouterr().out
+    assert main(["models", "list", "--published"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "test/tiny" in x)
+    assert " here " in line and "not fetched" not in line
+    fetched = pictext.load("test/tiny", precision="fp32")
+    original = pictext.load(tmp_path / "served.pt", activation="gelu", precision="fp32")
+    texts = ["a red circle", "a blue square"]
+    assert (pictext.encode_texts(texts, model=fetched) == pictext.encode_texts(texts, model=original)).all()
+
+
+HUB_CHILD = """
+import json, sys
+from pathlib import Path
+import pictext
+from pictext import published
+published.REGISTRY = Path(sys.argv[1])
+path = published.fetch("test/hub", progress=False)
+model = pictext.load("test/hub", precision="fp32")
+print(json.dumps({"path": str(path), "row": pictext.encode_texts(["a red circle"], model=model)[0].tolist()}))
+"""
+
+
+def test_a_hub_entry_is_read_from_the_hub_cache_offline(tmp_path):
+    """A Hugging Face CLIPModel folder placed in huggingface_hub's cache layout, fetched with HF_HUB_OFFLINE=1
+    (huggingface_hub reads its settings at import: a child process), loads as the folder it came from."""
+    from transformers import CLIPConfig as HFConfig
+    from transformers import CLIPModel
+
+    import pictext
+
+    torch.manual_seed(0)
+    tower = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 1}
+    small = {"text_config": tower, "vision_config": tower | {"patch_size": 32}, "projection_dim": 32}
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--test-org--tiny-clip"
+    snapshot = repo / "snapshots" / commit
+    CLIPModel(HFConfig(**small)).eval().save_pretrained(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    files = [{"name": n, "hub": "test-org/tiny-clip", "revision": None, "max_bytes": 50 << 20}
+             for n in ("config.json", "model.safetensors")]  # fmt: skip
+    registry = {"test/hub": {"family": "clip", "format": "huggingface", "about": "a tiny HF CLIP", "licence": "MIT",
+                             "approx_mb": 1, "files": files}}  # fmt: skip
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PICTEXT_HOME": str(tmp_path / "home"),
+           "PICTEXT_QUIET": "1"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", HUB_CHILD, str(tmp_path / "registry.json")], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["path"] == str(snapshot)  # read where huggingface_hub keeps it, not copied
+    expected = pictext.encode_texts(["a red circle"], model=pictext.load(snapshot, precision="fp32"))[0]
+    assert out["row"] == pytest.approx(expected.tolist(), abs=1e-6)
