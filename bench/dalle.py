@@ -39,8 +39,7 @@ from pictext.api import load
 from pictext.dalle.io import load_dalle
 from pictext.dalle.sampling import SamplingConfig
 from pictext.data.shapes import COLORS, DEFAULT_HELD_OUT, SHAPES, ShapesWorld, judge
-from pictext.generate import default_rerankers_for
-from pictext.generate.dalle import DALLESettings, guides_for
+from pictext.generate.dalle import DALLEGenerator, DALLESettings, guides_for
 from pictext.generate.rerank import clip_scores
 
 RERANKERS = ("shapes", "default")
@@ -73,7 +72,7 @@ def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: f
         any_right.append(any(v.dominant for v in verdicts))
         colors += [v.largest is not None and v.largest.color == color for v in verdicts]
         shapes += [v.largest is not None and v.largest.shape == shape for v in verdicts]
-    used = "+".join(default_rerankers_for(items[0][0]))  # the CLIPs `generate` reranks these captions with
+    used = "+".join(DALLEGenerator.defaults(items[0][0])["clip"])  # the CLIPs `generate` reranks these captions with
     used = used if used in reranked else next(iter(clips))
     return {"oracle_accuracy": float(np.mean(shown)), "oracle_accuracy_reranked": float(np.mean(reranked[used])),
             "oracle_accuracy_any": float(np.mean(any_right)),
@@ -84,8 +83,7 @@ def judge_set(pipeline, clips, items, guidance: float, seed: int, temperature: f
 @torch.no_grad()
 def tokenizer_ceiling(pipeline, n: int = 200) -> dict[str, float]:
     """The share of the image tokenizer's reconstructions of real single-shape pictures the oracle recognises."""
-    from pictext.dalle.io import to_images
-    from pictext.images.tensors import to_pixels
+    from pictext.images.tensors import to_images, to_pixels
 
     out = {}
     for split in ("held_out", "train"):
@@ -158,8 +156,8 @@ def main() -> None:
         "rows": rows,
         "notes": "held-out combinations never appear in the DALL-E's (or its VQGAN's) training data; one trained "
         "model, mean and worst over 3 sampling seeds; oracle_accuracy_reranked: reranked by the CLIPs `generate` uses "
-        f"for shapes captions ({' + '.join(default_rerankers_for(held[0][0]))}, cosines summed); summary at guidance "
-        "3, temperature 1, guided by the caption and its shape alone (shape_prompt)",
+        f"for shapes captions ({' + '.join(DALLEGenerator.defaults(held[0][0])['clip'])}, cosines summed); "
+        "summary at guidance 3, temperature 1, guided by the caption and its shape alone (shape_prompt)",
         "seconds": seconds,
         "machine": {
             "cpu": platform.processor() or platform.machine(),

@@ -6,7 +6,7 @@ For each generator and sampling seed (3), one picture per prompt, with each gene
 - VQGAN+CLIP: the VQGAN shapes prompts get by default (the default DALL-E's, 32 px) guided by the `shapes` CLIP,
   100 steps from random codes;
 - DALL-E: the default DALL-E, 16 samples at guidance 3, the best by the `shapes` and `default` CLIPs together
-  kept (their cosines summed; `default_rerankers_for`);
+  kept (their cosines summed; `DALLEGenerator.defaults`);
 - unCLIP: the default prior (best of 2) and decoder (guidance 1.5, 50 DDIM steps, eta 1), in the `default` CLIP's
   space.
 
@@ -38,8 +38,11 @@ from pictext import hub
 from pictext.api import load
 from pictext.data.emoji import ensure_emoji, named_images
 from pictext.data.shapes import DEFAULT_HELD_OUT, judge
-from pictext.generate import default_rerankers_for, default_vqgan_for, generate, load_dalle_model, load_unclip_model
+from pictext.generate import generate
+from pictext.generate.dalle import DALLEGenerator
+from pictext.generate.models import load_dalle_model, load_unclip_model
 from pictext.generate.rerank import clip_scores
+from pictext.generate.vqgan_clip import VQGANCLIPGenerator
 from pictext.vqgan.io import load_vqgan
 
 SEEDS = (0, 1, 2)
@@ -61,7 +64,7 @@ def emoji_rows(dalle, unclip) -> list[dict]:
 
     default = load("default", precision="fp32")
     judge_clip = load(os.environ.get("JUDGE_EMOJI_CLIP", "default-resnet-s1"), precision="fp32")
-    vqgan = load_vqgan(hub.resolve(default_vqgan_for("an emoji")))
+    vqgan = load_vqgan(hub.resolve(VQGANCLIPGenerator.defaults("an emoji")["vqgan"]))
     names, pngs = held_out_emoji()
     real = [float(clip_scores([Image.open(p)], name, judge_clip)[0]) for name, p in zip(names, pngs)]
     rows = [{"system": "real held-out emoji", "clip_score_judge": float(np.mean(real))}]
@@ -86,9 +89,9 @@ def emoji_rows(dalle, unclip) -> list[dict]:
 
 def main() -> None:
     shapes = load("shapes", precision="fp32")
-    rerankers = [load(name, precision="fp32") for name in default_rerankers_for(PROMPTS[0][0])]
+    rerankers = [load(name, precision="fp32") for name in DALLEGenerator.defaults(PROMPTS[0][0])["clip"]]
     judge_clip = load(os.environ.get("JUDGE_CLIP", "shapes-seed1"), precision="fp32")
-    vqgan = load_vqgan(hub.resolve(default_vqgan_for(PROMPTS[0][0])))
+    vqgan = load_vqgan(hub.resolve(VQGANCLIPGenerator.defaults(PROMPTS[0][0])["vqgan"]))
     dalle, unclip = load_dalle_model("dalle"), load_unclip_model("unclip")
     draw = {
         "VQGAN+CLIP": lambda p, s: generate(p, clip=shapes, vqgan=vqgan, steps=100, seed=s).image,

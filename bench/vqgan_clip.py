@@ -33,7 +33,7 @@ from pictext import hub
 from pictext.api import load
 from pictext.data.shapes import COLORS, DEFAULT_HELD_OUT, SHAPES, judge
 from pictext.generate import generate
-from pictext.generate.vqgan_clip import GenerateConfig
+from pictext.generate.vqgan_clip import VQGANCLIPSettings as GenerateConfig
 from pictext.vqgan.io import load_vqgan
 
 SEEDS = (0, 1, 2)
@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--init", choices=["random", "background"], default="background",
                         help="random codes (pictext generate's default), or a plain image in a shapes-world "
                         "background grey (the pictures then start as the world's scenes do)")  # fmt: skip
-    parser.add_argument("--vqgan", default="dalle", help="default: the one shapes prompts get (default_vqgan_for)")
+    parser.add_argument(
+        "--vqgan", default="dalle", help="default: the one shapes prompts get (VQGANCLIPGenerator.defaults)"
+    )
     parser.add_argument("--clip", default="shapes", help="a CLIP, or several comma-separated (losses summed)")
     parser.add_argument("--cutouts", type=int, default=GenerateConfig.cutouts)
     parser.add_argument("--cut-power", type=float, default=GenerateConfig.cut_power,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pictext.clip.io import load_clip
-from pictext.generate.vqgan_clip import GenerateConfig, _normalize, clamp_with_grad, make_cutouts, spherical_loss
+from pictext.generate.vqgan_clip import VQGANCLIPSettings, _normalize, clamp_with_grad, make_cutouts, spherical_loss
 from pictext.training import cpu_has_fast_bf16
 from pictext.vqgan.model import VQGAN
 from pictext.vqgan.recipe import DEFAULT_VQGAN
@@ -63,7 +63,7 @@ class Timer:
 
 
 def pictext_step(vqgan, clip, z, target, g, precision: str, timer: Timer) -> None:
-    config = GenerateConfig(cutouts=CUTOUTS)
+    config = VQGANCLIPSettings(cutouts=CUTOUTS)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         codes = vqgan.quantize.nearest(flat.detach().float())
@@ -144,9 +144,9 @@ def taming_decoder(vqgan: VQGAN) -> torch.nn.Module:
     return decoder
 
 
-def measure_size(size, clip, ref_clip, augment, target, precisions, rate) -> list[dict]:
+def measure_size(size, clip, ref_clip, augment, target, precisions, rate, vqgan_config=DEFAULT_VQGAN) -> list[dict]:
     """Best of REPEATS per system at `size`, taken in turns so a slow spell of the machine hits all alike."""
-    vqgan = VQGAN(DEFAULT_VQGAN).eval().requires_grad_(False)
+    vqgan = VQGAN(vqgan_config).eval().requires_grad_(False)
     decoder = taming_decoder(vqgan)
     side = size // vqgan.config.factor
     z0 = vqgan.quantize.lookup(torch.randint(0, vqgan.config.n_embed, (1, side, side)))

@@ -69,3 +69,26 @@ def test_measured_figures_are_not_in_code_comments():
                     texts.append((node.body[0].lineno, doc))
         found += [f"{path.relative_to(ROOT)}:{line}" for line, text in texts if FIGURE.search(text)]
     assert not found, f"measured figures in code comments or docstrings: {found}"
+
+
+def test_every_name_a_benchmark_imports_from_pictext_exists():
+    """The benchmarks run rarely (minutes each); a rename in pictext must not leave them broken until then."""
+    import importlib
+    import importlib.util
+
+    def submodule(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # its parent is a module, not a package
+            return False
+
+    missing = []
+    for script in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pictext")):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name) and not submodule(f"{node.module}.{alias.name}"):
+                    missing.append(f"bench/{script.name}:{node.lineno} {node.module}.{alias.name}")
+    assert not missing, missing

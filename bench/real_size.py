@@ -1,0 +1,112 @@
+"""pictext at the published sizes, with random weights (the published files cannot be downloaded here):
+
+- VQGAN+CLIP, one optimisation step at 256 and 512 px: taming's ImageNet f16-16384 VQGAN (the registry's
+  `taming/imagenet-f16-16384` architecture), OpenAI's ViT-B/32 as the guide, 32 cutouts of 224 px; against the
+  same step composed from taming-transformers' decoder, open_clip's model and nerdyrodent/VQGAN-CLIP's cutouts
+  (bench/vqgan_clip_step.py's reference, at this size). Seconds per step, peak memory, `ratio_vs_reference`.
+- CLIP ViT-L/14 image encoding, pictext against open_clip, identical weights, batch 4, fp32.
+- The minutes a 300-step VQGAN+CLIP run at 256 px takes here: 300 times the measured step (an estimate).
+
+Writes bench/results/real_size.json.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import vqgan_clip_step as step  # bench/vqgan_clip_step.py: the step on both sides, the reference cutouts
+
+from pictext import published
+from pictext.clip.io import load_clip
+from pictext.training import cpu_has_fast_bf16
+from pictext.vqgan.convert import config_from_taming
+
+SIZES = (256, 512)
+
+
+def vqgan_clip_rows(rate: float) -> list[dict]:
+    import kornia.augmentation as K
+    import open_clip
+
+    step.CUTOUTS = 32
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_clip = open_clip.create_model("ViT-B-32-quickgelu").eval().requires_grad_(False)
+    tmp = Path("/tmp/pictext_bench")
+    tmp.mkdir(exist_ok=True)
+    torch.save(ref_clip.state_dict(), tmp / "vitb32.pt")
+    clip = load_clip(tmp / "vitb32.pt", activation="quick_gelu").requires_grad_(False)
+    target = F.normalize(torch.randn(1, 512), dim=-1)
+    augment = torch.nn.Sequential(
+        K.RandomHorizontalFlip(p=0.5),
+        K.RandomSharpness(0.3, p=0.4),
+        K.RandomAffine(degrees=30, translate=(0.1, 0.1), p=0.8, padding_mode="border"),
+        K.RandomPerspective(0.2, p=0.4),
+        K.ColorJitter(hue=0.01, saturation=0.01, p=0.7),
+    )
+    reference = published.registry()["taming/imagenet-f16-16384"].reference["taming"]
+    config = config_from_taming(reference, "taming.models.vqgan.VQModel")
+    rows = []
+    for size in SIZES:
+        before = peak_mb()
+        rows += step.measure_size(size, clip, ref_clip, augment, target, ["fp32"], rate, config)
+        rows[-1]["process_peak_mb"] = rows[-2]["process_peak_mb"] = round(peak_mb(), 0)
+        print(f"{size} px: process peak {peak_mb():.0f} MB (was {before:.0f})", flush=True)
+    return rows
+
+
+def vit_l_rows() -> list[dict]:
+    import open_clip
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = open_clip.create_model("ViT-L-14-quickgelu").eval()
+    path = Path("/tmp/pictext_bench/vitl14.pt")
+    torch.save(ref.state_dict(), path)
+    ours = load_clip(path, activation="quick_gelu")
+    pixels = torch.randn(4, 3, 224, 224)
+    systems = {"pictext": lambda: ours.encode_image(pixels), "open_clip": lambda: ref.encode_image(pixels)}
+    with torch.inference_mode():
+        for fn in systems.values():
+            fn()
+        best = {name: min(step._timed(fn) for _ in range(3)) for name, fn in systems.items()}
+        cosine = F.cosine_similarity(systems["pictext"](), systems["open_clip"]()).min().item()
+    return [{"system": name, "images_s": round(4 / t, 3), "min_cosine": round(cosine, 6)} for name, t in best.items()]
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    rate = step.gemm_rate()
+    start = time.perf_counter()
+    vqgan = vqgan_clip_rows(rate)
+    by = {(r["system"], r["size"]): r["seconds_per_step"] for r in vqgan}
+    vit = vit_l_rows()
+    images = {r["system"]: r["images_s"] for r in vit}
+    summary = {
+        "ratio_vs_reference": round(by[("reference fp32", 256)] / by[("pictext fp32", 256)], 3),
+        "ratio_vs_reference_512px": round(by[("reference fp32", 512)] / by[("pictext fp32", 512)], 3),
+        "minutes_300_steps_256px": round(300 * by[("pictext fp32", 256)] / 60, 1),
+        "vit_l14_ratio_vs_open_clip": round(images["pictext"] / images["open_clip"], 3),
+    }
+    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "native_bf16": cpu_has_fast_bf16(), "gemm_gflops": round(rate / 1e9),
+               "bench_minutes": round((time.perf_counter() - start) / 60, 1)}  # fmt: skip
+    out = {"summary": summary, "vqgan_clip": vqgan, "vit_l14": vit, "machine": machine}
+    (Path(__file__).parent / "results" / "real_size.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
