@@ -75,10 +75,12 @@ def resolve(name: str | os.PathLike, fetch: bool | None = None) -> Path:
         return shipped
     text = str(name)
     if "/" in text and not text.startswith(("/", ".", "~")) and not path.suffix:  # "ViT-B/32", not a path
+        alias = "openai/" + text.replace("@336px", "-336").replace("/", "-")  # OpenAI's own names for its CLIPs
+        hint = f"did you mean {alias}, a published model? " if published.entry(alias) is not None else ""
         raise ModelNotFoundError(
-            f"{name} is neither a file nor a published model pictext knows (`pictext models list --published` "
-            f"lists them, as openai/ViT-B-32). Pass the checkpoint's path (OpenAI .pt, OpenCLIP file, or a Hugging "
-            f"Face CLIPModel folder), or save it as a local model in {models_dir()} with `pictext convert`"
+            f"{name} is neither a file nor a published model pictext knows; {hint}`pictext models list --published` "
+            f"lists them. Or pass the checkpoint's path (OpenAI .pt, OpenCLIP file, or a Hugging Face CLIPModel "
+            f"folder), or save it as a local model in {models_dir()} with `pictext convert`"
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
     builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E", "unclip": "the default unCLIP",

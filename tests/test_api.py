@@ -85,7 +85,7 @@ def test_wrong_files_as_checkpoints(tmp_path, tiny_model_path):
     with pytest.raises(CheckpointError, match="not a checkpoint pictext can read") as e:
         pictext.load(evil)
     assert "weights_only" not in str(e.value)  # never the advice to load it unsafely
-    with pytest.raises(FileNotFoundError, match="downloads nothing"):
+    with pytest.raises(FileNotFoundError, match="did you mean openai/ViT-B-32, a published model"):
         pictext.load("ViT-B/32")
     with pytest.raises(FileNotFoundError, match="neither a file nor a model"):
         pictext.load("no-such-model")
