@@ -32,26 +32,8 @@ SIZES = (256, 512)
 
 
 def vqgan_clip_rows(rate: float) -> list[dict]:
-    import kornia.augmentation as K
-    import open_clip
-
     step.CUTOUTS = 32
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref_clip = open_clip.create_model("ViT-B-32-quickgelu").eval().requires_grad_(False)
-    tmp = Path("/tmp/pictext_bench")
-    tmp.mkdir(exist_ok=True)
-    torch.save(ref_clip.state_dict(), tmp / "vitb32.pt")
-    clip = load_clip(tmp / "vitb32.pt", activation="quick_gelu").requires_grad_(False)
-    target = F.normalize(torch.randn(1, 512), dim=-1)
-    augment = torch.nn.Sequential(
-        K.RandomHorizontalFlip(p=0.5),
-        K.RandomSharpness(0.3, p=0.4),
-        K.RandomAffine(degrees=30, translate=(0.1, 0.1), p=0.8, padding_mode="border"),
-        K.RandomPerspective(0.2, p=0.4),
-        K.ColorJitter(hue=0.01, saturation=0.01, p=0.7),
-    )
+    clip, ref_clip, augment, target = step.setup()
     reference = published.registry()["taming/imagenet-f16-16384"].reference["taming"]
     config = config_from_taming(reference, "taming.models.vqgan.VQModel")
     rows = []

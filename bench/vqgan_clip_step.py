@@ -176,7 +176,8 @@ def measure_size(size, clip, ref_clip, augment, target, precisions, rate, vqgan_
     return rows
 
 
-def main() -> None:
+def setup() -> tuple:
+    """(pictext's CLIP, open_clip's with the same random weights, the reference's augmentations, a target)."""
     import kornia.augmentation as K
     import open_clip
 
@@ -196,6 +197,11 @@ def main() -> None:
         K.RandomPerspective(0.2, p=0.4),
         K.ColorJitter(hue=0.01, saturation=0.01, p=0.7),
     )
+    return clip, ref_clip, augment, target
+
+
+def main() -> None:
+    clip, ref_clip, augment, target = setup()
     rate = gemm_rate()
     precisions = ["fp32"] + (["bf16"] if cpu_has_fast_bf16() else [])
     rows = [row for size in SIZES for row in measure_size(size, clip, ref_clip, augment, target, precisions, rate)]
