@@ -239,3 +239,27 @@ def test_names_stay_short_in_bytes_and_stale_staging_is_removed(tmp_path, capsys
     names = [p.name for p in out.rglob("*")]
     assert any(n.endswith(".gif") for n in names) and max(len(n.encode()) for n in names) <= 143
     assert not stale.exists() and live.exists()
+
+
+def test_the_classic_preset_is_the_default_for_a_published_vqgan_and_flags_override_it(
+    tiny_model_path, tiny_vqgan_path, tmp_path, capsys
+):
+    from pictext.cli import main
+    from pictext.generate.vqgan_clip import VQGANCLIPGenerator
+
+    assert VQGANCLIPGenerator.preset_for({"vqgan": "taming/imagenet-f16-16384"}) == "classic"
+    assert VQGANCLIPGenerator.preset_for({"vqgan": "last.ckpt"}) == "classic"  # taming's published format
+    assert VQGANCLIPGenerator.preset_for({"vqgan": "vqgan"}) is None  # pictext's own: the plain defaults
+    assert VQGANCLIPSettings.build({"steps": 2}, "classic") == VQGANCLIPSettings(
+        steps=2, cutouts=32, cut_power=1.0, lr=0.1, lr_drops=()
+    )
+    with pytest.raises(GenerationError, match="preset must be one of this method's presets \\(classic\\)"):
+        VQGANCLIPSettings.build({}, "pixray-deluxe")
+    out = tmp_path / "out"
+    argv = ["generate", "a red circle", "--clip", str(tiny_model_path), "--vqgan", str(tiny_vqgan_path),
+            "--preset", "classic", "--steps", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((out / "a-red-circle-0.json").read_text())
+    assert record["steps"] == 2 and record["cutouts"] == 32 and record["lr_drops"] == []  # the flag over the preset
+    result = generate("a red circle", clip=str(tiny_model_path), vqgan=tiny_vqgan_path, preset="classic", steps=1)
+    assert result.records[0]["cutouts"] == 32

@@ -94,9 +94,11 @@ def add_settings_flags(parser: argparse.ArgumentParser | Any, owners: dict[str, 
             parser.add_argument(flag, dest=f.name, default=None, help=help, metavar=_metavar(f.name, choices))
 
 
-def settings_from(args: argparse.Namespace, cls: type, owners: dict[str, type], method: str) -> Any:
-    """`cls` (one of `owners`) built from the flags given, read and checked by the class (its message names the
-    flag); a flag of another class is an error naming it."""
+def settings_from(
+    args: argparse.Namespace, cls: type, owners: dict[str, type], method: str, preset: str | None = None
+) -> Any:
+    """`cls` (one of `owners`) built from the flags given over `preset`'s values, read and checked by the class
+    (its message names the flag); a flag of another class is an error naming it."""
     own = {f.name: flag_of(f) for f in dataclasses.fields(cls) if f.metadata.get("cli", True)}
     every = {f.name: flag_of(f) for c in owners.values() for f in dataclasses.fields(c) if f.metadata.get("cli", True)}
     foreign = sorted(every[name] for name in set(every) - set(own) if getattr(args, name, None) is not None)
@@ -104,7 +106,7 @@ def settings_from(args: argparse.Namespace, cls: type, owners: dict[str, type], 
         raise UsageError(f"{', '.join(foreign)}: not options of {method}")
     given = {name: getattr(args, name) for name in own if getattr(args, name, None) is not None}
     try:
-        return cls.build({k: cls.parse(k, v) if isinstance(v, str) else v for k, v in given.items()})
+        return cls.build({k: cls.parse(k, v) if isinstance(v, str) else v for k, v in given.items()}, preset)
     except PictextError as e:
         name = str(e).split(" ", 1)[0]
         raise UsageError(str(e).replace(name, own[name], 1) if name in own else str(e)) from None

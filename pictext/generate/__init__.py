@@ -50,14 +50,16 @@ def generate(
 
     kwargs are the method's models (vqgan-clip: clip, vqgan; dalle: dalle, clip; unclip: unclip; each a local
     name, a file or a loaded model, default as the method says), its settings (the fields of VQGANCLIPSettings,
-    DALLESettings or UnclipSettings), and its input pictures (vqgan-clip: init_image, image_prompts; dalle: prime).
+    DALLESettings or UnclipSettings; `preset` names a set of them, as "classic", which a published VQGAN gets
+    by default), and its input pictures (vqgan-clip: init_image, image_prompts; dalle: prime).
     `callback(step, picture)` sees each step or picture (picture None: progress), and returning False stops.
     """
     cls = base.method(method)
     cls.check_prompt(prompt)
     models = {m.name: kwargs.pop(m.name) for m in cls.MODELS if m.name in kwargs}
     inputs = {k: kwargs.pop(k) for k in cls.INPUTS if k in kwargs}
-    settings = cls.Settings.build(kwargs)  # names what is neither a model, an input nor a setting
+    preset = kwargs.pop("preset", None) or cls.preset_for(cls.defaults(prompt) | models)
+    settings = cls.Settings.build(kwargs, preset)  # names what is neither a model, an input nor a setting
     return prepare(method, prompt, cache, **models)(prompt, settings, callback, **inputs)
 
 

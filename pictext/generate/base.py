@@ -114,6 +114,8 @@ def setting(
 class Settings:
     """Base of every method's settings: checks each field against its declaration, then `check()`."""
 
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # named sets of values a method declares (its settings)
+
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
@@ -124,13 +126,17 @@ class Settings:
         """Rules between fields (a method's settings override it)."""
 
     @classmethod
-    def build(cls, values: dict[str, Any]) -> Settings:
-        """The settings from `values` (defaults for the rest); a name that is no field is named with the known ones."""
+    def build(cls, values: dict[str, Any], preset: str | None = None) -> Settings:
+        """The settings from `values`, then the preset's (if any), then the defaults; a name that is no field is
+        named with the known ones."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise GenerationError(f"unknown settings {unknown} (known: {', '.join(sorted(names))})")
-        return cls(**values)
+        if preset is not None and preset not in cls.PRESETS:
+            known = ", ".join(cls.PRESETS) or "none"
+            raise GenerationError(f"preset must be one of this method's presets ({known}), got {preset!r}")
+        return cls(**(cls.PRESETS[preset] if preset else {}) | values)
 
     @classmethod
     def parse(cls, name: str, text: str) -> Any:
@@ -258,6 +264,11 @@ class Generator(ABC):
     @abstractmethod
     def defaults(cls, prompt: str | None) -> dict[str, Any]:
         """The model names used where none is given (some methods choose by the prompt; see each)."""
+
+    @classmethod
+    def preset_for(cls, models: dict[str, Any]) -> str | None:
+        """The settings preset these models call for when the caller names none (None: the plain defaults)."""
+        return None
 
     @classmethod
     def check_prompt(cls, prompt: str) -> None:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +106,14 @@ class VQGANCLIPSettings(Settings):
     palette: tuple[tuple[int, int, int], ...] = setting((), "colours to pull pixels towards", cli=False, page=False)
     palette_weight: float = setting(0.0, "weight of the palette loss", low=0.0, high=1000.0, cli=False, page=False)
     frame_every: int = setting(10, "steps between saved frames, 0: none", low=0)
+
+    # "classic": the settings of the VQGAN+CLIP notebooks as nerdyrodent/VQGAN-CLIP's generate.py gives them,
+    # which Pixray builds on: 500 steps, 32 cutouts of cut power 1, Adam at 0.1 held constant; the size stays the
+    # VQGAN's own (256 px for taming's: nerdyrodent's 512 wants a GPU, README's Published weights). The default
+    # for a published VQGAN; the shapes world's own defaults are for the miniature models.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "classic": {"steps": 500, "cutouts": 32, "cut_power": 1.0, "lr": 0.1, "lr_drops": ()}
+    }
 
     def check(self) -> None:
         if isinstance(self.size, int) and not isinstance(self.size, bool):
@@ -400,6 +411,17 @@ class VQGANCLIPGenerator(Generator):
 
         shapes = prompt is not None and prompt_target(prompt) is not None
         return {"clip": ["shapes" if shapes else "default"], "vqgan": "dalle" if shapes else "vqgan"}
+
+    @classmethod
+    def preset_for(cls, models: dict[str, Any]) -> str | None:
+        """ "classic" for a published VQGAN (a registry name, or a taming .ckpt); None for pictext's own."""
+        from pictext import published
+
+        vqgan = models.get("vqgan")
+        if not isinstance(vqgan, str | os.PathLike):
+            return None
+        item = published.entry(str(vqgan))
+        return "classic" if (item is not None and item.family == "vqgan") or Path(vqgan).suffix == ".ckpt" else None
 
     @classmethod
     def load(cls, cache: ModelCache | None = None, **models: ModelSpec) -> VQGANCLIPGenerator:
