@@ -293,3 +293,24 @@ def test_a_hub_entry_is_read_from_the_hub_cache_offline(tmp_path):
     assert out["path"] == str(snapshot)  # read where huggingface_hub keeps it, not copied
     expected = pictext.encode_texts(["a red circle"], model=pictext.load(snapshot, precision="fp32"))[0]
     assert out["row"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_no_network_and_a_full_disk_are_clear_errors_and_leave_nothing(tmp_path, monkeypatch):
+    import errno
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: as offline as a test can be
+    target = tmp_path / "model.pt"
+    with pytest.raises(published.FetchError, match="no answer after 2 tries .* check the network"):
+        published.download(f"http://127.0.0.1:{port}/model.pt", target, None, 1 << 20, retries=1, progress=False)
+    assert not target.exists()
+
+    def full(*args, **kwargs):  # the write of a chunk, on a disk that has no room left
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(published, "_transfer", full)
+    with pytest.raises(published.FetchError, match="cannot write the download \\(No space left on device\\)"):
+        published.download(f"http://127.0.0.1:{port}/model.pt", target, None, 1 << 20, progress=False)
+    assert not target.exists()
