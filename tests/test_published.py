@@ -314,3 +314,91 @@ def test_no_network_and_a_full_disk_are_clear_errors_and_leave_nothing(tmp_path,
     with pytest.raises(published.FetchError, match="cannot write the download \\(No space left on device\\)"):
         published.download(f"http://127.0.0.1:{port}/model.pt", target, None, 1 << 20, progress=False)
     assert not target.exists()
+
+
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    """The two routes huggingface_hub uses to fetch a file (HEAD and GET /REPO/resolve/REVISION/FILE), with the
+    headers the Hub sends: the commit, and the file's SHA-256 as its ETag; `lying` files list another hash."""
+
+    files: dict[str, bytes] = {}
+    lying: set[str] = set()
+
+    def _answer(self) -> bytes | None:
+        parts = self.path.split("?")[0].strip("/").split("/")
+        name = parts[-1]
+        if len(parts) < 5 or parts[2] != "resolve" or name not in self.files:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.end_headers()
+            return None
+        data = self.files[name]
+        listed = hashlib.sha256(b"another file" if name in self.lying else data).hexdigest()
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
+        self.send_header("ETag", f'"{listed}"')
+        self.send_header("X-Linked-Etag", f'"{listed}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        return data
+
+    def do_HEAD(self) -> None:
+        self._answer()
+
+    def do_GET(self) -> None:
+        data = self._answer()
+        if data is not None:
+            self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+HUB_FETCH = """
+import json, sys
+from pathlib import Path
+from pictext import published
+published.REGISTRY = Path(sys.argv[1])
+try:
+    print(json.dumps({"path": str(published.fetch("test/hub", progress=False))}))
+except published.FetchError as e:
+    print(json.dumps({"error": str(e)}))
+"""
+
+
+def test_a_hub_entry_is_fetched_through_huggingface_hub_and_checked_against_the_hubs_hash(tmp_path):
+    """huggingface_hub pointed at a fake hub on 127.0.0.1 (HF_ENDPOINT, read at its import: a child process):
+    the files arrive in its cache and load; a file whose content differs from the hash the hub lists is refused."""
+    from transformers import CLIPConfig as HFConfig
+    from transformers import CLIPModel
+
+    import pictext
+
+    torch.manual_seed(0)
+    tower = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 1}
+    model = CLIPModel(HFConfig(text_config=tower, vision_config=tower | {"patch_size": 32}, projection_dim=32))
+    model.eval().save_pretrained(tmp_path / "served")
+    FakeHub.files = {n: (tmp_path / "served" / n).read_bytes() for n in ("config.json", "model.safetensors")}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    files = [{"name": n, "hub": "test-org/tiny-clip", "revision": None, "max_bytes": 50 << 20} for n in FakeHub.files]
+    registry = {"test/hub": {"family": "clip", "format": "huggingface", "about": "a tiny HF CLIP", "licence": "MIT",
+                             "approx_mb": 1, "files": files}}  # fmt: skip
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    try:
+        outcomes = []
+        for lying, home in ((set(), "hf"), ({"model.safetensors"}, "hf-lied-to")):
+            FakeHub.lying = lying
+            env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{httpd.server_address[1]}",
+                   "HF_HOME": str(tmp_path / home), "PICTEXT_HOME": str(tmp_path / f"{home}-pictext")}  # fmt: skip
+            env.pop("HF_HUB_OFFLINE", None)
+            result = subprocess.run([sys.executable, "-c", HUB_FETCH, str(tmp_path / "registry.json")], env=env,
+                                    capture_output=True, text=True, timeout=300)  # fmt: skip
+            assert result.returncode == 0, result.stderr[-2000:]
+            outcomes.append(json.loads(result.stdout.splitlines()[-1]))
+    finally:
+        httpd.shutdown()
+    fetched = pictext.load(outcomes[0]["path"], precision="fp32")
+    served = pictext.load(tmp_path / "served", precision="fp32")
+    texts = ["a red circle"]
+    assert (pictext.encode_texts(texts, model=fetched) == pictext.encode_texts(texts, model=served)).all()
+    assert "the hub lists" in outcomes[1]["error"] and "not used" in outcomes[1]["error"]
