@@ -723,3 +723,12 @@ def test_a_job_that_runs_past_the_time_limit_is_stopped_and_says_why(indexed, ge
         lines = stream_lines(client.get("/api/generate", params={"method": name, "prompt": "a red circle", **params}))
         assert lines[-1]["type"] == "cancelled" and "ran past the limit of 1 s" in lines[-1]["reason"], lines[-1]
         assert time.monotonic() - start < 3.0 and not generation.busy.locked()
+
+
+def test_the_page_offers_the_classic_presets_defaults_for_a_published_vqgan(indexed):
+    from pictext.server.app import Generation
+
+    for vqgan, steps, cutouts in (("taming/imagenet-f16-16384", 500, 32), ("vqgan", 200, 48)):
+        app = create_app(indexed[0], generation=Generation({"vqgan-clip": {"vqgan": vqgan}}))
+        offered = local(app).get("/api/generate/status").json()["settings"]["vqgan-clip"]  # no model loads here
+        assert (offered["steps"]["default"], offered["cutouts"]["default"]) == (steps, cutouts), vqgan

@@ -52,16 +52,23 @@ class Generation:
 
         return prepare(name, prompt, self.cache, **self.models[name])
 
+    def preset(self, name: str, prompt: str | None = None) -> str | None:
+        """The settings preset method `name`'s models call for (a published VQGAN: "classic"), as the CLI picks it."""
+        cls = method(name)
+        return cls.preset_for(cls.defaults(prompt) | {k: v for k, v in self.models[name].items() if v is not None})
 
-def page_settings(cls: type) -> dict[str, dict[str, Any]]:
-    """The settings the page may send for a method (query name -> default and limits)."""
+
+def page_settings(cls: type, preset: str | None = None) -> dict[str, dict[str, Any]]:
+    """The settings the page may send for a method (query name -> default and limits), the defaults `preset`'s."""
+    base = cls.PRESETS[preset] if preset else {}
     out = {}
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if meta.get("page") is False or not meta.get("cli", True):
             continue
         high = meta["page"] if meta.get("page") is not True else meta.get("high")
-        out[param_name(f)] = {"setting": f.name, "default": f.default, "low": meta.get("low"), "high": high}
+        default = base.get(f.name, f.default)
+        out[param_name(f)] = {"setting": f.name, "default": default, "low": meta.get("low"), "high": high}
     return out
 
 
@@ -74,8 +81,9 @@ def param_name(f: dataclasses.Field) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def read_settings(cls: type, query: dict[str, str]) -> Any:
-    """The settings a request asks for: each parameter read by the settings class and held to the page's limit."""
+def read_settings(cls: type, query: dict[str, str], preset: str | None = None) -> Any:
+    """The settings a request asks for over `preset`'s: each parameter read by the settings class and held to the
+    page's limit."""
     offered = page_settings(cls)
     unknown = sorted(set(query) - set(offered))
     if unknown:
@@ -93,7 +101,7 @@ def read_settings(cls: type, query: dict[str, str]) -> Any:
         ):
             raise GenerationError(f"{name} must be at most {spec['high']:g} on this page, got {text}")
         values[spec["setting"]] = value
-    return cls.build(values)
+    return cls.build(values, preset)
 
 
 def router(state: ServerState, generation: Generation | None) -> APIRouter:
@@ -105,7 +113,7 @@ def router(state: ServerState, generation: Generation | None) -> APIRouter:
             return {"available": False, "reason": "this server was started with no model to generate with"}
         methods = [name for name in METHODS if name in generation.models]
         return {"available": True, "methods": methods, "running": generation.busy.locked(),
-                "settings": {name: page_settings(method(name).Settings) for name in methods},
+                "settings": {name: page_settings(method(name).Settings, generation.preset(name)) for name in methods},
                 "time_limit_s": generation.time_limit}  # fmt: skip
 
     @api.get("/api/generate")
@@ -188,7 +196,7 @@ def _job(generation: Generation | None, name: str, prompt: str, query: dict[str,
     cls = method(name)
     try:
         cls.check_prompt(prompt)
-        return _Job(cls, read_settings(cls.Settings, query))
+        return _Job(cls, read_settings(cls.Settings, query, generation.preset(name, prompt)))
     except PictextError as e:
         raise HTTPException(400, str(e)) from e
 
