@@ -13,6 +13,7 @@ Writes bench/results/real_size.json.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import time
@@ -28,7 +29,8 @@ from pictext.clip.io import load_clip
 from pictext.training import cpu_has_fast_bf16
 from pictext.vqgan.convert import config_from_taming
 
-SIZES = (256, 512)
+SIZES = tuple(int(s) for s in os.environ.get("REAL_SIZES", "256,512").split(","))
+PRECISIONS = os.environ.get("REAL_PRECISIONS", "fp32").split(",")  # "fp32,bf16" adds the bf16 autocast step
 
 
 def vqgan_clip_rows(rate: float) -> list[dict]:
@@ -39,8 +41,9 @@ def vqgan_clip_rows(rate: float) -> list[dict]:
     rows = []
     for size in SIZES:
         before = peak_mb()
-        rows += step.measure_size(size, clip, ref_clip, augment, target, ["fp32"], rate, config)
-        rows[-1]["process_peak_mb"] = rows[-2]["process_peak_mb"] = round(peak_mb(), 0)
+        rows += step.measure_size(size, clip, ref_clip, augment, target, PRECISIONS, rate, config)
+        for row in rows[-(len(PRECISIONS) + 1) :]:
+            row["process_peak_mb"] = round(peak_mb(), 0)
         print(f"{size} px: process peak {peak_mb():.0f} MB (was {before:.0f})", flush=True)
     return rows
 
@@ -78,10 +81,16 @@ def main() -> None:
     images = {r["system"]: r["images_s"] for r in vit}
     summary = {
         "ratio_vs_reference": round(by[("reference fp32", 256)] / by[("pictext fp32", 256)], 3),
-        "ratio_vs_reference_512px": round(by[("reference fp32", 512)] / by[("pictext fp32", 512)], 3),
+        **{
+            f"ratio_vs_reference_{size}px": round(by[("reference fp32", size)] / by[("pictext fp32", size)], 3)
+            for size in SIZES
+            if size != 256
+        },
         "minutes_300_steps_256px": round(300 * by[("pictext fp32", 256)] / 60, 1),
         "vit_l14_ratio_vs_open_clip": round(images["pictext"] / images["open_clip"], 3),
     }
+    if "bf16" in PRECISIONS:  # the bf16 autocast step against the reference in fp32
+        summary["bf16_ratio_vs_reference"] = round(by[("reference fp32", 256)] / by[("pictext bf16", 256)], 3)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "native_bf16": cpu_has_fast_bf16(), "gemm_gflops": round(rate / 1e9),
                "bench_minutes": round((time.perf_counter() - start) / 60, 1)}  # fmt: skip
