@@ -263,3 +263,17 @@ def test_the_classic_preset_is_the_default_for_a_published_vqgan_and_flags_overr
     assert record["steps"] == 2 and record["cutouts"] == 32 and record["lr_drops"] == []  # the flag over the preset
     result = generate("a red circle", clip=str(tiny_model_path), vqgan=tiny_vqgan_path, preset="classic", steps=1)
     assert result.records[0]["cutouts"] == 32
+
+
+def test_bf16_autocast_is_opt_in_recorded_and_draws_near_the_fp32_picture(tiny_model_path, tiny_vqgan_path):
+    """bf16 runs on any CPU (emulated where it is not native): the same seed draws a picture close to fp32's, not
+    the same one; fp32 stays the default and is what the records say unless asked."""
+    import numpy as np
+
+    common = {"clip": str(tiny_model_path), "vqgan": tiny_vqgan_path, "steps": 3, "cutouts": 4, "seed": 1}
+    fp32, bf16 = generate("a red circle", **common), generate("a red circle", precision="bf16", **common)
+    assert fp32.records[0]["precision"] == "fp32" and bf16.records[0]["precision"] == "bf16"
+    a, b = (np.asarray(r.image, dtype=float) for r in (fp32, bf16))
+    assert a.shape == b.shape and 0 < np.abs(a - b).mean() < 32  # 0-255 pixels: the same drawing, rounded otherwise
+    with pytest.raises(GenerationError, match="precision"):
+        generate("a red circle", precision="fp16", **common)
