@@ -62,8 +62,9 @@ def resolve(name: str | os.PathLike, fetch: bool | None = None) -> Path:
         return path
     item = published.entry(str(name))
     if item is not None:
-        if item.fetched():
-            return item.path
+        located = item.located()
+        if located is not None:
+            return located
         if FETCH.get() if fetch is None else fetch:
             return published.fetch(item.name)
         raise ModelNotFoundError(published.missing_message(item))

@@ -12,6 +12,7 @@ saying which command fetches it and how large it is (`hub.resolve`); `fetch` is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -76,14 +77,21 @@ class Published:
     def fetched(self) -> bool:
         return self.paths() is not None
 
-    @property
-    def path(self) -> Path:
-        """What pictext loads: the folder holding the files (Hugging Face, dVAE) or the entry's first file."""
+    def located(self) -> Path | None:
+        """What pictext loads, None if it is not fetched: the folder holding the files (Hugging Face, dVAE) or
+        the entry's first file."""
         paths = self.paths()
         if paths is None:
-            raise FetchError(missing_message(self))
+            return None
         first = paths[self.files[0].name]
         return first.parent if self.format in ("huggingface", "openai-dvae") else first
+
+    @property
+    def path(self) -> Path:
+        located = self.located()
+        if located is None:
+            raise FetchError(missing_message(self))
+        return located
 
 
 def published_dir() -> Path:
@@ -91,8 +99,13 @@ def published_dir() -> Path:
 
 
 def registry(path: Path | None = None) -> dict[str, Published]:
-    """Every published model pictext knows, by name."""
-    entries = json.loads((path or REGISTRY).read_text())
+    """Every published model pictext knows, by name (read once per registry file: every name lookup asks)."""
+    return dict(_read(path or REGISTRY))
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: Path) -> dict[str, Published]:
+    entries = json.loads(path.read_text())
     return {
         name: Published(name=name, files=tuple(FileSpec(**f) for f in e.pop("files")), **e)
         for name, e in entries.items()
@@ -217,7 +230,7 @@ def _transfer(url: str, part: Path, max_bytes: int, timeout: float, progress: bo
 def _from_hub(spec: FileSpec) -> tuple[Path, str]:
     """(where it is, its SHA-256) of a hub file fetched through huggingface_hub, into its cache (files of one
     revision share a folder there), checked against the SHA-256 the hub lists for it."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
@@ -229,7 +242,7 @@ def _from_hub(spec: FileSpec) -> tuple[Path, str]:
     if cached.stat().st_size > spec.max_bytes:
         raise FetchError(f"{spec.hub}/{spec.name}: {cached.stat().st_size:,} bytes, more than {spec.max_bytes:,}")
     digest = file_sha256(cached)
-    if not os.environ.get("HF_HUB_OFFLINE"):
+    if not constants.HF_HUB_OFFLINE:  # as huggingface_hub reads HF_HUB_OFFLINE ("0" is online)
         listed = get_hf_file_metadata(hf_hub_url(spec.hub, spec.name, revision=spec.revision)).etag  # type: ignore[arg-type]
         if len(listed or "") == 64 and listed != digest:  # large files' etag is their SHA-256 (git LFS)
             raise FetchError(f"{spec.hub}/{spec.name}: SHA-256 {digest}, the hub lists {listed}; not used")

@@ -41,10 +41,6 @@ def load_unclip_model(spec: ModelSpec, clip: ModelSpec | None = None):
     from pictext.unclip.io import load_unclip
     from pictext.unclip.pipeline import UnclipPipeline
 
-    if isinstance(clip, list | tuple):
-        if len(clip) != 1:
-            raise GenerationError(f"unclip draws in the space of one CLIP; {len(clip)} were given")
-        clip = clip[0]
     model = None if clip is None else load_clip_model(clip)
     return _load(spec, UnclipPipeline, lambda path: load_unclip(path, clip=model), "unCLIP model")
 

@@ -130,7 +130,9 @@ class UnclipGenerator(Generator):
         from pictext.generate.models import load_unclip_model
 
         clip = models.get("clip")
-        if isinstance(clip, list | tuple) and len(clip) == 1:  # the CLI's --clip is repeatable (other methods)
+        if isinstance(clip, list | tuple):  # the CLI's --clip is repeatable (for the other methods)
+            if len(clip) != 1:
+                raise GenerationError(f"unclip draws in the space of one CLIP; {len(clip)} were given")
             clip = clip[0]
         kind = "unclip" if clip is None else f"unclip with the CLIP {model_name(clip)}"
         pipeline = (cache or ModelCache()).get(kind, models["unclip"], lambda spec: load_unclip_model(spec, clip))
