@@ -393,7 +393,7 @@ def fit(
         _start(optimizers, cfg.lr_at(index))
         with autocast(precision, device):
             result = step(batch)
-        _update(result, optimizers, world, cfg.grad_clip)
+        _update(result, optimizers, world, cfg.grad_clip, lambda: autocast(precision, device))
         if ema is not None:
             ema.step(_parameters(optimizers))
         logs.append(_mean_over_ranks(result.logs, world))
@@ -426,9 +426,11 @@ def _save(state_file: Path, config: Any, parts: dict[str, Any], step: int, logs:
                                      logs=logs))  # fmt: skip
 
 
-def _update(result: StepResult, optimizers: dict[str, torch.optim.Optimizer], world: int, clip: float | None) -> None:
+def _update(result: StepResult, optimizers: dict[str, torch.optim.Optimizer], world: int, clip: float | None,
+            precision_scope: Callable[[], contextlib.AbstractContextManager]) -> None:  # fmt: skip
     """Back-propagate each optimizer's loss in turn (its gradients cleared first: an earlier loss may have reached
-    its parameters, as the VQGAN's generator loss reaches the discriminator's), average over ranks, clip, step."""
+    its parameters, as the VQGAN's generator loss reaches the discriminator's), average over ranks, clip, step.
+    A loss given as a closure runs under the step's precision (autocast), as the step itself did."""
     unknown = set(result.losses) - set(optimizers)
     assert not unknown, f"losses for optimizers that do not exist: {sorted(unknown)}"
     for name, optimizer in optimizers.items():
@@ -436,7 +438,8 @@ def _update(result: StepResult, optimizers: dict[str, torch.optim.Optimizer], wo
             continue  # this optimizer sits this step out (the discriminator before it starts)
         loss = result.losses[name]
         if callable(loss):
-            loss = loss()
+            with precision_scope():
+                loss = loss()
         if isinstance(loss, torch.Tensor):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
