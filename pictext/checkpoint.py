@@ -10,15 +10,17 @@ Writes are atomic: a temporary file in the same folder, fsync, then rename.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from pictext.errors import PictextError
 from pictext.files import atomic_write
@@ -28,6 +30,30 @@ FORMAT, VERSION = "pictext", "1"
 
 class CheckpointError(PictextError, ValueError):
     pass
+
+
+class _SkipInit(TorchFunctionMode):
+    """torch.nn.init's in-place initializers (and Tensor.normal_/uniform_) do nothing: on the meta device there
+    are no values to fill, yet torch routes meta normal_ through its Python references, which import torch._dynamo
+    (about a second and 100+ MiB the first time). A function mode, so only this thread's builds skip their init."""
+
+    SKIP = frozenset(
+        {getattr(torch.nn.init, n) for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")}
+        | {torch.Tensor.normal_, torch.Tensor.uniform_}
+    )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.SKIP:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """Modules built inside take no memory and no time: on the meta device, their initialization skipped."""
+    with torch.device("meta"), _SkipInit():
+        yield
 
 
 def save(
@@ -104,7 +130,7 @@ def build_checked(build: Callable[[], torch.nn.Module], tensors: dict[str, torch
     The config's counts are bounded before this (pictext.config), so building on meta takes little time.
     """
     try:
-        with torch.device("meta"):
+        with on_meta():
             meta_model = build()
             expected = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
     except Exception as e:  # any failure to build the recorded config is the file's fault

@@ -40,13 +40,13 @@ def save_dalle(pipeline: DALLEPipeline, path: str | os.PathLike, half: bool = Fa
 def load_dalle(path: str | os.PathLike) -> DALLEPipeline:
     """A DALL-E pipeline in eval mode, float32."""
     tensors, meta = checkpoint.load(path, KIND)
-    image_tokenizer = _image_tokenizer(tensors, meta, path)
     try:
         config = from_dict(DALLEConfig, meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: its recorded configs are not a DALL-E's ({e})") from e
     rest = {k: v for k, v in tensors.items() if not k.startswith(IN_DALLE)}
-    model = checkpoint.build_loaded(lambda: DALLE(config), rest, path)
+    model = checkpoint.build_loaded(lambda: DALLE(config), rest, path)  # first: a refusal here costs nothing built
+    image_tokenizer = _image_tokenizer(tensors, meta, path)
     try:
         text = tokenizer_from_metadata(meta.get("tokenizer"), path)
     except ValueError as e:
