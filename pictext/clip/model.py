@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pictext.config import COUNT, HEADS, SIDE, TOKEN_ID, VOCAB, WIDTH
+from pictext.errors import UsageError
 from pictext.images.transforms import Preprocess
 from pictext.nn import Transformer
 from pictext.nn.bert import BertEncoder
@@ -233,6 +234,7 @@ class CLIP(nn.Module):
         self.tokenizer: Tokenizer | None = None  # set by pictext.load; None for a bare architecture
         self.precision = "fp32"  # what pictext.api and Index run it in ("fp32" or "bf16"); pictext.load sets it
         self.text_source: dict | None = None  # a pretrained text tower installed as a package (lit.py): its name, hash
+        self.has_image_tower = True  # False: a text encoder alone (Karlo's), its image tower a stand-in that refuses
         t = config.text
         if config.vision.is_resnet:
             self.visual: nn.Module = ModifiedResNet(config.vision, config.embed_dim)
@@ -282,6 +284,9 @@ class CLIP(nn.Module):
         return self.text_projection.dtype
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:  # (B, 3, H, W) -> (B, E)
+        if not self.has_image_tower:
+            raise UsageError("this CLIP is a text encoder without an image encoder (a Karlo text-to-image folder); "
+                             "pictures need one, e.g. kakaobrain/karlo-v1-alpha-image-variations")  # fmt: skip
         features = self.visual(pixels.to(self.dtype))
         return F.normalize(features, dim=-1) if normalize else features
 

@@ -26,6 +26,14 @@ from pictext.errors import PictextError
 
 CLIP_VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 SOT, EOT = "<start_of_text>", "<end_of_text>"
+HF_SOT, HF_EOT = "<|startoftext|>", "<|endoftext|>"  # the same two tokens, as Hugging Face's CLIPTokenizer names them
+
+
+def _token_name(entry: object, default: str) -> str:
+    """A special token's name from special_tokens_map.json: a string, or a map holding it under "content"."""
+    if isinstance(entry, dict):
+        entry = entry.get("content")
+    return entry if isinstance(entry, str) else default
 
 
 class VocabularyNotFoundError(PictextError, FileNotFoundError):
@@ -102,18 +110,61 @@ class ClipBPETokenizer:
         merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
         byte_chars = list(_bytes_to_unicode().values())
         vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT, EOT]
-        self.encoder = {token: i for i, token in enumerate(vocab)}
-        self.decoder = {i: token for token, i in self.encoder.items()}
+        self._setup({token: i for i, token in enumerate(vocab)}, merges, (SOT, EOT), context_length)
+
+    @classmethod
+    def from_hf_folder(cls, folder: str | os.PathLike, context_length: int = 77) -> ClipBPETokenizer:
+        """The tokenizer a Hugging Face `CLIPTokenizer` folder holds: vocab.json and merges.txt (the slow
+        tokenizer's files), or tokenizer.json (all that transformers 5 writes); the names of its start and end
+        tokens from special_tokens_map.json or tokenizer_config.json. The same ids as that tokenizer, zero padding."""
+        folder = Path(folder)
+
+        def read(name: str) -> dict:
+            file = folder / name
+            if not file.is_file():
+                return {}
+            value = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} is not a JSON object")
+            return value
+
+        try:
+            if (folder / "vocab.json").is_file():
+                encoder = read("vocab.json")
+                lines = (folder / "merges.txt").read_text(encoding="utf-8").split("\n")
+                merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
+            else:
+                model = read("tokenizer.json").get("model")
+                if not isinstance(model, dict) or model.get("type") != "BPE":
+                    raise ValueError("neither vocab.json nor a BPE tokenizer.json")
+                encoder = model["vocab"]
+                merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+            names = read("special_tokens_map.json") or read("tokenizer_config.json")
+            sot, eot = (_token_name(names.get(k), d) for k, d in (("bos_token", HF_SOT), ("eos_token", HF_EOT)))
+            if not isinstance(encoder, dict) or sot not in encoder or eot not in encoder:
+                raise ValueError(f"the vocabulary lacks the start and end tokens {sot} and {eot}")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+            raise VocabularyNotFoundError(f"{folder} is not a CLIP tokenizer folder ({type(e).__name__}: {e})") from e
+        self = cls.__new__(cls)
+        self.vocab_path = folder
+        self._setup(encoder, merges, (sot, eot), context_length)
+        return self
+
+    def _setup(self, encoder: dict[str, int], merges: list, special: tuple[str, str], context_length: int) -> None:
+        self.encoder = encoder
+        self.decoder = {i: token for token, i in encoder.items()}
         self.bpe_ranks = {merge: i for i, merge in enumerate(merges)}
         self.byte_encoder = _bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        sot, eot = special
         self.pattern = regex.compile(
-            rf"{SOT}|{EOT}|'s|'t|'re|'ve|'m|'ll|'d|[\p{{L}}]+|[\p{{N}}]|[^\s\p{{L}}\p{{N}}]+", regex.IGNORECASE
+            rf"{regex.escape(sot)}|{regex.escape(eot)}|'s|'t|'re|'ve|'m|'ll|'d|[\p{{L}}]+|[\p{{N}}]|[^\s\p{{L}}\p{{N}}]+",
+            regex.IGNORECASE,
         )
-        self.cache: dict[str, str] = {SOT: SOT, EOT: EOT}
+        self.cache: dict[str, str] = {sot: sot, eot: eot}
         self.context_length = context_length
-        self.vocab_size = len(vocab)
-        self.sot_token_id, self.eot_token_id = self.encoder[SOT], self.encoder[EOT]
+        self.vocab_size = max(encoder.values()) + 1
+        self.sot_token_id, self.eot_token_id = encoder[sot], encoder[eot]
 
     def bpe(self, token: str) -> str:
         """Merge the characters of one pre-token, lowest-ranked pair first; returns space-joined symbols."""
