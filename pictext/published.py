@@ -50,8 +50,8 @@ class FileSpec:
 @dataclass(frozen=True)
 class Published:
     name: str
-    family: str  # "clip", "vqgan", "dvae"
-    format: str  # "openai", "open_clip", "huggingface", "taming", "openai-dvae"
+    family: str  # "clip", "vqgan", "dvae", "unclip"
+    format: str  # "openai", "open_clip", "huggingface", "taming", "openai-dvae", "diffusers-unclip"
     about: str
     licence: str
     approx_mb: int  # the download's size, approximately (the SHA-256 and max_bytes are what is checked)
@@ -84,7 +84,7 @@ class Published:
         if paths is None:
             return None
         first = paths[self.files[0].name]
-        return first.parent if self.format in ("huggingface", "openai-dvae") else first
+        return first.parent if self.format in ("huggingface", "openai-dvae", "diffusers-unclip") else first
 
     @property
     def path(self) -> Path:

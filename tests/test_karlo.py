@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pictext.errors import UsageError
+from pictext.generate import GenerationError
 from pictext.text.tokenizer import ClipBPETokenizer, _bytes_to_unicode
 from pictext.unclip.karlo import KarloPipeline, is_karlo_folder, load_karlo
 
@@ -284,3 +285,39 @@ def test_the_public_interface_draws_256_px_style_pictures(folders):
     again = ours.generate(PROMPT, n=2, steps=2, seed=1)
     assert [p.size for p in pictures] == [(32, 32)] * 2
     assert [p.tobytes() for p in pictures] == [p.tobytes() for p in again]
+
+
+def test_karlo_is_drawn_from_the_api_with_its_own_defaults(folders):
+    """`pictext.generate(..., method="unclip", unclip=FOLDER)` picks Karlo's preset (guidance 4 and 8, 25 decoder
+    steps, one picture) and records it; the settings given override it."""
+    import pictext
+
+    folder, _ = folders["text"]
+    result = pictext.generate(PROMPT, method="unclip", unclip=str(folder), steps=2, seed=3)
+    assert len(result.samples) == 1 and result.samples[0].size == (32, 32)
+    record = result.records[0]
+    assert (record["prior_guidance"], record["guidance_scale"], record["steps"]) == (4.0, 8.0, 2)
+    with pytest.raises(GenerationError, match="brings its own CLIP"):
+        pictext.generate(PROMPT, method="unclip", unclip=str(folder), clip="default", steps=2)
+
+
+def test_the_cli_draws_with_karlo_and_varies_with_its_image_variation_folder(folders, tmp_path, capsys):
+    from PIL import Image
+
+    from pictext.cli import main
+
+    text, _ = folders["text"]
+    variation, _ = folders["variation"]
+    drawn = tmp_path / "drawn"
+    assert (
+        main(["generate", PROMPT, "--method", "unclip", "--unclip", str(text), "--steps", "2", "--out", str(drawn)])
+        == 0
+    )
+    assert Image.open(drawn / "a-red-circle-0.png").size == (32, 32)
+    assert json.loads((drawn / "a-red-circle-0.json").read_text())["guidance_scale"] == 8.0  # Karlo's preset
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")
+    varied = ["vary", str(tmp_path / "red.png"), "--steps", "2", "-n", "2", "--out", str(tmp_path / "varied")]
+    assert main([*varied, "--unclip", str(variation)]) == 0
+    assert len(list((tmp_path / "varied").glob("*-frames/*.png"))) == 2
+    assert main([*varied, "--unclip", str(text)]) == 2
+    assert "without an image encoder" in capsys.readouterr().err

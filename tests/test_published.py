@@ -53,12 +53,62 @@ def reference_state(item: published.Published) -> dict[str, torch.Tensor]:
         return meta_state(lambda: CLIPModel(HFConfig(**ref["transformers"])))
     if "taming" in ref:
         return _taming_state(ref["taming"])
+    if "diffusers" in ref:
+        return _karlo_state(ref)
     if "dall_e" in ref:
         import dall_e
 
         encoder, decoder = meta_state(dall_e.Encoder), meta_state(dall_e.Decoder)
         return {f"encoder.{k}": v for k, v in encoder.items()} | {f"decoder.{k}": v for k, v in decoder.items()}
     raise AssertionError(f"{item.name}: no reference")
+
+
+def _karlo_state(ref: dict) -> dict[str, torch.Tensor]:
+    """diffusers' parts from their configs and transformers' CLIP towers, as the folder's subfolders name them."""
+    import diffusers
+    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    classes = {"prior": diffusers.PriorTransformer, "text_proj": UnCLIPTextProjModel,
+               "decoder": diffusers.UNet2DConditionModel, "super_res_first": diffusers.UNet2DModel,
+               "super_res_last": diffusers.UNet2DModel}  # fmt: skip
+    out = {}
+    for part, config in ref["diffusers"].items():
+        out |= {
+            f"{part}.{k}": v for k, v in meta_state(lambda part=part, config=config: classes[part](**config)).items()
+        }
+    text = meta_state(lambda: CLIPTextModelWithProjection(CLIPTextConfig(**ref["text_encoder"])))
+    out |= {f"text_encoder.{k}": v for k, v in text.items()}
+    if "image_encoder" in ref:
+        image = meta_state(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**ref["image_encoder"])))
+        out |= {f"image_encoder.{k}": v for k, v in image.items()}
+    return out
+
+
+def _karlo_pictext(item: published.Published, ref: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """pictext's Karlo at the published configs: the diffusers classes its loader builds from each config.json,
+    and its CLIP from the text (and image) encoder through the Hugging Face import."""
+    from pictext.unclip.karlo import _MODELS, _diffusers_class, hf_towers
+
+    ours, mapped = {}, {}
+    for part, config in item.reference["diffusers"].items():
+        model = meta_state(lambda part=part, config=config: _diffusers_class(_MODELS[part]).from_config(config))
+        ours |= {f"{part}.{k}": v for k, v in model.items()}
+        mapped |= {k: v for k, v in ref.items() if k.startswith(part + ".")}
+    towers = [
+        {k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith(f"{t}_encoder.")} for t in ("text", "image")
+    ]
+    hf = hf_towers(towers[0], item.reference["text_encoder"], towers[1] or None, item.reference.get("image_encoder"))
+    config, clip = hf_to_openai(*hf)
+    config = from_dict(CLIPConfig, to_dict(config))
+    ours |= {f"clip.{k}": v for k, v in meta_state(lambda: CLIP(config)).items()}
+    mapped |= {f"clip.{k}": v for k, v in clip.items()}
+    return ours, mapped
 
 
 def _taming_state(params: dict) -> dict[str, torch.Tensor]:
@@ -99,6 +149,8 @@ def pictext_state(item: published.Published, ref: dict[str, torch.Tensor]) -> tu
 
         config = config_from_taming(item.reference["taming"], "taming.models.vqgan.VQModel")
         return meta_state(lambda: VQGAN(config)), ref
+    if item.family == "unclip":
+        return _karlo_pictext(item, ref)
     if item.family == "dvae":
         from pictext.dalle.dvae import DVAE, DVAEConfig
 
@@ -112,7 +164,11 @@ def test_the_reference_at_its_published_size_maps_exactly_onto_pictexts_model(na
     item = ENTRIES[name]
     ours, mapped = pictext_state(item, reference_state(item))
     assert shapes(ours) == shapes(mapped)  # every tensor used, none left over, none missing, same shapes
-    params = sum(v.numel() for v in ours.values())
+    params = sum(
+        v.numel()
+        for k, v in ours.items()
+        if not k.startswith("clip.visual.") or "image_encoder" in item.reference or item.family != "unclip"
+    )  # a Karlo text encoder's stand-in image tower is not Karlo's
     print(f"{name}: {params / 1e6:.1f} M parameters")
     assert params > 10_000_000  # published sizes, not a tiny stand-in
 

@@ -128,7 +128,8 @@ def _write_samples(args: argparse.Namespace, result: Any, base: str, sources: di
 
     for i, (image, record) in enumerate(zip(result.samples, result.records)):
         written = write_outputs(args.out, base if i == 0 else f"{base}-{i + 1}", image, record | sources)
-        print(f"{written['png']}  CLIP score {record['clip_score']:.3f}")
+        print(f"{written['png']}  " + (f"CLIP score {record['clip_score']:.3f}" if "clip_score" in record else
+                                        "(no CLIP score: the model has no image encoder)"))  # fmt: skip
     sheet_record = {k: v for k, v in result.records[0].items() if k not in ("rank", "clip_score")}
     sheet = write_outputs(args.out, f"{base}-sheet", contact_sheet(result.samples, result.scores),
                           sheet_record | sources | {"clip_scores": result.scores})  # fmt: skip
@@ -148,11 +149,11 @@ def _unclip_pictures(args: argparse.Namespace, what: str) -> int:
     """Variations of one picture, or the pictures between two: a contact sheet, the frames, a GIF."""
     from pictext.generate.models import load_unclip_model
     from pictext.generate.outputs import check_target, contact_sheet, slug, write_outputs
-    from pictext.generate.unclip import InterpolateSettings, VarySettings
+    from pictext.generate.unclip import InterpolateSettings, VarySettings, is_karlo
     from pictext.images.decode import decode_image
 
     cls = VarySettings if what == "vary" else InterpolateSettings
-    s = settings_from(args, cls, {what: cls}, f"pictext {what}")
+    s = settings_from(args, cls, {what: cls}, f"pictext {what}", "karlo" if is_karlo(args.unclip or "unclip") else None)
     sources = [args.image] if what == "vary" else [args.a, args.b]
     pictures = [decode_image(source) for source in sources]
     stems = "-to-".join(slug(Path(source).stem) for source in sources)

@@ -39,10 +39,22 @@ def load_unclip_model(spec: ModelSpec, clip: ModelSpec | None = None):
     """An unCLIP pipeline in the space of the CLIP its file names, or of `clip` (which must be that CLIP: a file
     records its CLIP by name, and a CLIP it names by path is opened only when the caller passes it)."""
     from pictext.unclip.io import load_unclip
+    from pictext.unclip.karlo import KarloPipeline, is_karlo_folder, load_karlo
     from pictext.unclip.pipeline import UnclipPipeline
 
+    if isinstance(spec, KarloPipeline):
+        return spec
     model = None if clip is None else load_clip_model(clip)
-    return _load(spec, UnclipPipeline, lambda path: load_unclip(path, clip=model), "unCLIP model")
+
+    def loader(path):
+        if not is_karlo_folder(path):
+            return load_unclip(path, clip=model)
+        if clip is not None:
+            raise GenerationError(f"{spec} is Karlo, which brings its own CLIP (its text and image encoders); "
+                                  "leave --clip out")  # fmt: skip
+        return load_karlo(path)
+
+    return _load(spec, UnclipPipeline, loader, "unCLIP model")
 
 
 def _load(spec: ModelSpec, cls: type, loader, label: str):

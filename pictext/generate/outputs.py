@@ -145,8 +145,8 @@ def contact_sheet(
     rows = -(-len(images) // columns)
     sheet = Image.new("RGB", (columns * w, rows * (h + 12)), "white")
     draw = ImageDraw.Draw(sheet)
-    for i, (image, score) in enumerate(zip(images, scores)):
+    for i, image in enumerate(images):  # scores may be empty: pictures without a CLIP score
         x, y = (i % columns) * w, (i // columns) * (h + 12)
         sheet.paste(image.convert("RGB").resize((w, h), Image.Resampling.NEAREST), (x, y))
-        draw.text((x + 2, y + h), f"{i + 1}: {score:.3f}", fill="black")
+        draw.text((x + 2, y + h), f"{i + 1}: {scores[i]:.3f}" if i < len(scores) else f"{i + 1}", fill="black")
     return sheet

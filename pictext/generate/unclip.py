@@ -4,8 +4,9 @@ and the server check them alike."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
@@ -32,7 +33,23 @@ from pictext.unclip import DECODER_GUIDANCE
 if TYPE_CHECKING:  # unCLIP brings diffusers (seconds to import): loaded when an unCLIP is asked for
     from pictext.unclip.pipeline import UnclipPipeline
 
-PRIOR_STEPS = 64  # the prior's DDIM steps (UnclipPipeline.image_embeddings_for)
+# Karlo's own defaults (diffusers' UnCLIPPipeline): the preset a Karlo model calls for. One picture by default:
+# each 256 px picture costs minutes on a laptop CPU (README, Published weights).
+KARLO = {"prior_guidance": 4.0, "guidance_scale": 8.0, "steps": 25}
+
+
+def is_karlo(spec: object) -> bool:
+    """True for a Karlo model: a registry name of that format, or a folder in diffusers' unCLIP layout."""
+    from pictext import published
+
+    if not isinstance(spec, str | os.PathLike):
+        return type(spec).__name__ == "KarloPipeline"
+    item = published.entry(str(spec))
+    if item is not None:
+        return item.format == "diffusers-unclip"
+    from pictext.unclip.karlo import is_karlo_folder
+
+    return is_karlo_folder(spec)
 
 
 def _guidance(default: float, help: str, flag: str | None = None) -> float:
@@ -53,6 +70,7 @@ def _upsample() -> bool:
 
 @dataclass(frozen=True)
 class UnclipSettings(Settings):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"karlo": KARLO | {"samples": 1}}
     samples: int = setting(4, "pictures drawn", low=1, high=1024, page=8)
     guidance_scale: float = _guidance(DECODER_GUIDANCE, "the decoder's classifier-free guidance, 1: none", "--guidance")
     prior_guidance: float = _guidance(1.0, "the prior's classifier-free guidance, 1: none")
@@ -64,6 +82,7 @@ class UnclipSettings(Settings):
 
 @dataclass(frozen=True)
 class VarySettings(Settings):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"karlo": {"guidance_scale": 8.0, "steps": 25, "n": 1}}
     n: int = setting(4, "variations", low=1, high=1024, page=8, flag="-n")
     guidance_scale: float = _guidance(DECODER_GUIDANCE, "the decoder's guidance, 1: none", "--guidance")
     steps: int = _decoder_steps()
@@ -74,6 +93,7 @@ class VarySettings(Settings):
 
 @dataclass(frozen=True)
 class InterpolateSettings(Settings):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"karlo": {"guidance_scale": 8.0, "steps": 25, "n": 4}}
     n: int = setting(8, "pictures, both ends included", low=2, high=1024, page=12, flag="-n")
     guidance_scale: float = _guidance(DECODER_GUIDANCE, "the decoder's guidance, 1: none", "--guidance")
     steps: int = _decoder_steps()
@@ -89,18 +109,18 @@ def generate_unclip(
     if not prompt.strip():
         raise GenerationError("the prompt is empty; unCLIP draws a caption, e.g. 'a red circle'")
     s = settings
-    upsampled = pipeline.upsampler is not None and s.upsample
-    check = progress_check(callback, PRIOR_STEPS + s.steps + (pipeline.upsample_steps if upsampled else 0))
+    check = progress_check(callback, pipeline.total_steps(s.steps, s.upsample))
     try:
         images = pipeline.generate(prompt, s.samples, s.prior_guidance, s.guidance_scale, s.steps, s.seed, s.eta,
                                    upsample=s.upsample, check=check)  # fmt: skip
     except Cancelled:
-        return Generated(Image.new("RGB", (pipeline.decoder.config.resolution,) * 2), [], stopped_early=True)
-    scores = [float(x) for x in clip_scores(images, prompt, pipeline.clip)]
+        return Generated(Image.new("RGB", (pipeline.resolution,) * 2), [], stopped_early=True)
+    # a Karlo text-to-image folder has no image encoder: its pictures get no CLIP score
+    scores = [float(x) for x in clip_scores(images, prompt, pipeline.clip)] if pipeline.clip.has_image_tower else []
     result = Generated(images[0], [], samples=images, scores=scores, all_scores=scores)
     if callback is not None:
-        for i, (image, score) in enumerate(zip(images, scores)):
-            if callback(Step(i, float("nan"), score, {}), image) is False:
+        for i, image in enumerate(images):
+            if callback(Step(i, float("nan"), scores[i] if scores else float("nan"), {}), image) is False:
                 result.stopped_early = True
                 break
     return result
@@ -126,6 +146,11 @@ class UnclipGenerator(Generator):
         return {"unclip": "unclip"}
 
     @classmethod
+    def preset_for(cls, models: dict[str, Any]) -> str | None:
+        """ "karlo" (Karlo's own guidance and steps) for a Karlo model; None for pictext's own unCLIP."""
+        return "karlo" if is_karlo(models.get("unclip")) else None
+
+    @classmethod
     def load(cls, cache: ModelCache | None = None, **models: ModelSpec) -> UnclipGenerator:
         from pictext.generate.models import load_unclip_model
 
@@ -142,5 +167,5 @@ class UnclipGenerator(Generator):
     def __call__(self, prompt: str, settings: UnclipSettings, callback: Callback | None = None) -> Generated:
         result = generate_unclip(prompt, self.pipeline, settings, callback)
         record = self.record(prompt, settings)
-        result.records = [record | {"clip_score": score} for score in result.scores]
+        result.records = [record | {"clip_score": score} for score in result.scores] or [record] * len(result.samples)
         return result

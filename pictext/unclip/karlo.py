@@ -81,6 +81,10 @@ class KarloPipeline:
     def resolution(self) -> int:
         return int(self.super_res_first.config.sample_size)
 
+    def total_steps(self, steps: int, upsample: bool = True) -> int:
+        """The diffusion steps one caption costs: the prior's, the decoder's `steps`, the super-resolution's."""
+        return self.prior_steps + steps + self.super_res_steps
+
     # ---- the three stages, in diffusers' order of random draws --------------------------------------------------
 
     @torch.no_grad()
@@ -484,17 +488,24 @@ def karlo_clip(folder: Path) -> CLIP:
 
     text_sd, text_config, _ = read_foreign(folder / "text_encoder")
     image = folder / "image_encoder"
-    if image.is_dir():
-        vision_sd, vision_config, _ = read_foreign(image)
-    else:
-        vision_sd, vision_config = _stand_in_image_tower(text_sd, text_config or {})
-    sd = {"logit_scale": torch.tensor(math.log(1 / 0.07))} | text_sd | vision_sd  # the towers' files hold no scale
-    clip = clip_from_hf(sd, {"text_config": text_config or {}, "vision_config": vision_config or {}})
+    vision_sd, vision_config = read_foreign(image)[:2] if image.is_dir() else (None, None)
+    clip = clip_from_hf(*hf_towers(text_sd, text_config or {}, vision_sd, vision_config))
     clip.has_image_tower = image.is_dir()
     if clip.has_image_tower:
         clip.preprocess = hf_preprocess(folder / "feature_extractor", clip.config.vision.image_size)
     clip.tokenizer = ClipBPETokenizer.from_hf_folder(folder / "tokenizer", clip.config.text.context_length)
     return clip
+
+
+def hf_towers(text_sd: dict, text_config: dict, vision_sd: dict | None = None,
+              vision_config: dict | None = None) -> tuple[dict, dict]:  # fmt: skip
+    """(a CLIPModel state dict, its config) from the two towers' own models (CLIPTextModelWithProjection,
+    CLIPVisionModelWithProjection), what pictext's Hugging Face import reads; without the image tower, a stand-in.
+    The towers' files hold no logit scale: CLIP's initial one stands in (unused by Karlo)."""
+    if vision_sd is None:
+        vision_sd, vision_config = _stand_in_image_tower(text_sd, text_config)
+    sd = {"logit_scale": torch.tensor(math.log(1 / 0.07))} | text_sd | vision_sd
+    return sd, {"text_config": text_config, "vision_config": vision_config or {}}
 
 
 def _stand_in_image_tower(text_sd: dict, text_config: dict) -> tuple[dict, dict]:

@@ -41,6 +41,17 @@ class UnclipPipeline:
             raise UsageError(f"the upsampler reads {self.upsampler.config.low} px pictures, the decoder draws "
                              f"{self.decoder.config.resolution} px ones; train one for this decoder")  # fmt: skip
 
+    prior_steps: int = 64  # the prior's DDIM steps (image_embeddings_for's default)
+
+    @property
+    def resolution(self) -> int:
+        """The size of the pictures drawn without the upsampler."""
+        return self.decoder.config.resolution
+
+    def total_steps(self, steps: int, upsample: bool = True) -> int:
+        """The diffusion steps one caption costs: the prior's, the decoder's `steps`, the upsampler's."""
+        return self.prior_steps + steps + (self.upsample_steps if self.upsampler is not None and upsample else 0)
+
     def image_embeddings_for(self, prompts: list[str], guidance_scale: float = 1.0, steps: int = 64,
                              generator: torch.Generator | None = None,
                              check: Check = None) -> torch.Tensor:  # fmt: skip
@@ -88,7 +99,7 @@ class UnclipPipeline:
         """`n` pictures of `prompt`. eta 1 by default (fresh noise at each step), which draws captions right more
         often than deterministic DDIM (docs/measurements.md)."""
         g = torch.Generator().manual_seed(seed)
-        embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, generator=g, check=check)
+        embeddings = self.image_embeddings_for([prompt] * n, prior_guidance, self.prior_steps, g, check=check)
         return self.draw(embeddings, guidance_scale, steps, g, eta=eta, upsample=upsample, check=check)
 
     def vary(self, image: Image.Image, n: int = 4, guidance_scale: float = DECODER_GUIDANCE, steps: int = 50,

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import math
 import queue
 import threading
 import time
@@ -152,7 +153,8 @@ async def _draw_unclip(
     form = await request.form()
     fields = {k: str(v) for k, v in form.items() if k not in uploads}
     try:
-        settings = read_settings(VarySettings if what == "vary" else InterpolateSettings, fields)
+        settings = read_settings(VarySettings if what == "vary" else InterpolateSettings, fields,
+                                 generation.preset("unclip"))  # fmt: skip
     except PictextError as e:
         raise user_error(e) from e
     pictures = []
@@ -223,7 +225,7 @@ def _run(
 
     def on_step(step, picture: Image.Image | None) -> bool:
         if picture is not None and (name != "vqgan-clip" or (frames and step.step % frames == 0)):
-            line = {"type": "frame", "step": step.step + 1, "steps": shown, "clip_score": round(step.clip_score, 4),
+            line = {"type": "frame", "step": step.step + 1, "steps": shown, "clip_score": _score(step.clip_score),
                     "image": _data_url(picture)}  # fmt: skip
             _put(lines, line)
         return not cancel.is_set() and time.monotonic() < deadline
@@ -236,7 +238,7 @@ def _run(
             _put(lines, {"type": "cancelled", "step": generation.last_run_steps, "reason": why}, force=True)
         else:
             png = result.png()
-            _put(lines, {"type": "done", "clip_score": round(result.clip_score, 4), "name": f"{slug(prompt)}-"
+            _put(lines, {"type": "done", "clip_score": _score(result.clip_score), "name": f"{slug(prompt)}-"
                          f"{settings.seed}.png", "image": "data:image/png;base64," + base64.b64encode(png).decode()},
                  force=True)  # fmt: skip
     except Exception as e:  # reported to the page as a line, like every other outcome
@@ -261,6 +263,11 @@ async def _stream(request: Request, lines: queue.Queue, cancel: threading.Event)
             yield (json.dumps(line) + "\n").encode()
     finally:
         cancel.set()  # the client left or the job ended: stop at the next step either way
+
+
+def _score(value: float) -> float | None:
+    """A CLIP score for a JSON line: None where there is none (NaN is not JSON)."""
+    return None if math.isnan(value) else round(value, 4)
 
 
 def _unclip_pictures(generation: Generation, what: str, pictures: list, settings: Any, check: Callable) -> list:

@@ -158,6 +158,10 @@ async function runGeneration() {
   }
 }
 
+function scored(line) {  // a picture without a CLIP score (a model without an image encoder) says none
+  return line.clip_score === null ? "" : `, CLIP score ${line.clip_score.toFixed(3)}`;
+}
+
 function showLine(line) {
   const status = $("generate-status");
   if (line.image) {
@@ -167,9 +171,9 @@ function showLine(line) {
   if (line.type === "frame") {
     status.dataset.frames = String(Number(status.dataset.frames) + 1);
     const what = { dalle: "kept picture", unclip: "picture" }[$("method").value] || "step";
-    status.textContent = `${what} ${line.step} of ${line.steps}, CLIP score ${line.clip_score.toFixed(3)}`;
+    status.textContent = `${what} ${line.step} of ${line.steps}${scored(line)}`;
   } else if (line.type === "done") {
-    status.textContent = `done, CLIP score ${line.clip_score.toFixed(3)}`;
+    status.textContent = `done${scored(line)}`;
     const link = $("generate-download");
     link.href = line.image;
     link.download = line.name;
