@@ -109,6 +109,47 @@ def _block(block: nn.Module, h: torch.Tensor, mask: torch.Tensor, past: Pair | N
     return h + block.ff(block.norm3(h)), k, v
 
 
+def condition_cache(tr: PriorTransformer, tokens: torch.Tensor, embedding: torch.Tensor,
+                    mask: torch.Tensor) -> ConditionCache:  # fmt: skip
+    """Every layer's keys and values at the condition's positions of diffusers' PriorTransformer `tr`: the token
+    encodings (B, T, E) `tokens` with their mask, then the embedding `embedding` (its `proj_embedding`)."""
+    if tr.prd_embedding is None or tr.encoder_hidden_states_proj is None:
+        raise ValueError("the cached prior runs PriorTransformers with a prd token and a token projection (unCLIP's)")
+    P = tokens.shape[1] + 1  # the token encodings, then the embedding
+    if tr.embedding_proj_norm is not None:
+        embedding = tr.embedding_proj_norm(embedding)
+    h = torch.cat([tr.encoder_hidden_states_proj(tokens), tr.embedding_proj(embedding)[:, None]], 1)
+    h = h + tr.positional_embedding[:, :P].to(h.dtype)
+    if tr.norm_in is not None:
+        h = tr.norm_in(h)
+    padding = F.pad((1 - mask.to(h.dtype)) * -10000.0, (0, 1))
+    attend = (padding[:, None, None, :] + tr.causal_attention_mask[..., :P, :P]).to(h.dtype)
+    keys, values = [], []
+    for block in tr.transformer_blocks:
+        h, k, v = _block(block, h, attend)
+        keys.append(k)
+        values.append(v)
+    return ConditionCache(keys, values, padding)
+
+
+def forward_cached(tr: PriorTransformer, x_t: torch.Tensor, t: torch.Tensor, cache: ConditionCache) -> torch.Tensor:
+    """`tr(x_t, t, ...)`'s predicted image embedding with the condition's positions read from `cache`: only the
+    last three positions (timestep, noised embedding, query) run."""
+    P, B = cache.padding.shape[1], x_t.shape[0]
+    t = t.reshape(-1)
+    time = tr.time_embedding(tr.time_proj(t.expand(B) if t.numel() == 1 else t).to(x_t.dtype))
+    h = torch.cat([time[:, None], tr.proj_in(x_t)[:, None], tr.prd_embedding.expand(B, -1, -1).to(x_t.dtype)], 1)
+    h = h + tr.positional_embedding[:, P : P + 3].to(h.dtype)
+    if tr.norm_in is not None:
+        h = tr.norm_in(h)
+    mask = (F.pad(cache.padding, (0, 3))[:, None, None, :] + tr.causal_attention_mask[..., P : P + 3, : P + 3]).to(
+        h.dtype
+    )
+    for block, k, v in zip(tr.transformer_blocks, cache.keys, cache.values, strict=True):
+        h, _, _ = _block(block, h, mask, (k, v))
+    return tr.proj_to_clip_embeddings(tr.norm_out(h[:, -1]))
+
+
 class DiffusionPrior(nn.Module):
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
@@ -129,31 +170,11 @@ class DiffusionPrior(nn.Module):
 
     def condition_cache(self, cond: TextCondition) -> ConditionCache:
         """The keys and values of the condition's positions at every layer, for `forward_cached`."""
-        tr = self.transformer
-        P = self.config.text_len + 1  # the token encodings, then the text embedding
-        tokens = tr.encoder_hidden_states_proj(cond.tokens)
-        embedding = tr.embedding_proj(cond.embedding * self.scale)[:, None]
-        h = torch.cat([tokens, embedding], 1) + tr.positional_embedding[:, :P].to(tokens.dtype)
-        padding = F.pad((1 - cond.mask.to(h.dtype)) * -10000.0, (0, 1))
-        mask = (padding[:, None, None, :] + tr.causal_attention_mask[..., :P, :P]).to(h.dtype)
-        keys, values = [], []
-        for block in tr.transformer_blocks:
-            h, k, v = _block(block, h, mask)
-            keys.append(k)
-            values.append(v)
-        return ConditionCache(keys, values, padding)
+        return condition_cache(self.transformer, cond.tokens, cond.embedding * self.scale, cond.mask)
 
     def forward_cached(self, x_t: torch.Tensor, t: torch.Tensor, cache: ConditionCache) -> torch.Tensor:
         """`forward` with the condition's positions read from `cache`: only the last three positions run."""
-        tr = self.transformer
-        P, B = self.config.text_len + 1, x_t.shape[0]
-        time = tr.time_embedding(tr.time_proj(t.expand(B)).to(x_t.dtype))
-        h = torch.cat([time[:, None], tr.proj_in(x_t)[:, None], tr.prd_embedding.expand(B, -1, -1).to(x_t.dtype)], 1)
-        h = h + tr.positional_embedding[:, P:].to(h.dtype)
-        mask = (F.pad(cache.padding, (0, 3))[:, None, None, :] + tr.causal_attention_mask[..., P:, :]).to(h.dtype)
-        for block, k, v in zip(tr.transformer_blocks, cache.keys, cache.values, strict=True):
-            h, _, _ = _block(block, h, mask, (k, v))
-        return tr.proj_to_clip_embeddings(tr.norm_out(h[:, -1]))
+        return forward_cached(self.transformer, x_t, t, cache)
 
     def loss(self, image_embedding: torch.Tensor, cond: TextCondition, generator: torch.Generator,
              drop: torch.Tensor | None = None, share: Share | None = None) -> torch.Tensor:  # fmt: skip
