@@ -86,8 +86,7 @@ def measure(theirs, ours: KarloPipeline) -> dict[str, dict[str, float]]:
     t = torch.tensor(500)
     from pictext.unclip.prior import condition_cache, forward_cached
 
-    embeds_, hidden_, mask_ = cond
-    cache = condition_cache(ours.prior, hidden_, embeds_, mask_)
+    cache = condition_cache(ours.prior, cond.hidden, cond.embeds, cond.mask)
     image = torch.randn(1, 768)
     context, added = theirs.text_proj(image_embeddings=image, prompt_embeds=embeds, text_encoder_hidden_states=hidden,
                                       do_classifier_free_guidance=True)  # fmt: skip
@@ -97,7 +96,7 @@ def measure(theirs, ours: KarloPipeline) -> dict[str, dict[str, float]]:
     work = {
         ("text", "diffusers"): lambda: theirs._encode_prompt([prompt], "cpu", 1, True),
         ("text", "pictext"): lambda: ours._condition([prompt], guided=True),
-        ("prior_prefix", "pictext"): lambda: condition_cache(ours.prior, hidden_, embeds_, mask_),
+        ("prior_prefix", "pictext"): lambda: condition_cache(ours.prior, cond.hidden, cond.embeds, cond.mask),
         ("prior", "diffusers"): lambda: theirs.prior(latents, timestep=t, proj_embedding=embeds,
                                                      encoder_hidden_states=hidden, attention_mask=mask),
         ("prior", "pictext"): lambda: forward_cached(ours.prior, latents, t, cache),

@@ -177,8 +177,8 @@ def stage_differences(ours: KarloPipeline, reference, seed: int = 7, n: int = 2)
         reference.text_proj.forward, reference.decoder_scheduler.step = text_proj, decoder_step
     condition = ours._condition([PROMPT] * n, guided=True)
     g = torch.Generator().manual_seed(seed)
-    prior = ours.image_embeddings_for(*condition, True, 4.0, 3, g)
-    decoded = ours.decode(seen["embeddings"], *condition, True, 8.0, 3, g)
+    prior = ours.image_embeddings_for(condition, 4.0, 3, g)
+    decoded = ours.decode(seen["embeddings"], condition, 8.0, 3, g)
     final = ours.super_resolve(seen["small"], 2, g)
     assert want.std() > 0.05  # pictures, not a constant the comparison would pass on
     return {

@@ -63,6 +63,17 @@ _PIPELINES = ("UnCLIPPipeline", "UnCLIPImageVariationPipeline")
 
 
 @dataclass
+class Condition:
+    """What Karlo's stages are conditioned on, per picture: the captions' text embeddings (B, E), last hidden
+    states (B, T, W) and mask (B, T); with guidance the empty caption's rows first, as diffusers batches them."""
+
+    embeds: torch.Tensor
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    guided: bool
+
+
+@dataclass
 class KarloPipeline:
     """Karlo's parts and pictext's CLIP (the text encoder's tower, and the image encoder's when the folder has
     one). `prior` is None for an image-variation folder, which draws variations and interpolations only."""
@@ -113,7 +124,7 @@ class KarloPipeline:
         pooled = hidden[torch.arange(hidden.shape[0]), real.sum(-1) - 1]
         return self.clip.project_text(pooled), hidden, real
 
-    def _condition(self, prompts: list[str], guided: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _condition(self, prompts: list[str], guided: bool) -> Condition:
         """The captions' condition; with guidance the empty caption's first (uncond then cond, as diffusers)."""
         embeds, hidden, mask = self.encode_text(prompts)
         if guided:
@@ -122,15 +133,12 @@ class KarloPipeline:
             embeds = torch.cat([u_embeds.expand(n, -1), embeds])
             hidden = torch.cat([u_hidden.expand(n, -1, -1), hidden])
             mask = torch.cat([u_mask.expand(n, -1), mask])
-        return embeds, hidden, mask
+        return Condition(embeds, hidden, mask, guided)
 
     @torch.no_grad()
     def image_embeddings_for(
         self,
-        embeds: torch.Tensor,
-        hidden: torch.Tensor,
-        mask: torch.Tensor,
-        guided: bool,
+        c: Condition,
         guidance: float,
         steps: int,
         generator: torch.Generator | None,
@@ -143,32 +151,24 @@ class KarloPipeline:
                 "this Karlo folder has no prior (an image-variation folder): it draws variations and "
                 "interpolations of pictures, not captions; use kakaobrain/karlo-v1-alpha"
             )
-        scheduler = _fresh(self.prior_scheduler)
-        scheduler.set_timesteps(steps)
-        timesteps = scheduler.timesteps
-        batch = embeds.shape[0] // (2 if guided else 1)
-        shape = (batch, self.prior.config.embedding_dim)
-        x = _latents(shape, generator, latents, scheduler)
-        cache = condition_cache(self.prior, hidden, embeds, mask)
-        for i, t in enumerate(timesteps):
-            if check is not None:
-                check()
-            out = forward_cached(self.prior, torch.cat([x, x]) if guided else x, t, cache)
-            if guided:
+        cache = condition_cache(self.prior, c.hidden, c.embeds, c.mask)
+
+        def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+            out = forward_cached(self.prior, torch.cat([x, x]) if c.guided else x, t, cache)
+            if c.guided:
                 uncond, cond = out.chunk(2)
                 out = uncond + guidance * (cond - uncond)
-            previous = None if i + 1 == len(timesteps) else timesteps[i + 1]
-            x = scheduler.step(out, timestep=t, sample=x, generator=generator, prev_timestep=previous).prev_sample
+            return out
+
+        shape = (c.embeds.shape[0] // (2 if c.guided else 1), self.prior.config.embedding_dim)
+        x = _denoise(self.prior_scheduler, steps, shape, generator, latents, predict, check)
         return self.prior.post_process_latents(x)
 
     @torch.no_grad()
     def decode(
         self,
         image_embeddings: torch.Tensor,
-        embeds: torch.Tensor,
-        hidden: torch.Tensor,
-        mask: torch.Tensor,
-        guided: bool,
+        c: Condition,
         guidance: float,
         steps: int,
         generator: torch.Generator | None,
@@ -178,32 +178,27 @@ class KarloPipeline:
         """The 64 px decoder: (B, 3, 64, 64) pixels in [-1, 1] for the image embeddings and the condition."""
         context, added = self.text_proj(
             image_embeddings=image_embeddings,
-            prompt_embeds=embeds,
-            text_encoder_hidden_states=hidden,
-            do_classifier_free_guidance=guided,
+            prompt_embeds=c.embeds,
+            text_encoder_hidden_states=c.hidden,
+            do_classifier_free_guidance=c.guided,
         )
-        context_mask = F.pad(mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
-        scheduler = _fresh(self.decoder_scheduler)
-        scheduler.set_timesteps(steps)
-        timesteps = scheduler.timesteps
-        c = self.decoder.config
-        x = _latents(
-            (image_embeddings.shape[0], c.in_channels, c.sample_size, c.sample_size), generator, latents, scheduler
-        )
-        for i, t in enumerate(timesteps):
-            if check is not None:
-                check()
-            both = self._laid_out(torch.cat([x, x]) if guided else x)
+        context_mask = F.pad(c.mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
+
+        def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+            both = self._laid_out(torch.cat([x, x]) if c.guided else x)
             out = self.decoder(
                 sample=both, timestep=t, encoder_hidden_states=context, class_labels=added, attention_mask=context_mask
             ).sample
-            if guided:
+            if c.guided:
                 uncond, cond = out.chunk(2)
                 uncond, _ = uncond.split(x.shape[1], dim=1)
                 cond, variance = cond.split(x.shape[1], dim=1)
                 out = torch.cat([uncond + guidance * (cond - uncond), variance], dim=1)
-            previous = None if i + 1 == len(timesteps) else timesteps[i + 1]
-            x = scheduler.step(out, t, x, prev_timestep=previous, generator=generator).prev_sample
+            return out
+
+        size, channels = self.decoder.config.sample_size, self.decoder.config.in_channels
+        x = _denoise(self.decoder_scheduler, steps, (len(image_embeddings), channels, size, size), generator,
+                     latents, predict, check)  # fmt: skip
         return x.clamp(-1, 1)
 
     @torch.no_grad()
@@ -216,24 +211,20 @@ class KarloPipeline:
         check: Check = None,
     ) -> torch.Tensor:
         """The super-resolution stages: (B, 3, 256, 256) pixels in [0, 1] from the decoder's 64 px ones."""
-        scheduler = _fresh(self.super_res_scheduler)
-        scheduler.set_timesteps(steps)
-        timesteps = scheduler.timesteps
         c = self.super_res_first.config
         size = c.sample_size
-        x = _latents((small.shape[0], c.in_channels // 2, size, size), generator, latents, scheduler)
         low = F.interpolate(small, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+
+        def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+            unet = self.super_res_last if i == steps - 1 else self.super_res_first
+            sample = torch.cat([x, low], dim=1)
+            if i == 1 and unet is self.super_res_first:  # past t=999: the fast layout (use_channels_last)
+                unet.to(memory_format=getattr(self, "_layout", torch.contiguous_format))
+            return unet(sample=self._laid_out(sample) if i > 0 else sample, timestep=t).sample
+
         try:
-            for i, t in enumerate(timesteps):
-                if check is not None:
-                    check()
-                unet = self.super_res_last if i == len(timesteps) - 1 else self.super_res_first
-                sample = torch.cat([x, low], dim=1)
-                if i == 1 and unet is self.super_res_first:  # past t=999: the fast layout (use_channels_last)
-                    unet.to(memory_format=getattr(self, "_layout", torch.contiguous_format))
-                out = unet(sample=self._laid_out(sample) if i > 0 else sample, timestep=t).sample
-                previous = None if i + 1 == len(timesteps) else timesteps[i + 1]
-                x = scheduler.step(out, t, x, prev_timestep=previous, generator=generator).prev_sample
+            x = _denoise(self.super_res_scheduler, steps, (len(small), c.in_channels // 2, size, size), generator,
+                         latents, predict, check)  # fmt: skip
         finally:
             self.super_res_first.to(memory_format=torch.contiguous_format)  # for the next picture's first step
         return (x * 0.5 + 0.5).clamp(0, 1)
@@ -259,13 +250,9 @@ class KarloPipeline:
         if any(not p.strip() for p in prompts):
             raise UsageError("the prompt is empty; Karlo draws a caption, e.g. 'a photo of a cat'")
         guided = prior_guidance > 1.0 or decoder_guidance > 1.0  # as diffusers: both stages batch the empty caption
-        embeds, hidden, mask = self._condition(prompts, guided)
-        image = self.image_embeddings_for(
-            embeds, hidden, mask, guided, prior_guidance, prior_steps, generator, prior_latents, check
-        )
-        small = self.decode(
-            image, embeds, hidden, mask, guided, decoder_guidance, decoder_steps, generator, decoder_latents, check
-        )
+        c = self._condition(prompts, guided)
+        image = self.image_embeddings_for(c, prior_guidance, prior_steps, generator, prior_latents, check)
+        small = self.decode(image, c, decoder_guidance, decoder_steps, generator, decoder_latents, check)
         return self.super_resolve(small, super_res_steps, generator, super_res_latents, check)
 
     @torch.no_grad()
@@ -283,19 +270,8 @@ class KarloPipeline:
         """(B, 3, 256, 256) in [0, 1] for CLIP image embeddings, with the empty caption:
         `UnCLIPImageVariationPipeline(image_embeddings=...)`, the same numbers."""
         guided = decoder_guidance > 1.0
-        embeds, hidden, mask = self._condition([""] * image_embeddings.shape[0], guided)
-        small = self.decode(
-            image_embeddings,
-            embeds,
-            hidden,
-            mask,
-            guided,
-            decoder_guidance,
-            decoder_steps,
-            generator,
-            decoder_latents,
-            check,
-        )
+        c = self._condition([""] * image_embeddings.shape[0], guided)
+        small = self.decode(image_embeddings, c, decoder_guidance, decoder_steps, generator, decoder_latents, check)
         return self.super_resolve(small, super_res_steps, generator, super_res_latents, check)
 
     def generate(
@@ -380,6 +356,22 @@ def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     """Pictures from (B, 3, H, W) in [0, 1], rounded as diffusers rounds them."""
     array = (pixels.permute(0, 2, 3, 1).float().numpy() * 255).round().astype("uint8")
     return [Image.fromarray(a) for a in array]
+
+
+def _denoise(template: Any, steps: int, shape: tuple, generator: torch.Generator | None,
+             latents: torch.Tensor | None, predict: Callable, check: Check) -> torch.Tensor:  # fmt: skip
+    """diffusers' unCLIP loop: the latents drawn from `generator` (or given) times the initial sigma, then at
+    each step `predict(x, t, i)` and the scheduler's step to the next timestep (its noise from `generator`)."""
+    scheduler = _fresh(template)  # set_timesteps changes a scheduler, and a pipeline may serve several calls
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+    x = _latents(shape, generator, latents, scheduler)
+    for i, t in enumerate(timesteps):
+        if check is not None:
+            check()
+        previous = None if i + 1 == len(timesteps) else timesteps[i + 1]
+        x = scheduler.step(predict(x, t, i), t, x, prev_timestep=previous, generator=generator).prev_sample
+    return x
 
 
 def _fresh(scheduler: Any) -> Any:
