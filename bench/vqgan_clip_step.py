@@ -15,7 +15,6 @@ Writes bench/results/vqgan_clip_step.json (summary key `ratio_vs_reference`, fp3
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import platform
@@ -27,14 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pictext.clip.io import load_clip
-from pictext.generate.vqgan_clip import (
-    VQGANCLIPSettings,
-    _normalize,
-    clamp_with_grad,
-    decode_layout,
-    make_cutouts,
-    spherical_loss,
-)
+from pictext.generate.vqgan_clip import VQGANCLIPSettings, _normalize, clamp_with_grad, make_cutouts, spherical_loss
 from pictext.training import cpu_has_fast_bf16
 from pictext.vqgan.model import VQGAN
 from pictext.vqgan.recipe import DEFAULT_VQGAN
@@ -76,8 +68,7 @@ def pictext_step(vqgan, clip, z, target, g, precision: str, timer: Timer) -> Non
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         codes = vqgan.quantize.nearest(flat.detach().float())
         z_q = vqgan.codebook[codes].view(1, z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
-        z_q = (z + (z_q - z).detach()).contiguous(memory_format=decode_layout(vqgan))  # as the product decodes
-        picture = clamp_with_grad((vqgan.decode(z_q).float() + 1) / 2, 0.0, 1.0)
+        picture = clamp_with_grad((vqgan.decode(z + (z_q - z).detach()).float() + 1) / 2, 0.0, 1.0)
         timer.mark("decode")
         cuts = make_cutouts(picture, CUT_SIZE, config, g)
         timer.mark("cutouts")
@@ -157,8 +148,6 @@ def measure_size(size, clip, ref_clip, augment, target, precisions, rate, vqgan_
     """Best of REPEATS per system at `size`, taken in turns so a slow spell of the machine hits all alike."""
     vqgan = VQGAN(vqgan_config).eval().requires_grad_(False)
     decoder = taming_decoder(vqgan)
-    # the reference's own copy in the usual layout: pictext's decode_layout may convert the VQGAN's
-    post_quant_conv = copy.deepcopy(vqgan.post_quant_conv).to(memory_format=torch.contiguous_format)
     side = size // vqgan.config.factor
     z0 = vqgan.quantize.lookup(torch.randint(0, vqgan.config.n_embed, (1, side, side)))
     floor = step_flops(vqgan, clip, z0.clone().requires_grad_(True), target) / rate
@@ -166,7 +155,7 @@ def measure_size(size, clip, ref_clip, augment, target, precisions, rate, vqgan_
     systems = {
         **{f"pictext {p}": (lambda t, p=p: pictext_step(vqgan, clip, z0.clone().requires_grad_(True), target,
                                                          generators[p], p, t)) for p in precisions},
-        "reference fp32": lambda t: reference_step(post_quant_conv, decoder, vqgan.codebook, ref_clip, augment,
+        "reference fp32": lambda t: reference_step(vqgan.post_quant_conv, decoder, vqgan.codebook, ref_clip, augment,
                                                    z0.clone().requires_grad_(True), target, t),
     }  # fmt: skip
     for fn in systems.values():

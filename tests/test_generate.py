@@ -277,30 +277,3 @@ def test_bf16_autocast_is_opt_in_recorded_and_draws_near_the_fp32_picture(tiny_m
     assert a.shape == b.shape and 0 < np.abs(a - b).mean() < 32  # 0-255 pixels: the same drawing, rounded otherwise
     with pytest.raises(GenerationError, match="precision"):
         generate("a red circle", precision="fp16", **common)
-
-
-def test_published_size_vqgans_decode_in_channels_last_with_the_same_numbers():
-    """decode_layout: a VQGAN of 128 channels (the published ones') decodes in channels-last layout, the same
-    picture and gradient within float rounding; a miniature one keeps the usual layout."""
-    from pictext.generate.vqgan_clip import decode_layout
-
-    torch.manual_seed(0)
-    config = VQGANConfig(resolution=32, ch=128, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,),
-                         z_channels=32, embed_dim=16, n_embed=64)  # fmt: skip
-    vqgan = VQGAN(config).eval().requires_grad_(False)
-    z = torch.randn(1, 16, 16, 16)
-
-    def decoded(layout):
-        x = z.clone().contiguous(memory_format=layout).requires_grad_(True)
-        out = vqgan.decode(x)
-        out.square().sum().backward()
-        return out, x.grad
-
-    plain, plain_grad = decoded(torch.contiguous_format)
-    assert decode_layout(vqgan) == torch.channels_last
-    assert vqgan.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    fast, fast_grad = decoded(torch.channels_last)
-    assert (fast - plain).abs().max() < 1e-4 and (fast_grad - plain_grad).abs().max() < 1e-3 * plain_grad.abs().max()
-    small = VQGAN(VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,),
-                              z_channels=32, embed_dim=16, n_embed=64))  # fmt: skip
-    assert decode_layout(small) == torch.contiguous_format

@@ -268,25 +268,12 @@ def clamp_with_grad(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return _ClampWithGrad.apply(x, lo, hi)
 
 
-def decode_layout(vqgan: VQGAN) -> torch.memory_format:
-    """The memory layout VQGAN+CLIP decodes in, the VQGAN's decoder converted to it (once; it stays so).
-    Channels-last for the published sizes (128 channels and up): oneDNN's convolutions skip their layout
-    conversions, and taming's f16 VQGAN decodes and back-propagates at 256 px in 1.94 s instead of 2.34 on a
-    CPU. The miniature VQGANs keep the usual layout, and with it the pictures and figures measured with them."""
-    if vqgan.config.ch < 128:
-        return torch.contiguous_format
-    for part in (vqgan.post_quant_conv, vqgan.decoder):
-        part.to(memory_format=torch.channels_last)
-    return torch.channels_last
-
-
 class _VQGANDrawer(torch.nn.Module):
     """The latent is a (1, D, h, w) grid in codebook space; each picture snaps it to the nearest codes."""
 
     def __init__(self, vqgan: VQGAN, config: VQGANCLIPSettings, g: torch.Generator, init: Image.Image | None):
         super().__init__()
         self.vqgan = vqgan.eval().requires_grad_(False)
-        self.layout = decode_layout(vqgan)
         f = vqgan.config.factor
         w, h = config.size[0] // f, config.size[1] // f
         codebook = vqgan.codebook.detach()
@@ -312,7 +299,7 @@ class _VQGANDrawer(torch.nn.Module):
             codes = torch.cdist(flat.detach(), self.vqgan.codebook).argmin(1)
         z_q = self.vqgan.codebook[codes].view(1, self.z.shape[2], self.z.shape[3], -1).permute(0, 3, 1, 2)
         z_q = self.z + (z_q - self.z).detach()  # straight-through
-        return clamp_with_grad((self.vqgan.decode(z_q.contiguous(memory_format=self.layout)) + 1) / 2, 0.0, 1.0)
+        return clamp_with_grad((self.vqgan.decode(z_q) + 1) / 2, 0.0, 1.0)
 
     def clamp(self) -> None:
         with torch.no_grad():
