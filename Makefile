@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint browser emoji bench models clean
+.PHONY: demo test test-fast lint browser emoji bench models notebooks clean
 
 # Debian's Chromium for the browser test (no browser download by Playwright); sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -22,9 +22,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m pictext demo
 
+# Re-execute every notebook (notebooks/*.py, jupytext scripts) and rewrite its .ipynb with the outputs.
+notebooks: $(STAMP) emoji
+	PICTEXT_QUIET=1 PICTEXT_EMOJI=$(EMOJI) $(PY) notebooks/run.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pictext tests bench
-	$(VENV)/bin/ruff format --check pictext tests bench
+	$(VENV)/bin/ruff check pictext tests bench notebooks
+	$(VENV)/bin/ruff format --check pictext tests bench notebooks
 	$(VENV)/bin/lint-imports  # no module imports a layer above its own, no import cycles (pyproject.toml)
 
 browser:
