@@ -22,8 +22,8 @@ def cells(notebook) -> list[tuple[str, str]]:
     return [(cell.cell_type, cell.source.strip()) for cell in notebook.cells]
 
 
-def test_there_is_a_notebook_for_each_system_at_least_clip():
-    assert "clip.py" in {p.name for p in SCRIPTS}
+def test_there_is_a_notebook_for_each_system():
+    assert {p.stem for p in SCRIPTS} == {"clip", "vqgan_clip", "dalle", "unclip"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
