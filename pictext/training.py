@@ -202,6 +202,9 @@ def resume(
             f"delete {Path(run_dir)} to start afresh, or give another run folder"
         )
     for name, part in parts.items():
+        if name not in state:
+            raise ResumeError(f"{state_file} holds no {name!r} (saved by an older pictext); delete {Path(run_dir)} "
+                              "to start afresh, or give another run folder")  # fmt: skip
         part.load_state_dict(state[name])
     return state_file, state
 

@@ -77,3 +77,15 @@ def test_a_crashed_run_resumes_exactly(tmp_path, family):
 def _as_logs(logs: list) -> list:
     """The family's returned logs in the layout the driver saves (dicts), for comparison."""
     return [log if isinstance(log, dict) else {"loss": log} for log in logs]
+
+
+def test_a_state_without_a_part_the_run_now_keeps_is_refused_by_name(tmp_path):
+    """A run folder saved before a part joined the state (the VQGAN's codebook-usage window) is a clear error
+    naming it, not a KeyError."""
+    from pictext.training import ResumeError, resume, run_state, save_state
+
+    model = torch.nn.Linear(2, 2)
+    save_state(tmp_path / "state.pt", run_state(None, model=model.state_dict(), step=2, logs=[]))
+    assert resume(tmp_path, {"model": model})[1]["step"] == 2
+    with pytest.raises(ResumeError, match="holds no 'usage'"):
+        resume(tmp_path, {"model": model, "usage": torch.nn.Linear(1, 1)})

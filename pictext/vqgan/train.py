@@ -9,11 +9,12 @@ reconstructions sharp without a perceptual loss (taming's ablation: L1 alone blu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
+from torch import nn
 
 from pictext import training
 from pictext.images.tensors import to_pixels
@@ -71,7 +72,8 @@ def train_vqgan(
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     step = _VQGANStep(model, disc, data, cfg)
     hook = (lambda i, log: on_step(i, StepLog(**log))) if on_step is not None else None
-    logs = training.fit(step, {"model": model, "discriminator": disc}, {"opt_g": opt_g, "opt_d": opt_d}, len(data),
+    modules = {"model": model, "discriminator": disc, "usage": step.usage}
+    logs = training.fit(step, modules, {"opt_g": opt_g, "opt_d": opt_d}, len(data),
                         cfg, run_dir=run_dir, config=model.config, desc="train vqgan", device=device,
                         on_step=hook)  # fmt: skip
     return [StepLog(**log) for log in logs]
@@ -94,11 +96,11 @@ class _VQGANStep:
         rec = (x - out.reconstruction).abs().mean()
         loss = rec + cfg.codebook_weight * out.quantized.loss
         codes = training.all_gather_rows(out.quantized.indices.detach().flatten())  # the whole batch's
-        self.usage.add(codes)
+        self.usage.add(codes, batch.step)
         share = torch.bincount(codes, minlength=model.config.n_embed).float() / len(codes)
         perplexity = torch.exp(-(share * torch.log(share + 1e-10)).sum())  # as the quantizer's, over all ranks
         logs = {"rec": rec.item(), "codebook": out.quantized.loss.item(), "g": 0.0, "d": 0.0,
-                "perplexity": perplexity.item(), "usage": self.usage.share()}  # fmt: skip
+                "perplexity": perplexity.item(), "usage": self.usage.share(batch.step)}  # fmt: skip
         losses: dict[str, training.Loss] = {"opt_g": loss}
         if batch.step >= cfg.disc_start:
             disc.eval()  # the generator's step must not move the discriminator's BatchNorm statistics
@@ -117,16 +119,18 @@ class _VQGANStep:
         return training.StepResult(losses, logs)
 
 
-@dataclass
-class _UsageWindow:
-    """Which codes were used in the last `window` steps: the codebook's health, logged each step."""
+class _UsageWindow(nn.Module):
+    """Which codes were used in the last `window` steps: the codebook's health, logged each step. Kept as the step
+    at which each code was last used, a buffer the run's state saves, so that a resumed run logs what the run
+    that never stopped logs (a window kept in memory alone started empty again on resume)."""
 
-    n_embed: int
-    window: int
-    recent: list[torch.Tensor] = field(default_factory=list)
+    def __init__(self, n_embed: int, window: int) -> None:
+        super().__init__()
+        self.window = window
+        self.register_buffer("last_used", torch.full((n_embed,), -(2**62), dtype=torch.long))
 
-    def add(self, indices: torch.Tensor) -> None:
-        self.recent = [*self.recent[-(self.window - 1) :], torch.unique(indices.cpu())]
+    def add(self, indices: torch.Tensor, step: int) -> None:
+        self.last_used[torch.unique(indices.to(self.last_used.device))] = step
 
-    def share(self) -> float:
-        return len(torch.unique(torch.cat(self.recent))) / self.n_embed if self.recent else 0.0
+    def share(self, step: int) -> float:
+        return (self.last_used > step - self.window).float().mean().item()
