@@ -321,3 +321,32 @@ def test_the_cli_draws_with_karlo_and_varies_with_its_image_variation_folder(fol
     assert len(list((tmp_path / "varied").glob("*-frames/*.png"))) == 2
     assert main([*varied, "--unclip", str(text)]) == 2
     assert "without an image encoder" in capsys.readouterr().err
+
+
+def test_the_page_offers_karlos_defaults_and_varies_with_its_variation_folder(folders, tmp_path, tiny_model_path):
+    """`pictext serve` with a Karlo folder: the Generate tab's unclip settings default to Karlo's preset, and the
+    variations route draws with it (no CLIP score needed)."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from pictext.search import Index
+    from pictext.server.app import Generation, create_app
+
+    from helpers import png_bytes, write_gallery
+
+    write_gallery(tmp_path / "photos")
+    index = Index(tmp_path / "index", model=tiny_model_path)
+    index.add([tmp_path / "photos"])
+    variation, _ = folders["variation"]
+    client = TestClient(create_app(index, generation=Generation({"unclip": {"unclip": str(variation)}})),
+                        base_url="http://127.0.0.1")  # fmt: skip
+    settings = client.get("/api/generate/status").json()["settings"]["unclip"]
+    assert (settings["guidance"]["default"], settings["steps"]["default"], settings["samples"]["default"]) == (
+        8.0,
+        25,
+        1,
+    )
+    red = ("red.png", png_bytes(Image.new("RGB", (40, 40), (200, 30, 30))), "image/png")
+    response = client.post("/api/unclip/vary", files={"file": red}, data={"n": 2, "steps": 2, "seed": 1})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["images"]) == 2
