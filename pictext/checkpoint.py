@@ -121,6 +121,21 @@ def load(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], d
     return tensors, meta
 
 
+def read_json_config(path: str | os.PathLike, what: str = "a JSON config") -> dict[str, Any]:
+    """A JSON object from a config file a model folder holds, bounded: over 1 MiB, nested past Python's recursion
+    limit, not UTF-8 or not an object, it is a CheckpointError naming the file and saying it is not `what`."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > 1 << 20:
+            raise ValueError("over 1 MiB")
+        value = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not {what} ({type(e).__name__}: {e})") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} is not {what} (not a JSON object)")
+    return value
+
+
 def build_checked(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], path: object) -> Any:
     """`build()`, once the module it makes matches `tensors` name for name and shape for shape.
 

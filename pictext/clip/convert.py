@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pictext.checkpoint import CheckpointError, build_loaded, check_tensors
+from pictext.checkpoint import CheckpointError, build_loaded, check_tensors, read_json_config
 from pictext.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
 from pictext.config import from_dict, to_dict
 from pictext.errors import UsageError
@@ -45,15 +45,7 @@ def read_foreign(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         if weights is None:
             raise CheckpointError(f"{path} has no model.safetensors or pytorch_model.bin")
         sd, _, _ = read_foreign(weights)
-        try:
-            if config_file.stat().st_size > 1 << 20:
-                raise ValueError("over 1 MiB")
-            config = json.loads(config_file.read_text())
-        except (ValueError, RecursionError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{config_file} is not a Hugging Face config ({type(e).__name__}: {e})") from e
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{config_file} is not a Hugging Face config (not a JSON object)")
-        return sd, config, "huggingface"
+        return sd, read_json_config(config_file, "a Hugging Face config"), "huggingface"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":

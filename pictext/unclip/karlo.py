@@ -19,7 +19,6 @@ decoder runs in channels-last layout (`use_channels_last`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
@@ -54,8 +53,8 @@ def is_karlo_folder(path: str | os.PathLike) -> bool:
     """A folder holding a diffusers unCLIP pipeline (its model_index.json names one)."""
     index = Path(path) / "model_index.json"
     try:
-        return index.is_file() and json.loads(index.read_text())["_class_name"] in _PIPELINES
-    except (OSError, ValueError, KeyError, TypeError):
+        return index.is_file() and checkpoint.read_json_config(index).get("_class_name") in _PIPELINES
+    except checkpoint.CheckpointError:
         return False
 
 
@@ -89,6 +88,7 @@ class KarloPipeline:
     prior_scheduler: Any = None
     super_res_steps: int = SUPER_RES_STEPS
     prior_steps: int = PRIOR_STEPS
+    layout: torch.memory_format = torch.contiguous_format  # the decoder's (use_channels_last)
 
     @property
     def resolution(self) -> int:
@@ -101,13 +101,13 @@ class KarloPipeline:
         one step: the first super-resolution step divides the network's output by sqrt(alpha_bar) at t=999,
         where a 1e-6 rounding difference grows past 1e-2, so that step runs in the usual layout and
         super_res_first is switched for the steps after it (`super_resolve`)."""
-        self._layout = torch.channels_last if on else torch.contiguous_format
+        self.layout = torch.channels_last if on else torch.contiguous_format
         for unet in (self.decoder, self.super_res_last, self.super_res_first):
-            unet.to(memory_format=self._layout if unet is not self.super_res_first else torch.contiguous_format)
+            unet.to(memory_format=self.layout if unet is not self.super_res_first else torch.contiguous_format)
         return self
 
     def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=getattr(self, "_layout", torch.contiguous_format))
+        return x.contiguous(memory_format=self.layout)
 
     def total_steps(self, steps: int, upsample: bool = True) -> int:
         """The diffusion steps one caption costs: the prior's, the decoder's `steps`, the super-resolution's."""
@@ -219,7 +219,7 @@ class KarloPipeline:
             unet = self.super_res_last if i == steps - 1 else self.super_res_first
             sample = torch.cat([x, low], dim=1)
             if i == 1 and unet is self.super_res_first:  # past t=999: the fast layout (use_channels_last)
-                unet.to(memory_format=getattr(self, "_layout", torch.contiguous_format))
+                unet.to(memory_format=self.layout)
             return unet(sample=self._laid_out(sample) if i > 0 else sample, timestep=t).sample
 
         try:
@@ -397,7 +397,7 @@ def load_karlo(folder: str | os.PathLike) -> KarloPipeline:
     import diffusers
 
     folder = Path(folder)
-    index = _json(folder / "model_index.json")
+    index = checkpoint.read_json_config(folder / "model_index.json")
     if index.get("_class_name") not in _PIPELINES:
         raise checkpoint.CheckpointError(
             f"{folder}/model_index.json names {index.get('_class_name')!r}, not one of "
@@ -411,7 +411,7 @@ def load_karlo(folder: str | os.PathLike) -> KarloPipeline:
             raise checkpoint.CheckpointError(f"{folder} has no {name}/ folder; a Karlo folder holds {sorted(_MODELS)}")
     for name in _SCHEDULERS:
         if (folder / name).is_dir():
-            config = _json(folder / name / "scheduler_config.json")
+            config = checkpoint.read_json_config(folder / name / "scheduler_config.json")
             parts[name] = diffusers.UnCLIPScheduler.from_config(config)
         elif name != "prior_scheduler" or "prior" in parts:
             raise checkpoint.CheckpointError(f"{folder} has no {name}/ folder")
@@ -494,22 +494,10 @@ def _stand_in_image_tower(text_sd: dict, text_config: dict) -> tuple[dict, dict]
     return sd | {"visual_projection.weight": torch.zeros(embed, width)}, config
 
 
-def _json(path: Path) -> dict:
-    try:
-        if path.stat().st_size > 1 << 20:
-            raise ValueError("over 1 MiB")
-        value = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as e:
-        raise checkpoint.CheckpointError(f"{path} is not a readable JSON config ({type(e).__name__}: {e})") from e
-    if not isinstance(value, dict):
-        raise checkpoint.CheckpointError(f"{path} is not a JSON object")
-    return value
-
-
 def _model(folder: Path, cls: type) -> Any:
     """A diffusers model from its folder: built from config.json on the meta device, checked against the weights
     name for name and shape for shape, then loaded (checkpoint.build_loaded)."""
-    config = _json(folder / "config.json")
+    config = checkpoint.read_json_config(folder / "config.json")
     tensors = _weights(folder)
     try:
         return checkpoint.build_loaded(lambda: cls.from_config(config), tensors, folder)
@@ -528,7 +516,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     for suffix in (".safetensors", ".bin"):
         index = folder / f"{stem}{suffix}.index.json"
         if index.is_file():
-            files = sorted(set(_json(index).get("weight_map", {}).values()))
+            files = sorted(set(checkpoint.read_json_config(index).get("weight_map", {}).values()))
             if not files or any(Path(f).name != f for f in files):
                 raise checkpoint.CheckpointError(f"{index} does not list shard files of its own folder")
             tensors: dict[str, torch.Tensor] = {}
