@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	# torch (and attrs); --no-deps keeps their pins (pytorch-lightning, omegaconf, mypy, blobfile: for code the
 	# tests never import) out of the environment.
 	$(PY) -m pip install --quiet --no-deps 'taming-transformers==0.0.1' 'dall-e==0.1'
+	# Sber's ruDALL-E and ruCLIP for their parity tests, the same way (their pins: transformers 4.10, opencv, ...).
+	# youtokentome, their tokenizer, is an sdist whose build needs Cython < 3 from the environment.
+	$(PY) -m pip install --quiet --no-deps 'rudalle==1.1.3' 'ruclip==0.0.2'
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation 'youtokentome==1.0.6'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -3,12 +3,16 @@ embeddings are known by construction (so semantic tests never depend on what a t
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import io
 import json
 import socket
+import sys
 import tarfile
 import threading
 import time
+import types
 from collections.abc import Iterable
 
 import numpy as np
@@ -183,3 +187,22 @@ def fake_tarball(path):
             Image.new("RGBA", (64, 64), (n * 5, 100, 200, 255)).save(buffer, "PNG")
             add(f"package/img/google/64/{name}", buffer.getvalue())
     return path
+
+
+def reference_module(name: str) -> types.ModuleType:
+    """Import module `name` of a reference package without running its packages' __init__: ruDALL-E's and
+    ruCLIP's import huggingface_hub's `cached_download` (gone from it since 0.26), while their model modules
+    need only torch and einops."""
+    parts = name.split(".")
+    path = None
+    for i in range(1, len(parts)):
+        package = ".".join(parts[:i])
+        if package not in sys.modules:
+            spec = importlib.machinery.PathFinder.find_spec(parts[i - 1], path)
+            assert spec is not None and spec.submodule_search_locations, f"{package} is not installed"
+            module = types.ModuleType(package)
+            module.__path__ = list(spec.submodule_search_locations)
+            module.__spec__ = spec
+            sys.modules[package] = module
+        path = sys.modules[package].__path__
+    return importlib.import_module(name)

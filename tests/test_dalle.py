@@ -36,7 +36,7 @@ def _allowed(kind: str, i: int, j: int, text_len: int, grid: int, kernel: int) -
 @pytest.mark.parametrize(("text_len", "grid", "kernel"), [(3, 3, 3), (4, 4, 3), (2, 5, 5)])
 def test_masks_match_their_definitions(kind: str, text_len: int, grid: int, kernel: int) -> None:
     mask = attention_mask(kind, text_len, grid, kernel)
-    T = text_len + grid * grid - 1
+    T = text_len + grid * grid
     assert mask.shape == (T, T)
     want = torch.tensor([[_allowed(kind, i, j, text_len, grid, kernel) for j in range(T)] for i in range(T)])
     assert torch.equal(mask, want)

@@ -11,11 +11,19 @@ and position p predicts token p+1, so the model learns p(text) and p(image | tex
   knows where a caption ended without attending to pads that all look alike;
 - image tokens have a 2-D position (a row embedding plus a column embedding);
 - attention is causal, and a layer may restrict its image queries further with a sparse mask (`row`,
-  `column`, `conv`; see `attention_mask`). The masks are dense boolean masks handed to torch's
+  `column`, `conv`; see `attention_mask`); the paper cycles row, column, row, row and ends on a conv layer
+  (`attention`, `last_attention`). The masks are dense boolean masks handed to torch's
   `scaled_dot_product_attention`: they change what a layer sees, not how fast it runs;
 - the loss weights image tokens over text tokens (`loss_img_weight`, 7 in the paper);
 - dropping the caption (all pads) for a share of the training pairs teaches p(image) as well, which
   classifier-free guidance at sampling needs (`sampling.py`).
+
+The switches that ruDALL-E (Sber's Russian DALL-E, CogView's stabilisers; `convert.py` imports it) needs
+are config fields: `sandwich_norm` (a layer norm on each branch's output before the residual sum, CogView
+section 2.4), `head_norm` (a second layer norm before the heads), `activation` "gelu_tanh" and `row_span`
+(its row mask reaches one token further back). CogView's PB-relax needs no field: it rescales attention
+scores so that fp16 does not overflow, and softmax is invariant to it; SDPA already subtracts each row's
+maximum and accumulates in float32.
 
 The linear layers are `PackedLinear` (pictext/nn/packed.py): the same parameters as `nn.Linear`, and on CPU
 without gradients a oneDNN-prepacked weight, which made cached sampling 1.4-1.5 times faster here.
@@ -34,6 +42,7 @@ from pictext.config import COUNT, HEADS, TOKEN_ID, VOCAB, WIDTH
 from pictext.nn.packed import PackedLinear
 
 ATTENTION = ("full", "row", "column", "conv")
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name -> nn.GELU's `approximate`
 _CAUSAL = torch.ones(0, dtype=torch.bool)  # stands for "causal" in place of a mask: SDPA's is_causal=True
 
 
@@ -49,6 +58,7 @@ class DALLEConfig:
         "layers": COUNT,
         "heads": HEADS,
         "conv_kernel": (1, 63),
+        "row_span": (0, 4096),
         "pad_token_id": TOKEN_ID,
     }
     text_vocab: int  # the text tokenizer's vocabulary; per-position pad tokens come after it
@@ -60,15 +70,23 @@ class DALLEConfig:
     heads: int = 8
     mlp_ratio: float = 4.0
     attention: tuple[str, ...] = ("full",)  # each layer's mask, cycled over the layers (the paper: row, column, ...)
+    last_attention: str | None = None  # the last layer's mask in place of the cycle's (the paper: conv)
     conv_kernel: int = 3  # side of the `conv` mask's window (odd)
+    row_span: int = 0  # image tokens a `row` query sees, itself included; 0: image_grid (ruDALL-E: image_grid + 1)
+    activation: str = "gelu"  # the MLP's: "gelu" (erf) or "gelu_tanh" (the tanh approximation: GPT-2, ruDALL-E)
+    sandwich_norm: bool = False  # CogView's sandwich layer norm: normalise each branch's output before the sum
+    head_norm: bool = False  # a layer norm between the final one and the heads (ruDALL-E's to_logits)
     dropout: float = 0.0
     loss_img_weight: float = 7.0  # image loss : text loss = loss_img_weight : 1
     pad_token_id: int = 0  # the text tokenizer's pad id, replaced by the per-position pad tokens
 
     def __post_init__(self) -> None:
-        unknown = [a for a in self.attention if a not in ATTENTION]
+        unknown = [a for a in (*self.attention, self.last_attention or "full") if a not in ATTENTION]
         if unknown or not self.attention:
-            raise ValueError(f"attention takes {ATTENTION}, got {self.attention}")
+            raise ValueError(f"attention and last_attention take {ATTENTION}, got {self.attention}, "
+                             f"{self.last_attention}")  # fmt: skip
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation takes {tuple(ACTIVATIONS)}, got {self.activation!r}")
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd, got {self.conv_kernel}")
         if self.width % self.heads:
@@ -83,22 +101,31 @@ class DALLEConfig:
         """Positions the transformer sees: the whole stream but its last token (nothing follows it)."""
         return self.text_len + self.image_len - 1
 
+    def layer_attention(self) -> list[str]:
+        """Each layer's mask kind: the cycle of `attention`, the last layer `last_attention` if set."""
+        kinds = [self.attention[i % len(self.attention)] for i in range(self.layers)]
+        if self.last_attention is not None:
+            kinds[-1] = self.last_attention
+        return kinds
 
-def attention_mask(kind: str, text_len: int, grid: int, kernel: int = 3) -> torch.Tensor:
-    """(T, T) boolean, True where query position i may attend to key position j; T = text_len + grid**2 - 1.
+
+def attention_mask(kind: str, text_len: int, grid: int, kernel: int = 3, row_span: int = 0) -> torch.Tensor:
+    """(T, T) boolean, True where query position i may attend to key position j; T = text_len + grid**2 (the
+    whole stream: its last position predicts nothing, but logits at every position are asked for).
 
     Every mask is causal (j <= i), and text queries see the text before them. An image query is the
     position holding image token q (q = i - text_len), and it sees all of the text and, among image keys
     (image token k = j - text_len, k <= q):
       full:   every earlier image token;
-      row:    the `grid` most recent ones (q - k < grid): its own row so far and the end of the row above;
+      row:    the `row_span` (default `grid`) most recent ones (q - k < row_span): its own row so far and the
+              end of the row above;
       column: those in its column (q - k a multiple of `grid`);
       conv:   those within a kernel x kernel window centred on it (rows and columns at most kernel // 2 away).
     The last text position predicts the first image token and is a text query.
     """
     if kind not in ATTENTION:
         raise ValueError(f"attention mask kind must be one of {ATTENTION}, got {kind!r}")
-    T = text_len + grid * grid - 1
+    T = text_len + grid * grid
     i = torch.arange(T)[:, None]
     j = torch.arange(T)[None, :]
     causal = j <= i
@@ -106,7 +133,7 @@ def attention_mask(kind: str, text_len: int, grid: int, kernel: int = 3) -> torc
         return causal
     q, k = i - text_len, j - text_len  # image token indices (negative for text)
     if kind == "row":
-        near = q - k < grid
+        near = q - k < (row_span or grid)
     elif kind == "column":
         near = (q - k) % grid == 0
     else:
@@ -169,14 +196,20 @@ class Block(nn.Module):
         hidden = int(config.width * config.mlp_ratio)
         self.mlp = nn.Sequential(
             PackedLinear(config.width, hidden),
-            nn.GELU(),
+            nn.GELU(approximate=ACTIVATIONS[config.activation]),
             PackedLinear(hidden, config.width),
             nn.Dropout(config.dropout),
         )
+        if config.sandwich_norm:  # CogView's: each branch's output normalised before it joins the residual
+            self.ln_attn_out = nn.LayerNorm(config.width)
+            self.ln_mlp_out = nn.LayerNorm(config.width)
+        self.sandwich = config.sandwich_norm
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask, cache, layer)
-        return x + self.mlp(self.ln_2(x))
+        a = self.attn(self.ln_1(x), mask, cache, layer)
+        x = x + (self.ln_attn_out(a) if self.sandwich else a)
+        m = self.mlp(self.ln_2(x))
+        return x + (self.ln_mlp_out(m) if self.sandwich else m)
 
 
 @dataclass
@@ -198,11 +231,14 @@ class DALLE(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList([Block(c) for _ in range(c.layers)])
         self.ln_f = nn.LayerNorm(c.width)
+        self.ln_head = nn.LayerNorm(c.width) if c.head_norm else nn.Identity()
         self.text_head = PackedLinear(c.width, c.text_vocab + c.text_len)
         self.image_head = PackedLinear(c.width, c.image_vocab)
-        kinds = [c.attention[i % len(c.attention)] for i in range(c.layers)]
-        masks = {kind: attention_mask(kind, c.text_len, c.image_grid, c.conv_kernel) for kind in set(kinds)}
-        self.register_buffer("masks", torch.stack([masks[kind] for kind in kinds]), persistent=False)  # (layers, T, T)
+        kinds = c.layer_attention()
+        unique = sorted(set(kinds))
+        masks = [attention_mask(kind, c.text_len, c.image_grid, c.conv_kernel, c.row_span) for kind in unique]
+        self.register_buffer("masks", torch.stack(masks), persistent=False)  # (kinds, T, T): one of each kind used
+        self.mask_of_layer = [unique.index(kind) for kind in kinds]
         self.full = [kind == "full" for kind in kinds]
         self.apply(_init)
         for block in self.blocks:  # GPT-2's scaled init of the projections into the residual stream
@@ -242,17 +278,27 @@ class DALLE(nn.Module):
             x = block(x, self._mask(layer, start, t), cache, layer)
         if cache is not None:
             cache.length = start + t
-        return self.ln_f(x)
+        return self.ln_head(self.ln_f(x))
 
     def _mask(self, layer: int, start: int, t: int) -> torch.Tensor | None:
         """The layer's mask rows for positions [start, start + t); None where plain causal attention is the
         same thing and SDPA's fused causal path can run (a whole stream from 0, or one new position)."""
         if self.full[layer] and (start == 0 or t == 1):
             return None if t == 1 else _CAUSAL
-        return self.masks[layer, start : start + t, : start + t]
+        return self.masks[self.mask_of_layer[layer], start : start + t, : start + t]
 
     def image_logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.image_head(h)
+
+    def logits(self, text: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits at every position of the stream: text (B, text_len) tokenizer ids, image (B, n)
+        the first n image tokens (n <= image_len, or None) -> (B, text_len + n, text_vocab + text_len +
+        image_vocab), one joint vocabulary as ruDALL-E's: the text ids with their pad tokens, then the image
+        codes. For inspection and parity checks; training and sampling use the heads they need."""
+        if image is not None and not 0 <= image.shape[1] <= self.config.image_len:
+            raise ValueError(f"image must have at most {self.config.image_len} tokens, got {tuple(image.shape)}")
+        h = self.hidden(self.embed(self.text_tokens(text), image if image is not None and image.shape[1] else None))
+        return torch.cat([self.text_head(h), self.image_head(h)], dim=-1)
 
     def forward(self, text: torch.Tensor, image: torch.Tensor) -> DALLELoss:
         """text: (B, text_len) tokenizer ids (pads included); image: (B, image_grid, image_grid) or (B, N) codes."""
