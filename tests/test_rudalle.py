@@ -114,3 +114,102 @@ def test_unknown_parameters_and_v2_checkpoints_are_refused():
         config_from_rudalle(**SMALL, hf_version="v2")
     with pytest.raises(ValueError, match="required"):
         config_from_rudalle(hidden_size=64)
+
+
+# ---- the YouTokenToMe tokenizer ------------------------------------------------------------------------------------
+
+RU = (
+    "маленький большой синий красный зелёный жёлтый крест круг квадрат треугольник слева справа от на фоне "
+    "радуга ночного города нарисуй один два три кот собака человек фото изображение картинка море закат небо "
+    "лес дом улица зимой летом старый новый ёжик щука объём съезд подъезд эхо Москва Санкт-Петербург"
+).split()
+EN = (
+    "a small big blue red green yellow cross circle square triangle left of right on the plain background "
+    "rainbow night city draw one two three cat dog person photo picture sea sunset sky forest house street "
+    "winter summer old new hedgehog pike"
+).split()
+ODD = ["42", "2026", "3.14", "—", "«", "»", "!", "?", ",", ".", "(", ")", "😀", "🐈", "中文", "naïve", "Ünïcödé",
+       "\u2581", "x\u00a0y", "tab\there", "ΑΒΓ"]  # fmt: skip
+
+
+def corpus(n: int, seed: int) -> list[str]:
+    """n lines of Russian and English words with digits, punctuation, emoji, rare scripts, odd whitespace and
+    capitals: what the BPE learns from, and (another seed) what it is checked on."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        words = [rng.choice(rng.choice((RU, RU, EN, ODD))) for _ in range(rng.randint(1, 14))]
+        words = [w.capitalize() if rng.random() < 0.15 else w.upper() if rng.random() < 0.03 else w for w in words]
+        seps = [rng.choice((" ", " ", " ", "  ", "\t", "")) for _ in words]
+        line = "".join(w + s for w, s in zip(words, seps))
+        lines.append(rng.choice(("", " ", "  ")) + line + rng.choice(("", " ", "\t")))
+    return lines
+
+
+@pytest.fixture(scope="module")
+def bpe_model(tmp_path_factory):
+    yttm = pytest.importorskip("youtokentome")
+    folder = tmp_path_factory.mktemp("yttm")
+    (folder / "train.txt").write_text("\n".join(corpus(3000, seed=0)) + "\n")
+    yttm.BPE.train(data=str(folder / "train.txt"), model=str(folder / "bpe.model"), vocab_size=600, coverage=0.995)
+    return folder / "bpe.model"
+
+
+def test_yttm_ids_equal_youtokentomes_on_1200_lines(bpe_model):
+    import youtokentome as yttm
+
+    from pictext.text.yttm import YTTMTokenizer
+
+    reference = yttm.BPE(str(bpe_model))
+    ours = YTTMTokenizer.from_file(bpe_model, lower=False)
+    assert ours.vocab_size == reference.vocab_size() == 600
+    lines = corpus(1200, seed=1) + ["", "   ", "\u2581\u2581", "😀😀 x 😀", "中文中文", "слово\u00a0word"]
+    want = reference.encode(lines, output_type=yttm.OutputType.ID)
+    got = [ours.encode(line) for line in lines]
+    assert got == want
+    assert sum(ours.unk_token_id in ids for ids in got) > 20  # characters outside the alphabet were met
+    assert sum(len(ids) for ids in got) < sum(len(line) for line in lines) / 2  # and merges were made
+    ignore = [0, 1, 2, 3]
+    assert [ours.decode(ids) for ids in want[:200]] == reference.decode(want[:200], ignore_ids=ignore)
+
+
+def test_yttm_layout_is_rudalles_and_ruclips(bpe_model, monkeypatch):
+    """BOS, the ids, EOS, zeros to the context length, in lower case: as ruDALL-E's encode_text (texts that fit)
+    and as ruCLIP's processor (which keeps EOS last in a text too long)."""
+    import huggingface_hub
+    import youtokentome as yttm
+
+    from pictext.text.yttm import YTTMTokenizer
+
+    monkeypatch.setattr(huggingface_hub, "cached_download", None, raising=False)  # imported, never called
+    wrapper = reference_module("rudalle.tokenizer").YTTMTokenizerWrapper(yttm.BPE(str(bpe_model)))
+    processor = reference_module("ruclip.processor").RuCLIPProcessor(str(bpe_model), text_seq_length=24)
+    ours = YTTMTokenizer.from_file(bpe_model, context_length=128)
+    texts = ["Радуга на фоне ночного города", "маленький синий крест слева от красного круга", "A photo of a CAT"]
+    for text in texts:
+        assert torch.equal(ours(text)[0], wrapper.encode_text(text.lower(), 128))
+    long = " ".join(corpus(40, seed=2))
+    assert torch.equal(
+        ours([long, *texts], context_length=24), torch.stack([processor.encode_text(t) for t in [long, *texts]])
+    )
+    assert ours.decode(ours(texts[0])[0].tolist()) == texts[0].lower()
+
+
+def test_a_malformed_yttm_model_is_refused_by_line(bpe_model, tmp_path):
+    from pictext.text.yttm import YTTMTokenizer
+
+    lines = bpe_model.read_text().split("\n")
+    n_chars = int(lines[0].split()[0])
+    cases = [(0, "x y", "line 1"), (2, lines[1], "repeats an id"), (n_chars + 1, "99999 1 700", "merges"),
+             (len(lines) - 2, "1 0 2 4", "special")]  # fmt: skip
+    for index, bad, match in cases:
+        broken = lines.copy()
+        broken[index] = bad
+        (tmp_path / "bad.model").write_text("\n".join(broken))
+        with pytest.raises(ValueError, match=match):
+            YTTMTokenizer.from_file(tmp_path / "bad.model")
+    (tmp_path / "binary.model").write_bytes(b"\x80\x81")
+    with pytest.raises(ValueError, match="not ASCII"):
+        YTTMTokenizer.from_file(tmp_path / "binary.model")

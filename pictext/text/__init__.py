@@ -1,4 +1,5 @@
-"""Tokenizers: CLIP's byte-level BPE, and BPEs trained here with the `tokenizers` package."""
+"""Tokenizers: CLIP's byte-level BPE, BPEs trained here with the `tokenizers` package, and YouTokenToMe's BPE
+(ruDALL-E, ruCLIP) read from its model file."""
 
 from pictext.text.tokenizer import (
     ClipBPETokenizer,
@@ -10,6 +11,7 @@ from pictext.text.tokenizer import (
     tokenizer_from_metadata,
     train_bpe_tokenizer,
 )
+from pictext.text.yttm import YTTMTokenizer
 
 __all__ = [
     "ClipBPETokenizer",
@@ -17,6 +19,7 @@ __all__ = [
     "TextTooLongError",
     "Tokenizer",
     "VocabularyNotFoundError",
+    "YTTMTokenizer",
     "find_clip_vocab",
     "tokenizer_from_metadata",
     "train_bpe_tokenizer",

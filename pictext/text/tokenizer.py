@@ -291,6 +291,13 @@ def tokenizer_from_metadata(meta: dict[str, Any], checkpoint_path: str | os.Path
             return HFTokenizer(definition, length, tuple(special), bool(meta.get("clean", True)))  # type: ignore[arg-type]
         except Exception as e:  # the tokenizers library raises its own exception types for a bad definition
             raise ValueError(f"the tokenizer definition is not one the tokenizers library reads ({e})") from e
+    if kind == "yttm-bpe":  # YouTokenToMe's BPE (ruDALL-E, ruCLIP): pictext.text.yttm
+        from pictext.text.yttm import YTTMTokenizer
+
+        definition = meta.get("definition")
+        if not isinstance(definition, str):
+            raise ValueError("tokenizer metadata of kind yttm-bpe needs its model's text as `definition`")
+        return YTTMTokenizer(definition, length, bool(meta.get("lower", True)))
     raise ValueError(f"unknown tokenizer kind {kind!r} in checkpoint metadata: {json.dumps(meta)[:200]}")
 
 
