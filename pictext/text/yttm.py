@@ -177,7 +177,9 @@ def _parse(definition: str) -> tuple[dict[str, int], list[tuple[int, int, int]],
     special = numbers(n_chars + n_rules + 1, 4)
     used = [i for i in special if i != -1]
     if any(i in ids or i < -1 for i in special) or len(set(used)) != len(used):
-        raise ValueError(f"line {n_chars + n_rules + 2}: special ids {special} collide with the vocabulary or each other")
+        raise ValueError(
+            f"line {n_chars + n_rules + 2}: special ids {special} collide with the vocabulary or each other"
+        )
     return chars, rules, tuple(special)  # type: ignore[return-value]
 
 
