@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -213,3 +214,47 @@ def test_a_malformed_yttm_model_is_refused_by_line(bpe_model, tmp_path):
     (tmp_path / "binary.model").write_bytes(b"\x80\x81")
     with pytest.raises(ValueError, match="not ASCII"):
         YTTMTokenizer.from_file(tmp_path / "binary.model")
+
+
+# ---- the Sber VQGAN ------------------------------------------------------------------------------------------------
+
+
+def test_the_sber_vqgan_decodes_and_encodes_as_rudalles(tmp_path):
+    """ruDALL-E's image tokenizer, a taming GumbelVQ with f = 8, from the YAML that ships in `rudalle` (its widths
+    cut down), through pictext's taming import: decoding random codes and encoding random pictures equal
+    ruDALL-E's VQGanGumbelVAE."""
+    import yaml
+
+    from pictext.vqgan.convert import load_taming
+
+    vae = reference_module("rudalle.vae.model")
+    published = yaml.safe_load((Path(vae.__file__).parent / "vqgan.gumbelf8-sber.config.yml").read_text())
+    params = published["model"]["params"]
+    assert params["n_embed"] == 8192 and params["ddconfig"]["ch_mult"] == [1, 1, 2, 4]  # f = 8
+    params.update(n_embed=64, embed_dim=16)
+    params["ddconfig"].update(ch=32, z_channels=16, resolution=64)  # attention stays at 32 px: one level down
+    (tmp_path / "sber.yaml").write_text(yaml.safe_dump(published))
+
+    class Config(dict):  # what OmegaConf gives VQGanGumbelVAE: keys as attributes, and ** for GumbelVQ
+        __getattr__ = dict.__getitem__
+
+    def config(d):
+        return Config({k: config(v) if isinstance(v, dict) else v for k, v in d.items()})
+
+    torch.manual_seed(0)
+    reference = vae.VQGanGumbelVAE(config(published)).eval()
+    torch.save({"state_dict": reference.model.state_dict()}, tmp_path / "sber.ckpt")
+    ours = load_taming(tmp_path / "sber.ckpt", tmp_path / "sber.yaml")
+    assert ours.config.quantizer == "gumbel" and ours.config.factor == 8
+
+    codes = torch.randint(0, 64, (2, 8, 8))
+    with torch.no_grad():
+        want = reference.decode(codes.flatten(1))  # (B, 3, 64, 64) in [0, 1]
+        got = (ours.decode_indices(codes).clamp(-1, 1) + 1) / 2
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert ((want > 0) & (want < 1)).float().mean() > 0.5 and want.std() > 1e-3  # not clamped flat
+    pictures = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = reference.get_codebook_indices(pictures, disable_gumbel_softmax=True)
+        got = ours.encode(pictures * 2 - 1).indices.flatten(1)
+    assert torch.equal(got, want)
