@@ -51,7 +51,7 @@ class FileSpec:
 class Published:
     name: str
     family: str  # "clip", "vqgan", "dvae", "unclip"
-    format: str  # "openai", "open_clip", "huggingface", "taming", "openai-dvae", "diffusers-unclip"
+    format: str  # "openai", "open_clip", "huggingface", "taming", "openai-dvae", "diffusers-unclip", "rudalle"
     about: str
     licence: str
     approx_mb: int  # the download's size, approximately (the SHA-256 and max_bytes are what is checked)
@@ -84,6 +84,8 @@ class Published:
         if paths is None:
             return None
         first = paths[self.files[0].name]
+        if self.format == "rudalle":  # files of two hub repos: the folder whose record says where each is
+            return self.folder
         return first.parent if self.format in ("huggingface", "openai-dvae", "diffusers-unclip") else first
 
     @property

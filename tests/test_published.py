@@ -55,12 +55,29 @@ def reference_state(item: published.Published) -> dict[str, torch.Tensor]:
         return _taming_state(ref["taming"])
     if "diffusers" in ref:
         return _karlo_state(ref)
+    if "rudalle" in ref:
+        return _rudalle_state(item.config)
     if "dall_e" in ref:
         import dall_e
 
         encoder, decoder = meta_state(dall_e.Encoder), meta_state(dall_e.Decoder)
         return {f"encoder.{k}": v for k, v in encoder.items()} | {f"decoder.{k}": v for k, v in decoder.items()}
     raise AssertionError(f"{item.name}: no reference")
+
+
+def _rudalle_state(config: dict) -> dict[str, torch.Tensor]:
+    """ruDALL-E's DalleModel and its Sber VQGAN (rudalle's GumbelVQ), as its two files name their tensors."""
+    from helpers import reference_module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's deprecation, in ruDALL-E's gelu_jit
+        DalleModel = reference_module("rudalle.dalle.model").DalleModel
+    GumbelVQ = reference_module("rudalle.vae.model").GumbelVQ
+    params = config["vqgan"]["params"]
+    transformer = meta_state(lambda: DalleModel(device="meta", embedding_dropout_prob=0.1, attention_dropout_prob=0.1,
+                                                output_dropout_prob=0.1, **config["rudalle"]))  # fmt: skip
+    vqgan = meta_state(lambda: GumbelVQ(params["ddconfig"], params["n_embed"], params["embed_dim"]))
+    return {f"transformer.{k}": v for k, v in transformer.items()} | {f"vqgan.{k}": v for k, v in vqgan.items()}
 
 
 def _karlo_state(ref: dict) -> dict[str, torch.Tensor]:
@@ -151,6 +168,19 @@ def pictext_state(item: published.Published, ref: dict[str, torch.Tensor]) -> tu
         return meta_state(lambda: VQGAN(config)), ref
     if item.family == "unclip":
         return _karlo_pictext(item, ref)
+    if item.family == "dalle":
+        from pictext.dalle.convert import config_from_rudalle, rudalle_to_pictext
+        from pictext.dalle.model import DALLE
+        from pictext.vqgan.convert import config_from_taming
+        from pictext.vqgan.model import VQGAN
+
+        config = config_from_rudalle(**item.config["rudalle"])
+        transformer = {k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith("transformer.")}
+        mapped = {f"transformer.{k}": v for k, v in rudalle_to_pictext(transformer, config).items()}
+        vqgan_config = config_from_taming(item.config["vqgan"]["params"], item.config["vqgan"]["target"])
+        ours = {f"transformer.{k}": v for k, v in meta_state(lambda: DALLE(config)).items()}
+        ours |= {f"vqgan.{k}": v for k, v in meta_state(lambda: VQGAN(vqgan_config)).items()}
+        return ours, mapped | {k: v for k, v in ref.items() if k.startswith("vqgan.")}
     if item.family == "dvae":
         from pictext.dalle.dvae import DVAE, DVAEConfig
 

@@ -258,3 +258,50 @@ def test_the_sber_vqgan_decodes_and_encodes_as_rudalles(tmp_path):
         want = reference.get_codebook_indices(pictures, disable_gumbel_softmax=True)
         got = ours.encode(pictures * 2 - 1).indices.flatten(1)
     assert torch.equal(got, want)
+
+
+# ---- a whole ruDALL-E, from a folder ---------------------------------------------------------------------------------
+
+
+def test_a_rudalle_folder_draws_through_the_cli(bpe_model, tmp_path, capsys):
+    """A folder holding ruDALL-E's three files by their published names (and, for another size than Malevich's,
+    its configs in rudalle.json) is a DALL-E model wherever one is taken: here `pictext generate --method dalle
+    --dalle FOLDER` with a Russian prompt, on small random configs."""
+    import json
+    import shutil
+
+    import yaml
+
+    from pictext.cli import main
+    from pictext.dalle import convert
+
+    params = SMALL | {"vocab_size": 600 + 10, "cogview_sandwich_layernorm": True}  # the 600-token BPE's ids fit
+    folder = tmp_path / "ruDALL-E"
+    folder.mkdir()
+    torch.save(reference(seed=6, **params).state_dict(), folder / "pytorch_model_v3.bin")
+    vae = reference_module("rudalle.vae.model")
+    vqgan = yaml.safe_load((Path(vae.__file__).parent / "vqgan.gumbelf8-sber.config.yml").read_text())["model"]
+    vqgan["params"].update(n_embed=24, embed_dim=32)  # = z_channels, as in every GumbelVQ (its proj takes z)
+    vqgan["params"]["ddconfig"].update(ch=32, z_channels=32, resolution=64)
+    torch.manual_seed(0)
+    gumbel = vae.GumbelVQ(vqgan["params"]["ddconfig"], 24, 32)
+    torch.save({"state_dict": gumbel.state_dict()}, folder / "vqgan.gumbelf8-sber.model.ckpt")
+    shutil.copy(bpe_model, folder / "bpe.model")
+    assert convert.rudalle_files(folder) == {"transformer": folder / "pytorch_model_v3.bin",
+                                             "vqgan": folder / "vqgan.gumbelf8-sber.model.ckpt",
+                                             "tokenizer": folder / "bpe.model"}  # fmt: skip
+    with pytest.raises(CheckpointError):  # Malevich's configs, the registry's default, do not fit these files
+        convert.load_rudalle(folder)
+    (folder / "rudalle.json").write_text(json.dumps({"rudalle": params, "vqgan": vqgan}))
+    pipeline = convert.load_rudalle(folder)
+    assert pipeline.model.config.image_grid == 8 and pipeline.resolution == 64
+    assert pipeline.text("Радуга")[0][0, :3].tolist() == [2, *pipeline.text_tokenizer.encode("радуга"), 3][:3]
+
+    out = tmp_path / "out"
+    main(["generate", "радуга на фоне ночного города", "--method", "dalle", "--dalle", str(folder), "--samples",
+          "2", "--out", str(out), "--seed", "1", "--clip", "default"])  # fmt: skip
+    pictures = sorted(out.glob("*.png"))
+    assert len(pictures) == 2, capsys.readouterr()
+    assert convert.rudalle_files(tmp_path) is None
+    with pytest.raises(CheckpointError, match="not a ruDALL-E folder.*bpe.model"):
+        convert.load_rudalle(tmp_path)

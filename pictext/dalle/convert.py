@@ -14,13 +14,17 @@ table lists them for each checkpoint, so a model is named the way its authors na
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pictext import checkpoint
 from pictext.config import from_dict
 from pictext.dalle.model import DALLE, DALLEConfig
+
+if TYPE_CHECKING:
+    from pictext.dalle.pipeline import DALLEPipeline
 
 # DalleModel's parameters that change nothing pictext computes at inference: dropout, the device, the mask's
 # dtype, an initialiser hook.
@@ -147,4 +151,72 @@ def from_rudalle(state_dict_or_path: dict[str, torch.Tensor] | str | os.PathLike
     return checkpoint.build_loaded(lambda: DALLE(config), rudalle_to_pictext(state, config), where)
 
 
-__all__ = ["config_from_rudalle", "from_rudalle", "layer_attention", "rudalle_to_pictext"]
+# ---- a whole ruDALL-E: transformer, VQGAN and tokenizer ------------------------------------------------------------
+
+MALEVICH = "rudalle/malevich"  # the registry entry whose configs a folder of ruDALL-E files is read with
+CONFIG = "rudalle.json"  # in a folder: {"rudalle": DalleModel's parameters, "vqgan": the VQGAN YAML's model section}
+_FILES = {"transformer": ("pytorch_model_v3.bin", "pytorch_model.bin"), "vqgan": ("vqgan.gumbelf8-sber.model.ckpt",),
+          "tokenizer": ("bpe.model",)}  # fmt: skip
+
+
+def rudalle_files(folder: str | os.PathLike) -> dict[str, Path] | None:
+    """The transformer, VQGAN and tokenizer files of a ruDALL-E folder, None if it is not one: a folder
+    `pictext models fetch rudalle/malevich` made (its record says where the hub put each file), or one holding
+    the three files by their published names."""
+    from pictext.published import MARKER
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    recorded = {}
+    if (folder / MARKER).is_file():
+        try:
+            recorded = checkpoint.read_json_config(folder / MARKER, "a fetch record").get("paths", {})
+        except checkpoint.CheckpointError:
+            recorded = {}
+    found = {}
+    for part, names in _FILES.items():
+        for name in names:
+            path = Path(recorded[name]) if isinstance(recorded.get(name), str) else folder / name
+            if path.is_file():
+                found[part] = path
+                break
+    return found if len(found) == len(_FILES) else None
+
+
+def load_rudalle(
+    folder: str | os.PathLike, params: dict[str, Any] | None = None, vqgan: dict[str, Any] | None = None
+) -> DALLEPipeline:
+    """A drawing pipeline from a ruDALL-E folder (`rudalle_files`): the transformer (`params` as DalleModel's),
+    the Sber VQGAN (`vqgan`: its taming YAML's `model` section) and the YouTokenToMe tokenizer, float32, eval
+    mode. Both configs default to those of the folder's `rudalle.json`, else to Malevich's from the registry."""
+    from pictext.dalle.pipeline import DALLEPipeline
+    from pictext.published import entry
+    from pictext.text.yttm import YTTMTokenizer
+    from pictext.vqgan.convert import load_taming
+
+    files = rudalle_files(folder)
+    if files is None:
+        names = ", ".join(" or ".join(n) for n in _FILES.values())
+        raise checkpoint.CheckpointError(f"{folder} is not a ruDALL-E folder: it needs {names}")
+    published = entry(MALEVICH)
+    assert published is not None and published.config is not None, "the registry lacks rudalle/malevich"
+    configs = dict(published.config)
+    if (Path(folder) / CONFIG).is_file():  # another ruDALL-E than Malevich (Surrealist_XL, Kandinsky, a fine-tune)
+        configs |= checkpoint.read_json_config(Path(folder) / CONFIG, "a ruDALL-E config")
+    try:
+        model = from_rudalle(files["transformer"], **(params or configs["rudalle"]))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, checkpoint.CheckpointError):
+            raise
+        raise checkpoint.CheckpointError(f"{folder}: its ruDALL-E parameters are wrong ({e})") from e
+    image_tokenizer = load_taming(files["vqgan"], vqgan or configs["vqgan"])
+    try:
+        tokenizer = YTTMTokenizer.from_file(files["tokenizer"], context_length=model.config.text_len)
+    except (OSError, ValueError) as e:
+        raise checkpoint.CheckpointError(str(e)) from e
+    return DALLEPipeline(model, tokenizer, image_tokenizer)
+
+
+__all__ = ["config_from_rudalle", "from_rudalle", "layer_attention", "load_rudalle", "rudalle_files",
+           "rudalle_to_pictext"]  # fmt: skip

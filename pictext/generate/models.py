@@ -29,10 +29,15 @@ def load_vqgan_model(spec: ModelSpec) -> VQGAN:
 
 
 def load_dalle_model(spec: ModelSpec):
+    """A native DALL-E file, or a ruDALL-E folder (`rudalle/malevich` once fetched, or its files by hand)."""
+    from pictext.dalle.convert import load_rudalle, rudalle_files
     from pictext.dalle.io import load_dalle
     from pictext.dalle.pipeline import DALLEPipeline
 
-    return _load(spec, DALLEPipeline, load_dalle, "DALL-E model")
+    def loader(path):
+        return load_rudalle(path) if rudalle_files(path) is not None else load_dalle(path)
+
+    return _load(spec, DALLEPipeline, loader, "DALL-E model")
 
 
 def load_unclip_model(spec: ModelSpec, clip: ModelSpec | None = None):

@@ -16,13 +16,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import ftfy
 import regex
 import torch
 
 from pictext.errors import PictextError
+from pictext.text.base import TextTooLongError, Tokenizer, pack
+from pictext.text.yttm import YTTMTokenizer
 
 CLIP_VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 SOT, EOT = "<start_of_text>", "<end_of_text>"
@@ -38,46 +40,6 @@ def _token_name(entry: object, default: str) -> str:
 
 class VocabularyNotFoundError(PictextError, FileNotFoundError):
     pass
-
-
-class TextTooLongError(PictextError, ValueError):
-    pass
-
-
-class Tokenizer(Protocol):
-    context_length: int
-    vocab_size: int
-    sot_token_id: int
-    eot_token_id: int
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def to_metadata(self) -> dict[str, Any]: ...
-
-    def __call__(
-        self, texts: str | Sequence[str], context_length: int | None = None, truncate: bool = True
-    ) -> torch.Tensor: ...
-
-
-def pack(tokenizer: Tokenizer, texts: str | Sequence[str], context_length: int | None, truncate: bool) -> torch.Tensor:
-    """(N, context_length) ids: SOT, tokens, EOT, zeros. Overlong text is cut with EOT kept last, or raises."""
-    if isinstance(texts, str):
-        texts = [texts]
-    length = context_length or tokenizer.context_length
-    out = torch.zeros(len(texts), length, dtype=torch.long)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
-        ids = [tokenizer.sot_token_id, *tokenizer.encode(text), tokenizer.eot_token_id]
-        if len(ids) > length:
-            if not truncate:
-                raise TextTooLongError(
-                    f"text {i} ({text[:40]!r}...) is {len(ids)} tokens, over the context length {length}; "
-                    "shorten it or pass truncate=True (keeps the first tokens and ends with EOT)"
-                )
-            ids = ids[: length - 1] + [tokenizer.eot_token_id]
-        out[i, : len(ids)] = torch.tensor(ids)
-    return out
 
 
 @functools.lru_cache
@@ -291,9 +253,7 @@ def tokenizer_from_metadata(meta: dict[str, Any], checkpoint_path: str | os.Path
             return HFTokenizer(definition, length, tuple(special), bool(meta.get("clean", True)))  # type: ignore[arg-type]
         except Exception as e:  # the tokenizers library raises its own exception types for a bad definition
             raise ValueError(f"the tokenizer definition is not one the tokenizers library reads ({e})") from e
-    if kind == "yttm-bpe":  # YouTokenToMe's BPE (ruDALL-E, ruCLIP): pictext.text.yttm
-        from pictext.text.yttm import YTTMTokenizer
-
+    if kind == YTTMTokenizer.kind:
         definition = meta.get("definition")
         if not isinstance(definition, str):
             raise ValueError("tokenizer metadata of kind yttm-bpe needs its model's text as `definition`")
@@ -324,3 +284,7 @@ def find_clip_vocab(path: str | os.PathLike | None = None) -> Path:
         "Install it with `pip install open-clip-torch`, or copy the file from github.com/openai/CLIP "
         "to one of those places, or pass its path."
     )
+
+
+__all__ = ["ClipBPETokenizer", "HFTokenizer", "TextTooLongError", "Tokenizer", "VocabularyNotFoundError", "pack",
+           "tokenizer_from_metadata", "train_bpe_tokenizer"]  # fmt: skip

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from pictext.text.tokenizer import pack
+from pictext.text.base import pack
 
 SPACE = "\u2581"  # youtokentome's word-start symbol
 _WHITESPACE = frozenset("\t\n\v\f\r " + SPACE)  # C's isspace below 256, and U+2581

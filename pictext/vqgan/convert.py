@@ -52,17 +52,22 @@ def config_from_taming(params: dict[str, Any], target: str) -> VQGANConfig:
     return config
 
 
-def load_taming(ckpt: str | os.PathLike, config: str | os.PathLike | None = None) -> VQGAN:
-    """A VQGAN (eval mode) from a taming `.ckpt` and its YAML (default: the .yaml beside the .ckpt); the model is
-    built on the meta device and checked against the checkpoint's tensors before any memory is spent on it."""
+def load_taming(ckpt: str | os.PathLike, config: str | os.PathLike | dict | None = None) -> VQGAN:
+    """A VQGAN (eval mode) from a taming `.ckpt` and its YAML (default: the .yaml beside the .ckpt), or the YAML's
+    `model` section as a dict (`target`, `params`: as the registry gives ruDALL-E's VQGAN, whose YAML ships in a
+    package rather than beside the file); the model is built on the meta device and checked against the
+    checkpoint's tensors before any memory is spent on it."""
     import yaml
 
     ckpt = Path(ckpt)
-    config = Path(config) if config else _yaml_beside(ckpt)
+    config = config if isinstance(config, dict) else Path(config) if config else _yaml_beside(ckpt)
     try:
-        if config.stat().st_size > MAX_YAML:
-            raise ValueError(f"{config.stat().st_size} bytes; a taming config is a few hundred")
-        model_cfg = yaml.safe_load(config.read_text())["model"]
+        if isinstance(config, dict):
+            model_cfg = config
+        else:
+            if config.stat().st_size > MAX_YAML:
+                raise ValueError(f"{config.stat().st_size} bytes; a taming config is a few hundred")
+            model_cfg = yaml.safe_load(config.read_text())["model"]
         vq_config = config_from_taming(model_cfg["params"], str(model_cfg.get("target", "")))
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise CheckpointError(f"{config} is not a taming VQGAN config ({e.__class__.__name__}: {e})") from e
