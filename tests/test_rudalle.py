@@ -305,3 +305,68 @@ def test_a_rudalle_folder_draws_through_the_cli(bpe_model, tmp_path, capsys):
     assert convert.rudalle_files(tmp_path) is None
     with pytest.raises(CheckpointError, match="not a ruDALL-E folder.*bpe.model"):
         convert.load_rudalle(tmp_path)
+
+
+# ---- ruCLIP --------------------------------------------------------------------------------------------------------
+
+
+def test_ruclip_equals_the_ruclip_package_and_classifies_in_russian(bpe_model, tmp_path):
+    """A ruCLIP folder (config.json, pytorch_model.bin, bpe.model) at a small random config: pictext's CLIP gives
+    the ruclip package's text and image embeddings (its processor's tokens and pictures) within 1e-5, and
+    zero-shot classification with Russian labels runs on it."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from pictext.clip.io import load_clip
+
+    ruclip_model = reference_module("ruclip.model")
+    processor = reference_module("ruclip.processor").RuCLIPProcessor(str(bpe_model), image_size=64, text_seq_length=20)
+    config = {
+        "embed_dim": 32,
+        "image_resolution": 64,
+        "vision_layers": 2,
+        "vision_width": 64,
+        "vision_patch_size": 16,
+        "context_length": 20,
+        "vocab_size": 600,
+        "transformer_width": 48,
+        "transformer_heads": 3,
+        "transformer_layers": 2,
+    }  # fmt: skip; 3 heads of 16: not width // 64, so the config's heads matter
+    torch.manual_seed(0)
+    reference = ruclip_model.CLIP(**config).eval()
+    with torch.no_grad():
+        for name, p in reference.named_parameters():  # layer norms off their initial 1 and 0
+            if "ln" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    torch.save(reference.state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_text(json.dumps(config | {"mean": None, "std": None}))
+    (tmp_path / "bpe.model").write_bytes(bpe_model.read_bytes())
+    ours = load_clip(tmp_path)
+
+    texts = ["Фото, на котором изображено кот", "собака на фоне моря", "a photo of a dog", "радуга"]
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(64, 64), (90, 70),
+                                                                                               (50, 120)]]  # fmt: skip
+    inputs = processor(text=texts, images=pictures)
+    assert torch.equal(ours.tokenizer(texts), inputs["input_ids"])
+    assert torch.equal(ours.preprocess.batch(pictures), inputs["pixel_values"])
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode_text(inputs["input_ids"]), reference.encode_text(inputs["input_ids"]),
+                                   rtol=0, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(ours.encode_image(inputs["pixel_values"]),
+                                   reference.encode_image(inputs["pixel_values"]), rtol=0, atol=1e-5)  # fmt: skip
+
+    from pictext.api import classify
+
+    labels, templates = ["кот", "собака", "человек"], ["{}", "фото, на котором изображено {}"]  # ruCLIP's first two
+    probs = classify(pictures, labels, model=ours, templates=templates)
+    with torch.no_grad():  # the same zero-shot recipe on the reference's embeddings
+        unit = torch.nn.functional.normalize
+        ids = processor(text=[t.format(label) for label in labels for t in templates])["input_ids"]
+        classes = unit(unit(reference.encode_text(ids), dim=-1).view(3, 2, -1).mean(1), dim=-1)
+        images = unit(reference.encode_image(inputs["pixel_values"]), dim=-1)
+        want = (reference.logit_scale.exp() * images @ classes.T).softmax(-1)
+    np.testing.assert_allclose(probs, want.numpy(), atol=1e-5)

@@ -301,3 +301,49 @@ def _refuse_bert_text(model: CLIP, target: str) -> None:
             f"this model's text tower is a BERT encoder (LiT), which {target} has no place for; "
             "keep it in pictext's native format (--to native)"
         )
+
+
+# ---- ruCLIP ----------------------------------------------------------------------------------------------------------
+
+RUCLIP_FILES = ("config.json", "pytorch_model.bin", "bpe.model")
+
+
+def is_ruclip_folder(path: str | os.PathLike) -> bool:
+    """A folder of Sber's ruCLIP (github.com/ai-forever/ru-clip): its config.json, weights and YouTokenToMe BPE."""
+    return Path(path).is_dir() and all((Path(path) / name).is_file() for name in RUCLIP_FILES)
+
+
+def load_ruclip(folder: str | os.PathLike) -> CLIP:
+    """ruCLIP as pictext's CLIP (eval mode, float32), its Russian tokenizer and preprocessing with it.
+
+    ruCLIP is OpenAI's CLIP architecture (QuickGELU, the same tensor names) with three differences, each carried
+    over: its text feature is read at the EOS token (id 3 of its YouTokenToMe BPE, not the largest id), its
+    text is lower-cased and laid out as BOS, tokens, EOS, zeros, and its pictures are the centred square of the
+    short side resized bilinearly. `pytorch_model.bin` is read as data."""
+    from pictext.text.yttm import YTTMTokenizer
+
+    folder = Path(folder)
+    config = read_json_config(folder / "config.json", "ruCLIP's config.json")
+    weights = folder / "pytorch_model.bin"
+    sd = read_pickle_data(weights)
+    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{weights} holds no state dict of tensors")
+    sd = check_tensors({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, weights)
+    try:
+        inferred = infer_config(sd, "quick_gelu")
+        text = from_dict(TextConfig, to_dict(inferred.text) | {"heads": config["transformer_heads"], "eot_token_id": 3})
+        size = int(config["image_resolution"])
+        mean, std = config.get("mean") or OPENAI_MEAN, config.get("std") or OPENAI_STD
+        preprocess = from_dict(Preprocess, {"image_size": size, "mean": mean, "std": std, "resize_mode": "crop"})
+        tokenizer = YTTMTokenizer.from_file(folder / "bpe.model", context_length=int(config["context_length"]))
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{folder} is not a ruCLIP folder pictext can read ({type(e).__name__}: {e})") from e
+    if inferred.vision.image_size != size or text.context_length != tokenizer.context_length:
+        raise CheckpointError(f"{folder}: config.json's image_resolution {size} or context_length "
+                              f"{tokenizer.context_length} disagrees with the weights")  # fmt: skip
+    model = _built(CLIPConfig(embed_dim=inferred.embed_dim, vision=inferred.vision, text=text,
+                              activation="quick_gelu"), sd, weights)  # fmt: skip
+    model.preprocess, model.tokenizer = preprocess, tokenizer
+    return model

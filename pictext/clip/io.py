@@ -9,7 +9,14 @@ import torch
 
 from pictext import checkpoint
 from pictext.checkpoint import CheckpointError
-from pictext.clip.convert import clip_from_hf, clip_from_state_dict, hf_preprocess, read_foreign
+from pictext.clip.convert import (
+    clip_from_hf,
+    clip_from_state_dict,
+    hf_preprocess,
+    is_ruclip_folder,
+    load_ruclip,
+    read_foreign,
+)
 from pictext.clip.model import CLIP, CLIPConfig
 from pictext.config import from_dict, to_dict
 from pictext.images.transforms import Preprocess
@@ -69,6 +76,8 @@ def load_clip(
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: {e}") from e
         return model.eval()
+    if is_ruclip_folder(path):
+        return load_ruclip(path)
     sd, hf_config, source = read_foreign(path)
     try:
         model = _from_foreign(path, sd, hf_config, source, activation, config)

@@ -18,7 +18,7 @@ from pictext.config import SIDE
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-RESIZE_MODES = ("shortest", "squash")
+RESIZE_MODES = ("shortest", "squash", "crop")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,10 @@ class Preprocess:
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
-    resize_mode: str = "shortest"  # "shortest": resize short side then center crop; "squash": resize to square
+    # "shortest": resize the short side, then center crop (bicubic: OpenAI's); "squash": resize to a square;
+    # "crop": the centred square of the short side, then resize (bilinear: ruCLIP's RandomResizedCrop with scale
+    # and ratio 1, which always falls back to that crop)
+    resize_mode: str = "shortest"
 
     def __post_init__(self) -> None:
         if self.resize_mode not in RESIZE_MODES:
@@ -37,6 +40,12 @@ class Preprocess:
         s = self.image_size
         if self.resize_mode == "squash":
             return image.resize((s, s), Image.Resampling.BICUBIC)
+        if self.resize_mode == "crop":
+            w, h = image.size
+            side = min(w, h)
+            top, left = (h - side) // 2, (w - side) // 2  # torchvision's fallback crop: floor division
+            square = image.crop((left, top, left + side, top + side))  # crop first: a resize's filter stays inside
+            return square.resize((s, s), Image.Resampling.BILINEAR)
         w, h = image.size
         short, long = (w, h) if w <= h else (h, w)
         new_long = int(s * long / short)  # torchvision's rounding, for parity
