@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from pictext.data import phrasings
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 180, 60),
@@ -54,29 +56,33 @@ class Scene:
     shapes: tuple[Shape, ...]
     background: int  # grey level
 
-    def caption(self, rng: np.random.Generator | None = None) -> str:
-        parts = [_phrase(s, rng, with_position=len(self.shapes) == 1) for s in self.shapes]
-        if len(parts) == 1:
-            return parts[0]
+    def caption(self, rng: np.random.Generator | None = None, language: str = "en", phrasing: str = "caption") -> str:
+        """The scene's caption in `language` ("en" or "ru") and `phrasing` (pictext.data.phrasings; a scene of two
+        shapes always takes the caption form). The details said (size, colour, position) are drawn from `rng`
+        the same way in either language, so the Russian caption of a picture says what its English one says."""
+        described = [_describe(s, rng, with_position=len(self.shapes) == 1) for s in self.shapes]
+        if len(described) == 1:
+            d = described[0]
+            return phrasings.phrase(d, language, phrasing if phrasings.usable(phrasing, d) else "caption")
         a, b = self.shapes
-        relation = "left of" if _center(a)[0] < _center(b)[0] else "right of"
-        return f"{parts[0]} {relation} {parts[1]}"
+        first = phrasings.noun_phrase(described[0], language)
+        second = phrasings.noun_phrase(described[1], language, case="gen")
+        return phrasings.relation(first, second, _center(a)[0] < _center(b)[0], language)
 
 
-def _phrase(s: Shape, rng: np.random.Generator | None, with_position: bool) -> str:
-    """Captions at several levels of detail; naming colour or shape alone teaches them as separate words."""
+def _describe(s: Shape, rng: np.random.Generator | None, with_position: bool) -> phrasings.Described:
+    """What a caption says of a shape, at several levels of detail: naming colour or shape alone teaches them as
+    separate words."""
     detail = 1.0 if rng is None else rng.random()
     if not s.color:
-        return f"a {s.shape}" if detail < 0.5 else f"a {s.size} {s.shape}"
+        return phrasings.Described(s.shape) if detail < 0.5 else phrasings.Described(s.shape, size=s.size)
     if with_position and detail < 0.1:
-        return f"a {s.color} shape"
+        return phrasings.Described("shape", color=s.color)
     if with_position and detail < 0.2:
-        return f"a {s.shape}"
-    words = [s.size, s.color, s.shape] if detail < 0.6 else [s.color, s.shape]
-    text = "a " + " ".join(words)
-    if with_position and (rng is None or rng.random() < 0.5):
-        text += f" {'in the' if s.position == 'center' else 'on the'} {s.position}"
-    return text
+        return phrasings.Described(s.shape)
+    size = s.size if detail < 0.6 else ""
+    position = s.position if with_position and (rng is None or rng.random() < 0.5) else ""
+    return phrasings.Described(s.shape, color=s.color, size=size, position=position)
 
 
 def _center(s: Shape) -> tuple[float, float]:
@@ -129,6 +135,11 @@ class ShapesWorld:
     # them, the `shapes` CLIP scored a red bar 1.00 for "a red cross" against the other red shapes, and VQGAN+CLIP
     # guided by it drew bars for crosses (docs/measurements.md).
     hard_negatives: float = 0.0
+    # Captions in "en", "ru" or "both" (each caption's language drawn evenly), in the phrasings named (keys of
+    # pictext.data.phrasings.PHRASINGS; the caption form half the time). The default, English in the caption form,
+    # is the world as it always was: the same captions, character for character.
+    language: str = "en"
+    phrasings: tuple[str, ...] = ("caption",)
     combos: list[tuple[str, str]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +151,11 @@ class ShapesWorld:
         self.combos = {"train": [x for x in every if x not in held], "held_out": sorted(held), "all": every}[self.split]
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ValueError(f"hard_negatives is a share between 0 and 1, got {self.hard_negatives}")
+        if self.language not in phrasings.LANGUAGES:
+            raise ValueError(f"language must be one of {phrasings.LANGUAGES}, got {self.language!r}")
+        unknown_phrasings = set(self.phrasings) - set(phrasings.PHRASINGS) or not self.phrasings
+        if unknown_phrasings:
+            raise ValueError(f"phrasings must be some of {sorted(phrasings.PHRASINGS)}, got {self.phrasings}")
 
     def __len__(self) -> int:
         return self.length
@@ -177,7 +193,14 @@ class ShapesWorld:
         rng = np.random.default_rng([self.seed, index, 1])
         scene = self.scene(index)
         jitter = tuple(rng.uniform(-0.06, 0.06, size=2))
-        return render(scene, self.size, jitter), scene.caption(rng)  # type: ignore[arg-type]
+        return render(scene, self.size, jitter), scene.caption(rng, *self._wording(index))  # type: ignore[arg-type]
+
+    def _wording(self, index: int) -> tuple[str, str]:
+        """(language, phrasing) of caption `index`, from a stream of its own ([seed, index, 11]): the pictures
+        and what their captions say are those of the English world."""
+        if self.language == "en" and self.phrasings == ("caption",):
+            return "en", "caption"
+        return phrasings.choose(np.random.default_rng([self.seed, index, 11]), self.language, self.phrasings)
 
     def label(self, index: int) -> str:
         """'color shape' of the first shape: the class for zero-shot evaluation (worlds without hard negatives)."""
@@ -203,8 +226,15 @@ class ShapesWorld:
         box = (cx - half, cy - half, cx + half, cy + half)
         _draw_hard_negative(ImageDraw.Draw(image), form, box, COLORS[color], vertical=bool(rng.random() < 0.5))
         detail = rng.random()
-        caption = f"a {color} {form}" if detail < 0.6 else f"a {size} {color} {form}" if detail < 0.9 else f"a {form}"
-        return image, caption
+        language, phrasing = self._wording(index)
+        if (language, phrasing) == ("en", "caption"):  # the world's captions as they always were ("a ellipse")
+            caption = (
+                f"a {color} {form}" if detail < 0.6 else f"a {size} {color} {form}" if detail < 0.9 else f"a {form}"
+            )
+            return image, caption
+        d = phrasings.Described(form, color=color, size=size if 0.6 <= detail < 0.9 else "")
+        d = d if detail < 0.9 else phrasings.Described(form)
+        return image, phrasings.phrase(d, language, phrasing if phrasings.usable(phrasing, d) else "caption")
 
 
 def _draw_hard_negative(
@@ -310,10 +340,36 @@ def judge(
 
 
 def prompt_target(prompt: str) -> tuple[str, str] | None:
-    """(colour, shape) when `prompt` names exactly one colour and one shape ("a small red circle"), else None."""
-    words = prompt.lower().replace(",", " ").split()
-    colors, shapes = [w for w in words if w in COLORS], [w for w in words if w in SHAPES]
+    """(colour, shape), in the world's English names, when `prompt` names exactly one colour and one shape in
+    English or Russian ("a small red circle", "нарисуй маленький красный круг"), else None."""
+    words = prompt.lower().replace("ё", "е").replace(",", " ").replace(".", " ").split()
+    colors = [c for w in words if (c := COLORS_BY_WORD.get(w)) is not None]
+    shapes = [x for w in words if (x := SHAPES_BY_WORD.get(w)) is not None]
     return (colors[0], shapes[0]) if len(colors) == 1 and len(shapes) == 1 else None
+
+
+def _russian_forms() -> tuple[dict[str, str], dict[str, str]]:
+    """Every form of the world's colour adjectives and shape nouns in Russian (any gender, case and number),
+    spelt with е for ё as people type them, mapped to the English name."""
+    adjective = ("ый", "ий", "ой", "ого", "его", "ому", "ему", "ым", "им", "ом", "ем", "ая", "яя", "ую", "юю",
+                 "ое", "ее", "ые", "ие", "ых", "их", "ыми", "ими")  # fmt: skip
+    stems = {"красн": "red", "зелен": "green", "син": "blue", "желт": "yellow", "фиолетов": "purple"}
+    colors = {stem + ending: name for stem, name in stems.items() for ending in adjective}
+    noun = ("", "а", "у", "ом", "е", "и", "ов", "ам", "ами", "ах")
+    nouns = {"круг": "circle", "квадрат": "square", "треугольник": "triangle", "крест": "cross"}
+    shapes = {stem + ending: name for stem, name in nouns.items() for ending in noun}
+    shapes |= {"кресты": "cross", "круги": "circle", "квадраты": "square", "треугольники": "triangle"}
+    return colors, shapes
+
+
+_RU_COLORS, _RU_SHAPES = _russian_forms()
+COLORS_BY_WORD = {name: name for name in COLORS} | _RU_COLORS
+SHAPES_BY_WORD = {name: name for name in SHAPES} | _RU_SHAPES
+
+
+def prompt_language(prompt: str) -> str:
+    """ "ru" when the prompt is written in Cyrillic, else "en"."""
+    return "ru" if any("\u0400" <= ch <= "\u04ff" for ch in prompt) else "en"
 
 
 def _rgb(image: Image.Image | np.ndarray) -> np.ndarray:

@@ -67,7 +67,8 @@ class DALLESettings(Settings):
 
 def guides_for(prompt: str, settings: DALLESettings = DALLESettings()) -> tuple[str, list[tuple[str, float]]]:
     """(the caption, the further captions that guide with it and their weights relative to it) for `prompt`."""
-    from pictext.data.shapes import prompt_target
+    from pictext.data.phrasings import Described, noun_phrase
+    from pictext.data.shapes import prompt_language, prompt_target
 
     parts = parse_prompts(prompt)
     if parts[0].weight <= 0:
@@ -76,8 +77,9 @@ def guides_for(prompt: str, settings: DALLESettings = DALLESettings()) -> tuple[
     caption = parts[0].text or ""
     guides = [(p.text or "", p.weight / parts[0].weight) for p in parts[1:]]
     target = prompt_target(caption)
-    if not guides and settings.shape_prompt and target is not None:
-        guides = [(f"a {target[1]}", SHAPE_PROMPT_WEIGHT)]
+    if not guides and settings.shape_prompt and target is not None:  # the shape alone, in the prompt's language
+        shape = noun_phrase(Described(target[1]), prompt_language(caption))
+        guides = [(shape, SHAPE_PROMPT_WEIGHT)]
     return caption, guides
 
 

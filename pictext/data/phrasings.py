@@ -1,0 +1,163 @@
+"""Captions of the shapes world in English and Russian, from a small grammar of phrasings.
+
+One template teaches a model one sentence: the shipped DALL-E, trained on "a small red circle on the left",
+draws "a triangle that is green" but not "draw a blue cross", and nothing from a Russian prompt. So a caption
+is one of several phrasings (word order, an imperative, a relative clause or a genitive of colour, a count
+word, "on a plain background"), in either language, and some phrasings are kept out of training
+(`HELD_OUT_PHRASINGS`) to measure how a model takes a phrasing it never saw.
+
+Russian needs agreement: an adjective takes its noun's gender and case ("маленький синий крест",
+"маленькая синяя полоса", "слева от красного круга"), so every word below has its forms. The four shapes are
+masculine; of the hard-negative forms, the bar ("полоса") and the tee ("буква т") are feminine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LANGUAGES = ("en", "ru", "both")
+
+# phrasing -> (English template, Russian template); {a} is the shape's noun phrase, built by `noun_phrase`.
+# "caption" is the form the world always had; the others vary word order, mood and construction.
+PHRASINGS: dict[str, tuple[str, str]] = {
+    "caption": ("{np}{where}", "{np}{where}"),
+    "relative": ("a {shape} that is {color}", "{shape} {color_gen} цвета"),
+    "imperative": ("draw {np}", "нарисуй {np_acc}"),
+    "count": ("one {size_alt} {color} {shape}", "один {size_alt} {color} {shape}"),
+    "background": ("{np} on a plain background", "{np} на однотонном фоне"),
+    "picture": ("a picture of {np}", "на картинке {np}"),
+    "fronted": ("{where_front} there is {np}", "{where_front} {np}"),
+}
+# never in the training captions of a world built with phrasings="train": the held-out phrasings a model is
+# measured on ("draw a blue cross", "one big red square", and their Russian)
+HELD_OUT_PHRASINGS = ("imperative", "count")
+TRAIN_PHRASINGS = tuple(p for p in PHRASINGS if p not in HELD_OUT_PHRASINGS)
+
+# English words and their Russian forms: (nominative masculine, genitive masculine, nominative feminine)
+RU_COLORS = {
+    "red": ("красный", "красного", "красная"),
+    "green": ("зелёный", "зелёного", "зелёная"),
+    "blue": ("синий", "синего", "синяя"),
+    "yellow": ("жёлтый", "жёлтого", "жёлтая"),
+    "purple": ("фиолетовый", "фиолетового", "фиолетовая"),
+}
+RU_SIZES = {"small": ("маленький", "маленького", "маленькая"), "large": ("большой", "большого", "большая")}
+RU_SIZES_ALT = {"small": ("небольшой", "небольшого", "небольшая"), "large": ("крупный", "крупного", "крупная")}
+EN_SIZES_ALT = {"small": "little", "large": "big"}
+# noun -> (nominative, genitive, feminine?)
+RU_NOUNS = {
+    "circle": ("круг", "круга", False),
+    "square": ("квадрат", "квадрата", False),
+    "triangle": ("треугольник", "треугольника", False),
+    "cross": ("крест", "креста", False),
+    "shape": ("фигура", "фигуры", True),
+    "bar": ("полоса", "полосы", True),
+    "ellipse": ("эллипс", "эллипса", False),
+    "tee": ("буква т", "буквы т", True),
+}
+RU_POSITIONS = {"left": "слева", "right": "справа", "top": "сверху", "bottom": "снизу", "center": "в центре"}
+EN_POSITIONS = {p: ("in the center" if p == "center" else f"on the {p}") for p in RU_POSITIONS}
+
+
+@dataclass(frozen=True)
+class Described:
+    """What a caption may say of one shape: each part empty when the caption leaves it out."""
+
+    shape: str  # a noun of RU_NOUNS ("circle", ..., "shape" for "a red shape")
+    color: str = ""
+    size: str = ""
+    position: str = ""
+
+
+def noun_phrase(d: Described, language: str, case: str = "nom") -> str:
+    """'a small red circle' / 'маленький красный круг' (case "gen": 'маленького красного круга')."""
+    if language == "en":
+        words = [w for w in (d.size, d.color, d.shape) if w]
+        return ("an " if words[0][0] in "aeiou" else "a ") + " ".join(words)
+    nom, gen, feminine = RU_NOUNS[d.shape]
+    form = 1 if case == "gen" else 2 if feminine else 0
+    if case == "gen" and feminine:
+        adjectives = [_feminine_genitive(RU_SIZES[d.size][2]) if d.size else "",
+                      _feminine_genitive(RU_COLORS[d.color][2]) if d.color else ""]  # fmt: skip
+    else:
+        adjectives = [RU_SIZES[d.size][form] if d.size else "", RU_COLORS[d.color][form] if d.color else ""]
+    return " ".join(w for w in (*adjectives, gen if case == "gen" else nom) if w)
+
+
+def _feminine_genitive(nominative: str) -> str:
+    """красная -> красной, синяя -> синей, большая -> большой."""
+    return nominative[:-2] + ("ей" if nominative.endswith("яя") else "ой")
+
+
+def phrase(d: Described, language: str, phrasing: str = "caption") -> str:
+    """One shape in `phrasing` (a key of PHRASINGS), in English or Russian."""
+    if language not in ("en", "ru"):
+        raise ValueError(f"language is 'en' or 'ru' here, got {language!r}")
+    if phrasing not in PHRASINGS:
+        raise ValueError(f"unknown phrasing {phrasing!r}; known: {sorted(PHRASINGS)}")
+    template = PHRASINGS[phrasing][language == "ru"]
+    ru = language == "ru"
+    where = RU_POSITIONS.get(d.position, "") if ru else EN_POSITIONS.get(d.position, "")
+    fields = {
+        "np": noun_phrase(d, language),
+        "np_acc": noun_phrase(d, language),  # the accusative of an inanimate masculine or of a "фигура"-less NP
+        "where": f" {where}" if where else "",
+        "where_front": where,
+        "shape": RU_NOUNS[d.shape][0] if ru else d.shape,
+        "color": (RU_COLORS[d.color][2 if RU_NOUNS[d.shape][2] else 0] if ru else d.color) if d.color else "",
+        "color_gen": RU_COLORS[d.color][1] if d.color else "",
+        "size_alt": (RU_SIZES_ALT[d.size][2 if RU_NOUNS[d.shape][2] else 0] if ru else EN_SIZES_ALT[d.size])
+        if d.size
+        else "",
+    }
+    if phrasing == "imperative" and ru and RU_NOUNS[d.shape][2]:
+        fields["np_acc"] = _feminine_accusative(noun_phrase(d, language))
+    return " ".join(template.format(**fields).split())  # an empty part leaves no double space
+
+
+def _feminine_accusative(nominative: str) -> str:
+    """красная полоса -> красную полосу (adjectives -ая/-яя -> -ую/-юю, nouns -а -> -у; "буква т" -> "букву т")."""
+    words = []
+    for w in nominative.split():
+        if w.endswith("ая"):
+            w = w[:-2] + "ую"
+        elif w.endswith("яя"):
+            w = w[:-2] + "юю"
+        elif w.endswith("а"):
+            w = w[:-1] + "у"
+        words.append(w)
+    return " ".join(words)
+
+
+def usable(phrasing: str, d: Described) -> bool:
+    """Whether `phrasing` can say `d`: the relative and genitive-of-colour forms need a colour and a shape, the
+    count form a size too, the fronted form a position."""
+    if phrasing == "relative":
+        return bool(d.color) and d.shape != "shape"
+    if phrasing == "count":
+        return bool(d.color and d.size) and d.shape != "shape"
+    if phrasing == "fronted":
+        return bool(d.position)
+    return True
+
+
+def relation(first: str, second_genitive: str, left: bool, language: str) -> str:
+    """'A left of B' / 'A слева от B' (B given in the genitive for Russian)."""
+    if language == "en":
+        return f"{first} {'left of' if left else 'right of'} {second_genitive}"
+    return f"{first} {'слева от' if left else 'справа от'} {second_genitive}"
+
+
+def choose(rng: np.random.Generator, language: str, phrasings: tuple[str, ...]) -> tuple[str, str]:
+    """(language, phrasing) for one caption: "both" picks a language evenly; the caption form half the time."""
+    lang = language if language != "both" else ("en", "ru")[int(rng.integers(2))]
+    others = [p for p in phrasings if p != "caption"]
+    if "caption" in phrasings and (not others or rng.random() < 0.5):
+        return lang, "caption"
+    return lang, others[int(rng.integers(len(others)))]
+
+
+__all__ = ["HELD_OUT_PHRASINGS", "LANGUAGES", "PHRASINGS", "TRAIN_PHRASINGS", "Described", "choose", "noun_phrase",
+           "phrase", "relation", "usable"]  # fmt: skip
