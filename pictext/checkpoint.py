@@ -128,7 +128,7 @@ def read_json_config(path: str | os.PathLike, what: str = "a JSON config") -> di
     try:
         if path.stat().st_size > 1 << 20:
             raise ValueError("over 1 MiB")
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not {what} ({type(e).__name__}: {e})") from e
     if not isinstance(value, dict):

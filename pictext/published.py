@@ -67,7 +67,9 @@ class Published:
     def paths(self) -> dict[str, Path] | None:
         """Where each fetched file is (hub files stay in the hub's cache), or None if any is missing."""
         try:
-            paths = {k: Path(v) for k, v in json.loads((self.folder / MARKER).read_text())["paths"].items()}
+            paths = {
+                k: Path(v) for k, v in json.loads((self.folder / MARKER).read_text(encoding="utf-8"))["paths"].items()
+            }
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return (
@@ -107,7 +109,7 @@ def registry(path: Path | None = None) -> dict[str, Published]:
 
 @functools.lru_cache(maxsize=4)
 def _read(path: Path) -> dict[str, Published]:
-    entries = json.loads(path.read_text())
+    entries = json.loads(path.read_text(encoding="utf-8"))
     return {
         name: Published(name=name, files=tuple(FileSpec(**f) for f in e.pop("files")), **e)
         for name, e in entries.items()
@@ -151,7 +153,9 @@ def fetch(name: str, progress: bool = True) -> Path:
     unverified = [f.name for f in item.files if f.hub is None and f.sha256 is None]
     record = {"name": name, "sha256": hashes, "paths": {k: str(v) for k, v in paths.items()},
               "unverified": unverified, "fetched": time.strftime("%Y-%m-%d")}  # fmt: skip
-    atomic_write(item.folder / MARKER, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
+    atomic_write(
+        item.folder / MARKER, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    )
     if unverified:
         log.warning("%s: %s have no published SHA-256 to check; fetched as %s", name, ", ".join(unverified),
                     ", ".join(f"{n} {hashes[n][:16]}..." for n in unverified))  # fmt: skip

@@ -41,7 +41,7 @@ def cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags

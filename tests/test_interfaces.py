@@ -138,3 +138,32 @@ def indexed_tiny(tmp_path_factory, tiny_model_path):
     index = Index(tmp_path_factory.mktemp("index") / "i", model=str(tiny_model_path), create=True)
     index.add([folder], workers=0)
     return index
+
+
+def test_a_russian_prompt_through_the_cli_the_api_and_the_page(model_files, tmp_path, indexed_tiny):
+    """The lesson's readers type Russian: the file is named in Cyrillic (cut at whole characters), the PNG's
+    prompt chunk and the JSON sidecar hold the prompt as typed (UTF-8, legible), and the three interfaces give
+    the same bytes."""
+    from PIL import Image
+
+    from pictext.server.app import Generation, create_app
+
+    prompt = "радуга на фоне ночного города"
+    flags, keywords, params = SETTINGS["dalle"]
+    models = _models("dalle", model_files)
+    argv = ["generate", prompt, "--method", "dalle", "--out", str(tmp_path), "--dalle", models["dalle"],
+            "--clip", models["clip"][0], *(x for pair in flags.items() for x in pair)]  # fmt: skip
+    assert main(argv) == 0
+    png = tmp_path / "радуга-на-фоне-ночного-города-1.png"
+    assert png.is_file(), sorted(p.name for p in tmp_path.iterdir())
+    with Image.open(png) as image:
+        assert image.text["prompt"] == prompt and json.loads(image.text["pictext"])["prompt"] == prompt
+    sidecar = png.with_suffix(".json").read_bytes().decode("utf-8")
+    assert prompt in sidecar and json.loads(sidecar)["prompt"] == prompt
+
+    api = pictext.generate(prompt, method="dalle", **models, **keywords).png()
+    app = create_app(indexed_tiny, generation=Generation({"dalle": models}))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        response = client.get("/api/generate", params={"method": "dalle", "prompt": prompt, **params})
+    page = base64.b64decode([json.loads(line) for line in response.text.splitlines()][-1]["image"].split(",", 1)[1])
+    assert png.read_bytes() == api == page

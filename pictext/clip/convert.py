@@ -222,7 +222,7 @@ def hf_preprocess(folder: Path, image_size: int) -> Preprocess:
     file = folder / "preprocessor_config.json"
     if not file.is_file():
         return Preprocess(image_size=image_size)
-    p = json.loads(file.read_text())
+    p = json.loads(file.read_text(encoding="utf-8"))
     return Preprocess(
         image_size=image_size, mean=tuple(p.get("image_mean", OPENAI_MEAN)), std=tuple(p.get("image_std", OPENAI_STD))
     )
@@ -284,7 +284,9 @@ def export_hf(model: CLIP, folder: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: t.contiguous() for k, t in out.items()}
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    atomic_write(
+        folder / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    )
     return folder
 
 

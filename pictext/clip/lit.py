@@ -106,9 +106,9 @@ def _rename(sd: dict[str, torch.Tensor], layers: int, context_length: int) -> di
 def text_config_of(folder: str | os.PathLike, context_length: int = 64) -> TextConfig:
     """The TextConfig of a BERT sentence-encoder folder; refuses what pictext's BertEncoder would get wrong."""
     folder = Path(folder)
-    hf = json.loads((folder / "config.json").read_text())
+    hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     pooling = folder / "1_Pooling" / "config.json"
-    if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", False):
+    if pooling.is_file() and not json.loads(pooling.read_text(encoding="utf-8")).get("pooling_mode_mean_tokens", False):
         raise CheckpointError(f"{pooling}: only mean pooling is supported")
     wrong = {
         "model_type": (hf.get("model_type"), "bert"),
@@ -159,12 +159,14 @@ def lit_model(
     if not_text:
         raise CheckpointError(f"{folder}: the checkpoint lacks {not_text[:5]}")
     special = (
-        json.loads((folder / "special_tokens_map.json").read_text())
+        json.loads((folder / "special_tokens_map.json").read_text(encoding="utf-8"))
         if (folder / "special_tokens_map.json").is_file()
         else {}
     )
     cls, sep = special.get("cls_token", "[CLS]"), special.get("sep_token", "[SEP]")
-    model.tokenizer = HFTokenizer((folder / "tokenizer.json").read_text(), context_length, (cls, sep), clean=False)
+    model.tokenizer = HFTokenizer(
+        (folder / "tokenizer.json").read_text(encoding="utf-8"), context_length, (cls, sep), clean=False
+    )
     if default:  # the packaged tower: a saved model may leave it out and name it (save_clip)
         model.text_source = {"package": MINILM_PACKAGE, "sha256": fingerprint(folder)}
     pad = model.tokenizer.backend.token_to_id("[PAD]")

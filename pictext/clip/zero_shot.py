@@ -23,7 +23,7 @@ DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}
 @lru_cache
 def imagenet_templates() -> tuple[str, ...]:
     """The 80 prompt templates OpenAI used for ImageNet."""
-    text = resources.files("pictext.clip").joinpath("imagenet_templates.json").read_text()
+    text = resources.files("pictext.clip").joinpath("imagenet_templates.json").read_text(encoding="utf-8")
     return tuple(json.loads(text))
 
 

@@ -72,7 +72,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         "paths": [str(paths[i]) for i in indices],
         "errors": [{"path": str(e.source), "reason": e.reason} for e in errors],
     }
-    atomic_write(out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    atomic_write(
+        out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    )
     print(f"wrote {len(indices)} embeddings of dimension {features.shape[1]} to {out}/embeddings.npy")
     for e in errors:
         print(f"pictext: skipped {e}", file=sys.stderr)

@@ -64,7 +64,7 @@ def _serve_token(args: argparse.Namespace) -> str | None:
     """The token from --token-file, $PICTEXT_TOKEN or --token (in that order), or None."""
     if args.token_file:
         try:
-            return Path(args.token_file).read_text().strip()
+            return Path(args.token_file).read_text(encoding="utf-8").strip()
         except OSError as e:
             raise MissingFileError(f"--token-file {args.token_file}: {e.strerror or e}") from e
     return os.environ.get("PICTEXT_TOKEN") or args.token

@@ -208,7 +208,9 @@ def build_emoji(
             samples[split].append((stem, png, "png", text))
         else:
             atomic_write(out / split / f"{stem}.png", lambda tmp, png=png: Path(tmp).write_bytes(png))
-            atomic_write(out / split / f"{stem}.txt", lambda tmp, text=text: Path(tmp).write_text(text))
+            atomic_write(
+                out / split / f"{stem}.txt", lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8")
+            )
         labels[split][f"{stem}.png"] = category
         counts[split] += 1
     if per_shard:
@@ -217,7 +219,10 @@ def build_emoji(
         for split, items in samples.items():
             write_shards(items, out / split, split, per_shard)
     for split, table in labels.items():
-        atomic_write(out / split / "labels.json", lambda tmp, t=table: Path(tmp).write_text(json.dumps(t, indent=1)))
+        atomic_write(
+            out / split / "labels.json",
+            lambda tmp, t=table: Path(tmp).write_text(json.dumps(t, indent=1), encoding="utf-8"),
+        )
     return counts
 
 
@@ -226,7 +231,7 @@ def named_images(folder: Path, split: str = "held_out") -> tuple[list[Path], lis
     pngs = sorted((Path(folder) / split).glob("*.png"))
     if not pngs:
         raise DatasetError(f"{Path(folder) / split}: no emoji images; build them with `pictext data build emoji`")
-    return pngs, [p.with_suffix(".txt").read_text().splitlines()[0] for p in pngs]
+    return pngs, [p.with_suffix(".txt").read_text(encoding="utf-8").splitlines()[0] for p in pngs]
 
 
 def folder_name(vendor: str = "google", keywords: bool = False) -> str:

@@ -140,10 +140,13 @@ class DALLEGenerator(Generator):
     @classmethod
     def defaults(cls, prompt: str | None) -> dict:
         """The default DALL-E, reranked by the default CLIP, and for a caption naming one shapes-world colour and
-        shape by the `shapes` CLIP too (their cosines summed; docs/measurements.md has what each reranker kept)."""
-        from pictext.data.shapes import prompt_target
+        shape by the `shapes` CLIP too (their cosines summed; docs/measurements.md has what each reranker kept).
+        A Russian caption is reranked by the `shapes` CLIP alone: the default CLIP's text tower reads English."""
+        from pictext.data.shapes import prompt_language, prompt_target
 
         caption = guides_for(prompt)[0] if prompt is not None and prompt.strip() else None
+        if caption is not None and prompt_language(caption) == "ru":
+            return {"dalle": "dalle", "clip": ["shapes"]}
         shapes = caption is not None and prompt_target(caption) is not None
         return {"dalle": "dalle", "clip": ["shapes", "default"] if shapes else ["default"]}
 

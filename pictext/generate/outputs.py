@@ -81,7 +81,8 @@ def write_outputs(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.pictext-{os.getpid()}-", dir=out))
     try:
         (staging / f"{name}.png").write_bytes(png_bytes(image, settings))
-        (staging / f"{name}.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        sidecar = json.dumps(settings, indent=2, sort_keys=True, ensure_ascii=False)  # a Russian prompt stays legible
+        (staging / f"{name}.json").write_text(sidecar + "\n", encoding="utf-8")
         if frames:
             (staging / f"{name}-frames").mkdir()
             for i, frame in enumerate(frames):
@@ -123,9 +124,11 @@ def _running_since(pid: int, when: float) -> bool:
     except PermissionError:  # another user's process: alive
         pass
     try:  # Linux: the start in clock ticks after boot is field 22 of /proc/PID/stat (after the parenthesised name)
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        ticks = int(Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[19])
         boot = next(
-            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text(encoding="utf-8").splitlines()
+            if line.startswith("btime")
         )
     except (OSError, ValueError, IndexError, StopIteration):
         return True  # no /proc (macOS): alive is all we know

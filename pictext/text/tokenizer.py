@@ -61,6 +61,11 @@ def _clean(text: str) -> str:
     return regex.sub(r"\s+", " ", text).strip().lower()
 
 
+def _clean_trained(text: str) -> str:
+    """CLIP's cleaning, and ё as е, as most Russian text is typed: for BPEs trained here (OpenAI's keeps ё)."""
+    return _clean(text).replace("ё", "е")
+
+
 class ClipBPETokenizer:
     """OpenAI CLIP's tokenizer: ftfy + HTML unescape, lower case, byte-level BPE with 49,152 merges."""
 
@@ -196,7 +201,7 @@ class HFTokenizer:
             raise ValueError(f"tokenizer definition lacks the special tokens {special[0]} and {special[1]}")
 
     def encode(self, text: str) -> list[int]:
-        return self.backend.encode(_clean(text) if self.clean else text, add_special_tokens=False).ids
+        return self.backend.encode(_clean_trained(text) if self.clean else text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode([int(i) for i in ids])
@@ -230,7 +235,7 @@ def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int, context_length: i
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator((_clean(t) for t in texts), trainer=trainer)
+    backend.train_from_iterator((_clean_trained(t) for t in texts), trainer=trainer)
     return HFTokenizer(backend.to_str(), context_length)
 
 

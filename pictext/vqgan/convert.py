@@ -67,7 +67,7 @@ def load_taming(ckpt: str | os.PathLike, config: str | os.PathLike | dict | None
         else:
             if config.stat().st_size > MAX_YAML:
                 raise ValueError(f"{config.stat().st_size} bytes; a taming config is a few hundred")
-            model_cfg = yaml.safe_load(config.read_text())["model"]
+            model_cfg = yaml.safe_load(config.read_text(encoding="utf-8"))["model"]
         vq_config = config_from_taming(model_cfg["params"], str(model_cfg.get("target", "")))
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise CheckpointError(f"{config} is not a taming VQGAN config ({e.__class__.__name__}: {e})") from e

@@ -30,7 +30,7 @@ def router(state: ServerState) -> APIRouter:
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        return (STATIC / "index.html").read_text()
+        return (STATIC / "index.html").read_text(encoding="utf-8")
 
     @api.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
