@@ -225,6 +225,8 @@ def test_names_stay_short_in_bytes_and_stale_staging_is_removed(tmp_path, capsys
 
     from helpers import shape_image
 
+    assert slug("радуга на фоне ночного города") == "радуга-на-фоне"  # a whole word last, within 40 bytes
+    assert slug("a closeup watercolor portrait of a teacher") == "a-closeup-watercolor-portrait-of-a"
     assert slug("Ж" * 100) == "ж" * 20 and len(slug("猫" * 100).encode()) <= 40 and slug("猫" * 100) == "猫" * 13
     a, b = tmp_path / ("красный круг " * 9 + ".png"), tmp_path / ("蓝色方块" * 20 + ".png")  # 216 and 244 bytes
     shape_image("red", "circle").save(a), shape_image("blue", "square").save(b)

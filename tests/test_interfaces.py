@@ -154,7 +154,7 @@ def test_a_russian_prompt_through_the_cli_the_api_and_the_page(model_files, tmp_
     argv = ["generate", prompt, "--method", "dalle", "--out", str(tmp_path), "--dalle", models["dalle"],
             "--clip", models["clip"][0], *(x for pair in flags.items() for x in pair)]  # fmt: skip
     assert main(argv) == 0
-    png = tmp_path / "радуга-на-фоне-ночного-города-1.png"
+    png = tmp_path / "радуга-на-фоне-1.png"  # 40 bytes at most, ending at a whole word
     assert png.is_file(), sorted(p.name for p in tmp_path.iterdir())
     with Image.open(png) as image:
         assert image.text["prompt"] == prompt and json.loads(image.text["pictext"])["prompt"] == prompt

@@ -30,12 +30,16 @@ STAGING = re.compile(r"\..+\.pictext-(\d+)-[^.]+")
 
 def slug(text: str, max_bytes: int = SLUG_BYTES) -> str:
     """A file-name-safe form of a prompt: 'a red circle!' -> 'a-red-circle', at most `max_bytes` in UTF-8 (file
-    systems bound names in bytes, and a letter of Cyrillic or Chinese takes 2 or 3)."""
+    systems bound names in bytes, and a letter of Cyrillic or Chinese takes 2 or 3), ending at a whole word
+    where the prompt has several ('радуга на фоне ночного города' -> 'радуга-на-фоне')."""
     out = "".join(c if c.isalnum() else "-" for c in text.lower())
     while "--" in out:
         out = out.replace("--", "-")
-    out = out.strip("-").encode()[:max_bytes].decode(errors="ignore")  # cut at a whole character
-    return out.strip("-") or "image"
+    out = out.strip("-")
+    cut = out.encode()[:max_bytes].decode(errors="ignore")  # at a whole character
+    if len(cut) < len(out) and out[len(cut)] != "-" and "-" in cut:  # a word was split: end at the one before
+        cut = cut.rsplit("-", 1)[0]
+    return cut.strip("-") or "image"
 
 
 def png_bytes(image: Image.Image, record: dict[str, Any] | None = None) -> bytes:
