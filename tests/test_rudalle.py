@@ -302,6 +302,8 @@ def test_a_rudalle_folder_draws_through_the_cli(bpe_model, tmp_path, capsys):
           "2", "--out", str(out), "--seed", "1", "--clip", "default"])  # fmt: skip
     pictures = sorted(out.glob("*.png"))
     assert len(pictures) == 2, capsys.readouterr()
+    record = json.loads(pictures[0].with_suffix(".json").read_text(encoding="utf-8"))
+    assert (record["top_k"], record["top_p"], record["guidance_scale"]) == (2048, 0.995, 1.0)  # ruDALL-E's own
     assert convert.rudalle_files(tmp_path) is None
     with pytest.raises(CheckpointError, match="not a ruDALL-E folder.*bpe.model"):
         convert.load_rudalle(tmp_path)

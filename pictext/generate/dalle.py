@@ -10,8 +10,10 @@ more often (docs/measurements.md).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from PIL import Image
 
@@ -41,8 +43,14 @@ from pictext.generate.vqgan_clip import parse_prompts
 SHAPE_PROMPT_WEIGHT = 0.5  # the shape alone's weight against the caption's 1 (module doc)
 
 
+# ruDALL-E's own sampling (its README and `rudalle.pipelines.generate_images`): top-k 2,048, top-p 0.995, no
+# classifier-free guidance (Malevich was not trained to draw without its caption), and no English shape guide.
+RUDALLE = {"top_k": 2048, "top_p": 0.995, "guidance_scale": 1.0, "shape_prompt": False}
+
+
 @dataclass(frozen=True)
 class DALLESettings(Settings):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"rudalle": RUDALLE}
     samples: int = setting(16, "pictures drawn", low=1, high=4096, page=64)
     keep: int = setting(1, "pictures kept, best CLIP score first", low=1, page=8)
     guidance_scale: float = setting(3.0, "classifier-free guidance scale, 1: none", low=0.0, high=100.0, page=10.0,
@@ -63,6 +71,17 @@ class DALLESettings(Settings):
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_k, self.top_p, self.guidance_scale)
+
+
+def is_rudalle(spec: object) -> bool:
+    """True for a ruDALL-E model: a registry name of that format, or a folder of its files."""
+    from pictext import published
+    from pictext.dalle.convert import rudalle_files
+
+    if not isinstance(spec, str | os.PathLike):
+        return False
+    item = published.entry(str(spec))
+    return item.format == "rudalle" if item is not None else rudalle_files(spec) is not None
 
 
 def guides_for(prompt: str, settings: DALLESettings = DALLESettings()) -> tuple[str, list[tuple[str, float]]]:
@@ -149,6 +168,11 @@ class DALLEGenerator(Generator):
             return {"dalle": "dalle", "clip": ["shapes"]}
         shapes = caption is not None and prompt_target(caption) is not None
         return {"dalle": "dalle", "clip": ["shapes", "default"] if shapes else ["default"]}
+
+    @classmethod
+    def preset_for(cls, models: dict[str, Any]) -> str | None:
+        """ "rudalle" (ruDALL-E's own top-k, top-p and no guidance) for a ruDALL-E model; None for pictext's own."""
+        return "rudalle" if is_rudalle(models.get("dalle")) else None
 
     @classmethod
     def load(cls, cache: ModelCache | None = None, **models: ModelSpec) -> DALLEGenerator:
