@@ -5,10 +5,12 @@ For each of the three systems, on the five colour-shape combinations held out of
   of held-out combinations (pictext.evaluate.shapes_zero_shot);
 - DALL-E: 16 samples per caption, the one its default rerankers score highest kept, judged by the oracle
   (`dominant`: the picture's largest region is that colour and shape), over sampling seeds 0, 1, 2;
-- unCLIP: 8 pictures per caption, each judged by the oracle, over seeds 0, 1, 2.
-Each in the caption form ("a red square" / "красный квадрат") and in the phrasings no model trained on
-("draw a red square" / "нарисуй красный квадрат"; "one big red square" / "один крупный красный квадрат"; CLIP
-classes have no size, so CLIP takes the imperative only). A figure over seeds is the mean and the worst.
+- unCLIP: 8 pictures per caption, each judged by the oracle, over seeds 0, 1, 2 (the caption form only);
+- with --cldr, the default CLIP's held-out emoji found by their English names and by CLDR's Russian ones.
+Each in the caption form ("a red square" / "красный квадрат") and, for the shapes CLIP and DALL-E, in the
+phrasings no model trained on ("draw a red square" / "нарисуй красный квадрат"; "one big red square" / "один
+крупный красный квадрат"; CLIP classes have no size, so CLIP takes the imperative only). A figure over seeds is
+the mean and the worst.
 
 Summary keys: `ru_vs_en_gap_points` (the worst of the three systems' English-minus-Russian gaps in the caption
 form, in points), `held_out_phrasing_gap_points` (the worst gap between the caption form and a held-out
@@ -32,7 +34,7 @@ from pictext.text import TextTooLongError
 
 SEEDS = (0, 1, 2)
 PHRASINGS = {"clip": ("caption", "imperative"), "dalle": ("caption", "imperative", "count"),
-             "unclip": ("caption", "imperative", "count")}  # fmt: skip
+             "unclip": ("caption",)}  # fmt: skip
 
 
 def captions(language: str, phrasing: str) -> list[tuple[str, str, str]]:
@@ -91,17 +93,50 @@ def generator_rows(method: str, samples: int) -> list[dict]:
     return rows
 
 
+def emoji_rows(cldr: Path) -> list[dict]:
+    """The default CLIP's held-out emoji found by name (recall@10, a hit when an image of that name is in the top
+    10), queried in English (the set's names) and in Russian (CLDR's text-to-speech name for the same emoji,
+    from `npm pack cldr-annotations-full`: annotations/ru/annotations.json)."""
+    from pictext.api import embed_images, load
+    from pictext.data.emoji import named_images
+    from pictext.evaluate import recall_by_name
+    from pictext.files import home
+
+    names_ru = {
+        k: v["tts"][0] for k, v in json.loads(cldr.read_text(encoding="utf-8"))["annotations"]["annotations"].items()
+    }
+    model = load("default")
+    pngs, names = named_images(home() / "data" / "emoji", "held_out")
+    chars = ["".join(chr(int(h, 16)) for h in p.stem.split("-")) for p in pngs]
+    # an emoji CLDR names, under either spelling (with or without the variation selector)
+    russian = [names_ru.get(c, names_ru.get(c.replace("\ufe0f", ""))) for c in chars]
+    keep = [i for i, r in enumerate(russian) if r]
+    good, images, _ = embed_images(model, [pngs[i] for i in keep])
+    rows = []
+    for language, labels in (("en", [names[keep[i]] for i in good]), ("ru", [russian[keep[i]] for i in good])):
+        from pictext.api import encode_texts
+
+        unique = sorted(set(labels))
+        queries = encode_texts(unique, model=model, truncate=True)
+        recall = recall_by_name(images, labels, queries, unique)
+        rows.append({"system": "default CLIP, emoji", "language": language, "images": len(labels),
+                     "queries": len(unique), "text_to_image_r@10": recall["text_to_image_r@10"]})  # fmt: skip
+        print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+    return rows
+
+
 def gaps(rows: list[dict]) -> dict:
     def figure(row: dict) -> float:
         return row.get("held_out_top1", row.get("oracle_mean"))
 
+    rows = [r for r in rows if "phrasing" in r]  # the generators and the shapes CLIP (not the emoji rows)
     by = {(r["system"], r["language"], r["phrasing"]): figure(r) for r in rows}
     systems = sorted({r["system"] for r in rows})
     language_gap = {s: round(100 * (by[s, "en", "caption"] - by[s, "ru", "caption"]), 1) for s in systems}
     phrasing_gap = {
         s: round(max(100 * (by[s, lang, "caption"] - by[s, lang, p]) for lang in ("en", "ru")
                      for p in PHRASINGS[s] if p != "caption"), 1)
-        for s in systems
+        for s in systems if len(PHRASINGS[s]) > 1
     }  # fmt: skip
     return {"ru_vs_en_gap_points": max(language_gap.values()), "ru_vs_en_gap_points_by_system": language_gap,
             "held_out_phrasing_gap_points": max(phrasing_gap.values()),
@@ -112,9 +147,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--systems", default="clip,dalle,unclip")
     parser.add_argument("--label", default="shipped", help="what the models are (recorded in the JSON)")
+    parser.add_argument("--cldr", type=Path, help="CLDR's Russian annotations.json: adds the emoji rows")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    rows = []
+    rows = emoji_rows(args.cldr) if args.cldr else []
     for system in args.systems.split(","):
         rows += clip_rows() if system == "clip" else generator_rows(system, 16 if system == "dalle" else 8)
     result = {"benchmark": "russian", "models": args.label,

@@ -17,7 +17,8 @@ QUERIES = ("a green triangle", "a red square", "a blue cross", "a yellow circle"
 EMOJI_QUERIES = ("puppy", "kitten", "automobile", "a rainy day", "something to eat for breakfast")
 
 
-GENERATE_PROMPTS = ("a red circle", "a blue square", "a green triangle")  # the last is held out of `shapes`
+# "a green triangle" is held out of `shapes`; "красный круг" is "a red circle" as the lesson's readers type it
+GENERATE_PROMPTS = ("a red circle", "a blue square", "a green triangle", "красный круг")
 
 
 def run_demo(n_classify: int = 8, n_gallery: int = 300, out: str | Path = "generated") -> dict[str, float]:
