@@ -25,6 +25,7 @@ import pictext
 from pictext import published
 from pictext.clip.recipe import RECIPES, build_model, recipe_data
 from pictext.clip.train import CLIPTrainConfig, train_clip
+from pictext.data.shapes import ShapesWorld
 from pictext.files import home
 
 torch.manual_seed(0)
@@ -46,7 +47,7 @@ def show(pictures, titles, size=2.0):
 # The shapes world is pictext's miniature dataset: coloured shapes drawn with their caption. A batch of N
 # pictures and N captions gives an N x N matrix of similarities, and the loss (InfoNCE, both ways) asks each
 # row and each column to pick its own pair on the diagonal. Here a small CLIP of the `shapes` recipe trains
-# for 150 steps.
+# for 150 steps; its captions are English and Russian, as the shipped `shapes` CLIP's are.
 
 # %%
 recipe = dataclasses.replace(
@@ -150,7 +151,8 @@ show([plt.imread(h.path) for h in hits], [f"{h.score:.2f}" for h in hits], size=
 # captions (x) of one colour gather in the same regions: the two towers were trained to agree.
 
 # %%
-pairs = [world[2000 + i] for i in range(200)]
+english = ShapesWorld(size=64, max_shapes=2, length=200, seed=1)  # the default CLIP's text tower reads English
+pairs = [english[i] for i in range(200)]
 images = pictext.encode_images([p for p, _ in pairs], model=default)
 texts = pictext.encode_texts([c for _, c in pairs], model=default)
 both = np.concatenate([images, texts])

@@ -48,7 +48,7 @@ class CLIPRecipe:
     phrasings: tuple[str, ...] = TRAIN_PHRASINGS
     emoji_repeats: int = 4  # each emoji picture counted this often against `shapes_length` shapes
     shapes_length: int = 12_000
-    # 1,800 steps: at 900 the bilingual captions left held-out combinations at 60% (seed 0; docs/measurements.md)
+    # 1,800 steps: the captions of two languages need twice the English recipe's (docs/measurements.md)
     train: CLIPTrainConfig = CLIPTrainConfig(steps=1800, batch_size=128, lr=2e-3)
 
 
