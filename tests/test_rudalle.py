@@ -362,13 +362,14 @@ def test_ruclip_equals_the_ruclip_package_and_classifies_in_russian(bpe_model, t
                                    reference.encode_image(inputs["pixel_values"]), rtol=0, atol=1e-5)  # fmt: skip
 
     from pictext.api import classify
+    from pictext.clip.zero_shot import RUSSIAN_TEMPLATES as templates  # ruCLIP's own
 
-    labels, templates = ["кот", "собака", "человек"], ["{}", "фото, на котором изображено {}"]  # ruCLIP's first two
+    labels = ["кот", "собака", "человек"]
     probs = classify(pictures, labels, model=ours, templates=templates)
     with torch.no_grad():  # the same zero-shot recipe on the reference's embeddings
         unit = torch.nn.functional.normalize
         ids = processor(text=[t.format(label) for label in labels for t in templates])["input_ids"]
-        classes = unit(unit(reference.encode_text(ids), dim=-1).view(3, 2, -1).mean(1), dim=-1)
+        classes = unit(unit(reference.encode_text(ids), dim=-1).view(3, len(templates), -1).mean(1), dim=-1)
         images = unit(reference.encode_image(inputs["pixel_values"]), dim=-1)
         want = (reference.logit_scale.exp() * images @ classes.T).softmax(-1)
     np.testing.assert_allclose(probs, want.numpy(), atol=1e-5)

@@ -18,6 +18,9 @@ from pictext.errors import UsageError
 from pictext.text.tokenizer import TextTooLongError
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "{}")
+# ruCLIP's own (its Predictor's): for Russian labels with a CLIP that reads Russian
+RUSSIAN_TEMPLATES = ("{}", "фото, на котором изображено {}", "изображение с {}", "картинка с {}", "фото с {}",
+                     "на фото видно {}")  # fmt: skip
 
 
 @lru_cache

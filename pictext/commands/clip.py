@@ -11,9 +11,10 @@ from pictext.commands.common import Subparsers, data_args, images_in, model_args
 
 
 def _templates(name: str) -> tuple[str, ...]:
-    from pictext.clip.zero_shot import DEFAULT_TEMPLATES, imagenet_templates
+    from pictext.clip.zero_shot import DEFAULT_TEMPLATES, RUSSIAN_TEMPLATES, imagenet_templates
 
-    return {"default": DEFAULT_TEMPLATES, "imagenet": imagenet_templates(), "none": ("{}",)}[name]
+    return {"default": DEFAULT_TEMPLATES, "imagenet": imagenet_templates(), "russian": RUSSIAN_TEMPLATES,
+            "none": ("{}",)}[name]  # fmt: skip
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -109,7 +110,9 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("classify", help="zero-shot classify images among labels")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "cat,dog,person"')
-    p.add_argument("--templates", choices=["default", "imagenet", "none"], default="default")
+    p.add_argument("--templates", choices=["default", "imagenet", "russian", "none"], default="default",
+                   help="prompts each label is put in: English ones, ImageNet's 80, ruCLIP's Russian ones, or the "
+                   "label alone")  # fmt: skip
     p.add_argument("--top", type=int, default=5, help="labels to print per image")
     p.add_argument("--json", action="store_true", help="print JSON")
     model_args(p)
