@@ -9,7 +9,7 @@ from the first to the last step in every run, and seconds per image.
 
     python bench/vqgan_clip.py [--steps 100] [--init background|random] [--vqgan dalle] [--clip shapes[,default]]
                                [--size N] [--cut-power P] [--lr LR] [--smoothness W] [--palette-weight W]
-                               [--seeds 0,1,2]
+                               [--seeds 0,1,2] [--language en|ru]
                                [--json bench/results/vqgan_clip.json]
 
 Writes bench/results/vqgan_clip.json (summary keys `oracle_accuracy` and `oracle_accuracy_heldout`, the
@@ -31,6 +31,7 @@ from PIL import Image
 
 from pictext import hub
 from pictext.api import load
+from pictext.data.phrasings import Described, phrase
 from pictext.data.shapes import COLORS, DEFAULT_HELD_OUT, SHAPES, judge
 from pictext.generate import generate
 from pictext.generate.vqgan_clip import VQGANCLIPSettings as GenerateConfig
@@ -59,6 +60,7 @@ def main() -> None:
                         "and the five named colours)")  # fmt: skip
     parser.add_argument("--size", type=int, help="side of the pictures drawn (default: the VQGAN's training side)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--language", choices=["en", "ru"], default="en", help="the prompts' language")
     parser.add_argument("--out", default=None, help="also save every picture here")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "vqgan_clip.json")
     args = parser.parse_args()
@@ -70,7 +72,7 @@ def main() -> None:
     for color in COLORS:
         for shape in SHAPES:
             for seed in seeds:
-                prompt = f"a {color} {shape}"
+                prompt = phrase(Described(shape, color), args.language)  # "a red circle" / "красный круг"
                 began = time.perf_counter()
                 init = {"init": "image", "init_image": background} if args.init == "background" else {}
                 result = generate(prompt, clip=clip, vqgan=vqgan, seed=seed, steps=args.steps, size=args.size,
