@@ -30,7 +30,6 @@ import torch
 
 from pictext.data.phrasings import Described, phrase
 from pictext.data.shapes import DEFAULT_HELD_OUT, judge
-from pictext.text import TextTooLongError
 
 SEEDS = (0, 1, 2)
 PHRASINGS = {"clip": ("caption", "imperative"), "dalle": ("caption", "imperative", "count"),
@@ -48,19 +47,18 @@ def clip_rows() -> list[dict]:
     from pictext.evaluate import shapes_zero_shot
 
     model = load("shapes")
+    wordings = [(language, phrasing) for language in ("en", "ru") for phrasing in PHRASINGS["clip"]]
+    scores = shapes_zero_shot(model, wordings)
     rows = []
-    for language in ("en", "ru"):
-        for phrasing in PHRASINGS["clip"]:
-            try:
-                scores = shapes_zero_shot(model, language, phrasing)
-            except TextTooLongError as e:  # an English-only BPE spells Cyrillic byte by byte, past its context
-                rows.append({"system": "clip", "language": language, "phrasing": phrasing, "held_out_top1": 0.0,
-                             "seen_top1": 0.0, "error": str(e)})  # fmt: skip
-                print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
-                continue
-            rows.append({"system": "clip", "language": language, "phrasing": phrasing,
-                         "held_out_top1": scores["held_out"]["top1"], "seen_top1": scores["seen"]["top1"]})  # fmt: skip
-            print(json.dumps(rows[-1]), flush=True)
+    for language, phrasing in wordings:
+        row = {"system": "clip", "language": language, "phrasing": phrasing}
+        if (language, phrasing) in scores:
+            by_split = scores[language, phrasing]
+            row |= {"held_out_top1": by_split["held_out"]["top1"], "seen_top1": by_split["seen"]["top1"]}
+        else:  # an English-only BPE spells Cyrillic byte by byte, past its context
+            row |= {"held_out_top1": 0.0, "seen_top1": 0.0, "error": "the class names exceed the model's context"}
+        rows.append(row)
+        print(json.dumps(row, ensure_ascii=False), flush=True)
     return rows
 
 
@@ -97,7 +95,7 @@ def emoji_rows(cldr: Path) -> list[dict]:
     """The default CLIP's held-out emoji found by name (recall@10, a hit when an image of that name is in the top
     10), queried in English (the set's names) and in Russian (CLDR's text-to-speech name for the same emoji,
     from `npm pack cldr-annotations-full`: annotations/ru/annotations.json)."""
-    from pictext.api import embed_images, load
+    from pictext.api import embed_images, encode_texts, load
     from pictext.data.emoji import named_images
     from pictext.evaluate import recall_by_name
     from pictext.files import home
@@ -114,8 +112,6 @@ def emoji_rows(cldr: Path) -> list[dict]:
     good, images, _ = embed_images(model, [pngs[i] for i in keep])
     rows = []
     for language, labels in (("en", [names[keep[i]] for i in good]), ("ru", [russian[keep[i]] for i in good])):
-        from pictext.api import encode_texts
-
         unique = sorted(set(labels))
         queries = encode_texts(unique, model=model, truncate=True)
         recall = recall_by_name(images, labels, queries, unique)

@@ -101,22 +101,35 @@ def linear_probe(
     return float(probe.score(test, list(test_labels)))
 
 
-def shapes_zero_shot(model: CLIP, language: str = "en", phrasing: str = "caption") -> dict[str, dict[str, float]]:
+Wording = tuple[str, str]  # (language, phrasing) of pictext.data.phrasings: ("ru", "caption"), ("en", "imperative")
+
+
+def shapes_zero_shot(
+    model: CLIP, wordings: Sequence[Wording] = (("en", "caption"),)
+) -> dict[Wording, dict[str, dict[str, float]]]:
     """Zero-shot top-1 and top-5 over the 20 colour-shape classes of the shapes world, on 300 pictures of held-out
-    combinations and 300 of seen ones (seed 7), each class named in `language` and `phrasing`
-    (pictext.data.phrasings: "a red circle", "красный круг", "нарисуй красный круг", ...)."""
+    combinations and 300 of seen ones (seed 7; embedded once), with the classes named in each of `wordings`
+    ("a red circle", "красный круг", "нарисуй красный круг", ...): {wording: {"held_out" | "seen": scores}}.
+    A wording whose class names the model's tokenizer cannot hold (Cyrillic spelt byte by byte by a BPE of
+    English alone) is left out."""
     from pictext.api import embed_images
     from pictext.data.phrasings import Described, phrase
     from pictext.data.shapes import COLORS, SHAPES, ShapesWorld
 
-    names = {f"{c} {s}": phrase(Described(s, c), language, phrasing) for c in COLORS for s in SHAPES}
+    worlds = {split: ShapesWorld(split=split, seed=7, length=300) for split in ("held_out", "train")}
+    embedded = {split: embed_images(model, [w[i][0] for i in range(len(w))])[1] for split, w in worlds.items()}
     results = {}
-    for split in ("held_out", "train"):
-        world = ShapesWorld(split=split, seed=7, length=300)
-        _, images, _ = embed_images(model, [world[i][0] for i in range(len(world))])
-        labels = [names[world.label(i)] for i in range(len(world))]
-        scores = zero_shot_topk(model, images, labels, list(names.values()), templates=("{}",))
-        results["held_out" if split == "held_out" else "seen"] = scores
+    for language, phrasing in wordings:
+        names = {f"{c} {s}": phrase(Described(s, c), language, phrasing) for c in COLORS for s in SHAPES}
+        try:
+            results[language, phrasing] = {
+                "held_out" if split == "held_out" else "seen": zero_shot_topk(
+                    model, embedded[split], [names[w.label(i)] for i in range(len(w))], list(names.values()), ("{}",)
+                )
+                for split, w in worlds.items()
+            }
+        except TextTooLongError:
+            continue
     return results
 
 
@@ -141,13 +154,9 @@ def evaluate_data(
     if spec == "shapes":
         from pictext.data.shapes import ShapesWorld
 
-        for language in ("en", "ru"):
+        for (language, _), by_split in shapes_zero_shot(model, (("en", "caption"), ("ru", "caption"))).items():
             suffix = "" if language == "en" else "_ru"
-            try:
-                zero_shot = shapes_zero_shot(model, language)
-            except TextTooLongError:  # a tokenizer of English alone spells Cyrillic byte by byte, past its context
-                continue
-            for split, scores in zero_shot.items():
+            for split, scores in by_split.items():
                 results |= {f"zero_shot_{split}{suffix}_{k}": v for k, v in scores.items()}
         labelled = ShapesWorld(split="all", seed=1, length=900)
     elif spec == "digits":

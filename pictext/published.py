@@ -20,6 +20,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,7 @@ class Published:
 
     def paths(self) -> dict[str, Path] | None:
         """Where each fetched file is (hub files stay in the hub's cache), or None if any is missing."""
-        try:
-            paths = {
-                k: Path(v) for k, v in json.loads((self.folder / MARKER).read_text(encoding="utf-8"))["paths"].items()
-            }
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        paths = recorded_paths(self.folder)
         return (
             paths if set(paths) == {f.name for f in self.files} and all(p.is_file() for p in paths.values()) else None
         )
@@ -96,6 +92,23 @@ class Published:
         if located is None:
             raise FetchError(missing_message(self))
         return located
+
+
+def recorded_paths(folder: Path) -> dict[str, Path]:
+    """File name -> path, as the fetch record in `folder` gives them (empty without a readable record)."""
+    try:
+        return {k: Path(v) for k, v in json.loads((folder / MARKER).read_text(encoding="utf-8"))["paths"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def is_format(spec: object, format: str, is_folder: Callable[[Any], bool]) -> bool:
+    """True when `spec` names a model of `format`: a registry name of that format, or a path `is_folder` accepts
+    (a model of that format downloaded by hand)."""
+    if not isinstance(spec, str | os.PathLike):
+        return False
+    item = entry(str(spec))
+    return item.format == format if item is not None else is_folder(spec)
 
 
 def published_dir() -> Path:

@@ -338,9 +338,9 @@ def load_ruclip(folder: str | os.PathLike) -> CLIP:
         mean, std = config.get("mean") or OPENAI_MEAN, config.get("std") or OPENAI_STD
         preprocess = from_dict(Preprocess, {"image_size": size, "mean": mean, "std": std, "resize_mode": "crop"})
         tokenizer = YTTMTokenizer.from_file(folder / "bpe.model", context_length=int(config["context_length"]))
+    except CheckpointError:
+        raise
     except (KeyError, TypeError, ValueError, OSError) as e:
-        if isinstance(e, CheckpointError):
-            raise
         raise CheckpointError(f"{folder} is not a ruCLIP folder pictext can read ({type(e).__name__}: {e})") from e
     if inferred.vision.image_size != size or text.context_length != tokenizer.context_length:
         raise CheckpointError(f"{folder}: config.json's image_resolution {size} or context_length "

@@ -21,7 +21,7 @@ import torch
 
 from pictext import checkpoint
 from pictext.config import from_dict
-from pictext.dalle.model import DALLE, DALLEConfig
+from pictext.dalle.model import DALLE, DALLEConfig, attention_mask
 
 if TYPE_CHECKING:
     from pictext.dalle.pipeline import DALLEPipeline
@@ -119,8 +119,6 @@ _NAMES = {"text_embeddings.weight": "text_embed.weight", "image_embeddings.weigh
 
 
 def _check_mask(key: str, mask: torch.Tensor, config: DALLEConfig) -> None:
-    from pictext.dalle.model import attention_mask
-
     if mask.device.type == "meta":
         return
     c = config
@@ -163,21 +161,16 @@ def rudalle_files(folder: str | os.PathLike) -> dict[str, Path] | None:
     """The transformer, VQGAN and tokenizer files of a ruDALL-E folder, None if it is not one: a folder
     `pictext models fetch rudalle/malevich` made (its record says where the hub put each file), or one holding
     the three files by their published names."""
-    from pictext.published import MARKER
+    from pictext.published import recorded_paths
 
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    recorded = {}
-    if (folder / MARKER).is_file():
-        try:
-            recorded = checkpoint.read_json_config(folder / MARKER, "a fetch record").get("paths", {})
-        except checkpoint.CheckpointError:
-            recorded = {}
+    recorded = recorded_paths(folder)
     found = {}
     for part, names in _FILES.items():
         for name in names:
-            path = Path(recorded[name]) if isinstance(recorded.get(name), str) else folder / name
+            path = recorded.get(name, folder / name)
             if path.is_file():
                 found[part] = path
                 break
@@ -206,9 +199,9 @@ def load_rudalle(
         configs |= checkpoint.read_json_config(Path(folder) / CONFIG, "a ruDALL-E config")
     try:
         model = from_rudalle(files["transformer"], **(params or configs["rudalle"]))
+    except checkpoint.CheckpointError:
+        raise
     except (TypeError, ValueError) as e:
-        if isinstance(e, checkpoint.CheckpointError):
-            raise
         raise checkpoint.CheckpointError(f"{folder}: its ruDALL-E parameters are wrong ({e})") from e
     image_tokenizer = load_taming(files["vqgan"], vqgan or configs["vqgan"])
     try:

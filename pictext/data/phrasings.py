@@ -92,28 +92,30 @@ def _feminine_genitive(nominative: str) -> str:
 
 
 def phrase(d: Described, language: str, phrasing: str = "caption") -> str:
-    """One shape in `phrasing` (a key of PHRASINGS), in English or Russian."""
+    """One shape in `phrasing` (a key of PHRASINGS), in English or Russian; in the caption form where that
+    phrasing cannot say it (`usable`: "a triangle that is ..." needs a colour)."""
     if language not in ("en", "ru"):
         raise ValueError(f"language is 'en' or 'ru' here, got {language!r}")
     if phrasing not in PHRASINGS:
         raise ValueError(f"unknown phrasing {phrasing!r}; known: {sorted(PHRASINGS)}")
-    template = PHRASINGS[phrasing][language == "ru"]
+    if not usable(phrasing, d):
+        phrasing = "caption"
     ru = language == "ru"
-    where = RU_POSITIONS.get(d.position, "") if ru else EN_POSITIONS.get(d.position, "")
+    np = noun_phrase(d, language)
+    feminine = ru and RU_NOUNS[d.shape][2]
+    form = 2 if feminine else 0  # the nominative adjective agreeing with the noun
+    where = (RU_POSITIONS if ru else EN_POSITIONS).get(d.position, "")
     fields = {
-        "np": noun_phrase(d, language),
-        "np_acc": noun_phrase(d, language),  # the accusative of an inanimate masculine or of a "фигура"-less NP
+        "np": np,
+        "np_acc": _feminine_accusative(np) if feminine else np,  # a masculine inanimate's accusative is its nominative
         "where": f" {where}" if where else "",
         "where_front": where,
         "shape": RU_NOUNS[d.shape][0] if ru else d.shape,
-        "color": (RU_COLORS[d.color][2 if RU_NOUNS[d.shape][2] else 0] if ru else d.color) if d.color else "",
+        "color": "" if not d.color else RU_COLORS[d.color][form] if ru else d.color,
         "color_gen": RU_COLORS[d.color][1] if d.color else "",
-        "size_alt": (RU_SIZES_ALT[d.size][2 if RU_NOUNS[d.shape][2] else 0] if ru else EN_SIZES_ALT[d.size])
-        if d.size
-        else "",
+        "size_alt": "" if not d.size else RU_SIZES_ALT[d.size][form] if ru else EN_SIZES_ALT[d.size],
     }
-    if phrasing == "imperative" and ru and RU_NOUNS[d.shape][2]:
-        fields["np_acc"] = _feminine_accusative(noun_phrase(d, language))
+    template = PHRASINGS[phrasing][ru]
     return " ".join(template.format(**fields).split())  # an empty part leaves no double space
 
 

@@ -63,7 +63,7 @@ class Scene:
         described = [_describe(s, rng, with_position=len(self.shapes) == 1) for s in self.shapes]
         if len(described) == 1:
             d = described[0]
-            return phrasings.phrase(d, language, phrasing if phrasings.usable(phrasing, d) else "caption")
+            return phrasings.phrase(d, language, phrasing)
         a, b = self.shapes
         first = phrasings.noun_phrase(described[0], language)
         second = phrasings.noun_phrase(described[1], language, case="gen")
@@ -234,7 +234,7 @@ class ShapesWorld:
             return image, caption
         d = phrasings.Described(form, color=color, size=size if 0.6 <= detail < 0.9 else "")
         d = d if detail < 0.9 else phrasings.Described(form)
-        return image, phrasings.phrase(d, language, phrasing if phrasings.usable(phrasing, d) else "caption")
+        return image, phrasings.phrase(d, language, phrasing)
 
 
 def _draw_hard_negative(

@@ -10,7 +10,6 @@ more often (docs/measurements.md).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -78,10 +77,7 @@ def is_rudalle(spec: object) -> bool:
     from pictext import published
     from pictext.dalle.convert import rudalle_files
 
-    if not isinstance(spec, str | os.PathLike):
-        return False
-    item = published.entry(str(spec))
-    return item.format == "rudalle" if item is not None else rudalle_files(spec) is not None
+    return published.is_format(spec, "rudalle", lambda path: rudalle_files(path) is not None)
 
 
 def guides_for(prompt: str, settings: DALLESettings = DALLESettings()) -> tuple[str, list[tuple[str, float]]]:

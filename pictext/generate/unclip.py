@@ -42,14 +42,14 @@ def is_karlo(spec: object) -> bool:
     """True for a Karlo model: a registry name of that format, or a folder in diffusers' unCLIP layout."""
     from pictext import published
 
+    def is_folder(path: str | os.PathLike) -> bool:  # imports diffusers: only for a path, not a registry name
+        from pictext.unclip.karlo import is_karlo_folder
+
+        return is_karlo_folder(path)
+
     if not isinstance(spec, str | os.PathLike):
         return type(spec).__name__ == "KarloPipeline"
-    item = published.entry(str(spec))
-    if item is not None:
-        return item.format == "diffusers-unclip"
-    from pictext.unclip.karlo import is_karlo_folder
-
-    return is_karlo_folder(spec)
+    return published.is_format(spec, "diffusers-unclip", is_folder)
 
 
 def _guidance(default: float, help: str, flag: str | None = None) -> float:

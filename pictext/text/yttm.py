@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import torch
 from pictext.text.base import pack
 
 SPACE = "\u2581"  # youtokentome's word-start symbol
-_WHITESPACE = frozenset("\t\n\v\f\r " + SPACE)  # C's isspace below 256, and U+2581
+_SPLIT = re.compile("[\t\n\v\f\r \u2581]+")  # C's isspace below 256, and U+2581
 MAX_MODEL_BYTES = 64 << 20  # ruDALL-E's bpe.model is about 0.2 MB
 MAX_ENTRIES = 1 << 20
 WORD_CACHE = 100_000  # words whose ids are kept
@@ -132,17 +133,7 @@ class YTTMTokenizer:
 
 def _words(text: str) -> list[str]:
     """Words split at youtokentome's whitespace (not Python's: U+00A0 and U+0085 belong to words there)."""
-    words, start = [], None
-    for i, ch in enumerate(text):
-        if ch in _WHITESPACE:
-            if start is not None:
-                words.append(text[start:i])
-                start = None
-        elif start is None:
-            start = i
-    if start is not None:
-        words.append(text[start:])
-    return words
+    return [word for word in _SPLIT.split(text) if word]
 
 
 def _parse(definition: str) -> tuple[dict[str, int], list[tuple[int, int, int]], tuple[int, int, int, int]]:
