@@ -20,6 +20,10 @@ def _index(args: argparse.Namespace, create: bool = False):
 def cmd_index(args: argparse.Namespace) -> int:
     from pictext.search.index import DEFAULT_EXCLUDE, adding_to, default_index_dir, repair
 
+    if args.paths[:1] == ["build"] and not Path("build").exists():  # `pictext index build EMB/ --index BIG/`
+        return cmd_index_build(args)
+    if args.memory is not None:
+        raise UsageError("--memory is for `pictext index build EMB/ --index BIG/`")
     for given in args.paths:  # before anything is created
         if not Path(given).expanduser().exists():
             raise MissingFileError(f"{given}: no such file or folder to index")
@@ -41,6 +45,32 @@ def cmd_index(args: argparse.Namespace) -> int:
             return _report_index(args, index, report)
         finally:
             index.close()
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from pictext.search.ondisk import build, parse_bytes
+
+    if len(args.paths) != 2:
+        raise UsageError("usage: pictext index build EMB/ --index BIG/ [--memory 8GB] (EMB/: pictext embed's --out)")
+    if not args.index:
+        raise UsageError("pictext index build needs --index BIG/, the new index's folder")
+    emb = Path(args.paths[1]).expanduser()
+    if not emb.is_dir():
+        raise MissingFileError(f"{emb}: no such folder of embeddings (make it with pictext embed SOURCE --out {emb})")
+    print(build(emb, args.index, parse_bytes(args.memory or "8GB")))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from pictext.search.shards import embed
+
+    report = embed(args.source, args.out, args.model, batch_size=args.batch_size, shard_size=args.shard_size,
+                   ray=args.ray, gpus_per_actor=args.gpus_per_actor, actors=args.actors, workers=args.workers,
+                   precision=args.precision, fast_decode=not args.exact_decode)  # fmt: skip
+    print(f"{args.out}: {report}")
+    for location, reason in report.errors[:20]:
+        print(f"pictext: could not embed {location}: {reason}", file=sys.stderr)
+    return 0
 
 
 def _report_index(args: argparse.Namespace, index, report) -> int:
@@ -71,16 +101,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         terms.append(Weighted(1.0, P(image)))
     if not terms:
         raise UsageError('the query is empty; give text (pictext search "a dog") or an image (--image FILE)')
-    index = _index(args)
+    from pictext.search.ondisk import ShardedIndex, is_sharded_index
+
+    index = ShardedIndex(args.index, args.precision) if args.index and is_sharded_index(args.index) else _index(args)
     try:
         hits = index.search(terms, args.k)
     finally:
         index.close()
     if args.json:
-        print(json.dumps({"results": [{"path": h.path, "score": h.score, "id": h.id} for h in hits]}, indent=2))
+        rows = [{"path": h.path, "score": h.score, "id": h.id, **({"caption": h.caption} if hasattr(h, "caption")
+                else {})} for h in hits]  # fmt: skip
+        print(json.dumps({"results": rows}, indent=2, ensure_ascii=False))
     else:
         for h in hits:
-            print(f"{h.score:.4f}  {h.path}")
+            caption = f"  {h.caption}" if getattr(h, "caption", "") else ""
+            print(f"{h.score:.4f}  {h.path}{caption}")
     return 0
 
 
@@ -106,8 +141,10 @@ def index_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Subparsers) -> None:
-    p = sub.add_parser("index", help="embed the images under folders, incrementally, for search")
+    p = sub.add_parser("index", help="embed the images under folders, incrementally, for search; or `index build "
+                       "EMB/ --index BIG/`: an index larger than memory from pictext embed's shards")  # fmt: skip
     p.add_argument("paths", nargs="*", help="folders or image files (none: re-scan every folder indexed before)")
+    p.add_argument("--memory", help="index build: the memory budget that picks the index (default 8GB)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, help="decoding processes (default: one a core, at most 4)")
     p.add_argument("--exact-decode", action="store_true",
@@ -120,6 +157,20 @@ def register(sub: Subparsers) -> None:
                    help="repair a damaged index first: keep the intact vectors, embed the rest again")  # fmt: skip
     index_args(p)
     p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("embed", help="embed a collection into shards (.npy + .parquet), here or on a Ray cluster")
+    p.add_argument("source", help="a folder, a file listing images, or WebDataset shards ('data/{00000..00099}.tar')")
+    p.add_argument("--out", required=True, help="the shards' folder (a rerun finishes what is not written)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on this Ray cluster ('auto', HOST:PORT or ray://HOST:PORT)")
+    p.add_argument("--model", help="model to embed with (default: default)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=10_000, help="files a shard, for folders and lists")
+    p.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs each Ray model actor holds")
+    p.add_argument("--actors", type=int, help="Ray model actors (default: one a GPU, or half the cluster's CPUs)")
+    p.add_argument("--workers", type=int, help="decoding processes without --ray (default: one a core, at most 4)")
+    p.add_argument("--exact-decode", action="store_true", help="decode JPEGs at full size (as pictext index's)")
+    precision_arg(p)
+    p.set_defaults(run=cmd_embed)
 
     p = sub.add_parser("search", help='search the index: "a dog", "beach" + "sunset" - people, 2:"red car"')
     p.add_argument("query", nargs="*", help="text terms joined by + and -, with optional WEIGHT: prefixes")

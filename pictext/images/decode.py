@@ -75,11 +75,12 @@ def decode_image(source: ImageInput, max_pixels: int = MAX_PIXELS, draft: int | 
     return _decode(path, path, max_pixels, draft)
 
 
-def decode_bytes(data: bytes, name: object, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode an encoded image held in memory (a file already read, an upload); errors name `name`."""
+def decode_bytes(data: bytes, name: object, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
+    """Decode an encoded image held in memory (a file already read, an upload); errors name `name`; `draft` as
+    `decode_image`'s."""
     if not data:
         raise ImageError(name, "empty file")
-    return _decode(io.BytesIO(data), name, max_pixels)
+    return _decode(io.BytesIO(data), name, max_pixels, draft)
 
 
 def _decode(fp: Path | io.BytesIO, name: object, max_pixels: int, draft: int | None = None) -> Image.Image:

@@ -480,15 +480,7 @@ class Index:
 
     def query_vector(self, query: object) -> np.ndarray:
         """The normalized query vector for text, images, or weighted mixes (see pictext.search.query)."""
-        from pictext.api import encode_images, encode_texts
-
-        terms = as_terms(query)
-        texts = [t.term for t in terms if isinstance(t.term, str)]
-        images = [_image(t.term) for t in terms if not isinstance(t.term, str)]
-        text_emb = iter(encode_texts(texts, model=self.model, truncate=True) if texts else [])
-        image_emb = iter(encode_images(images, model=self.model) if images else [])  # type: ignore[arg-type]
-        embeddings = [next(text_emb) if isinstance(t.term, str) else next(image_emb) for t in terms]
-        return combine([t.weight for t in terms], np.stack(embeddings))
+        return query_vector(self.model, query)
 
     def search(self, query: object, k: int = 20, *, exact: bool | None = None) -> list[Hit]:
         """The k files most like `query`: text, an image (Path, PIL image, bytes), a vector, or weighted terms."""
@@ -579,6 +571,19 @@ class Index:
 
     def close(self) -> None:
         self.catalog.close()
+
+
+def query_vector(model: CLIP, query: object) -> np.ndarray:
+    """`model`'s normalized query vector for text, images, or weighted mixes (see pictext.search.query)."""
+    from pictext.api import encode_images, encode_texts
+
+    terms = as_terms(query)
+    texts = [t.term for t in terms if isinstance(t.term, str)]
+    images = [_image(t.term) for t in terms if not isinstance(t.term, str)]
+    text_emb = iter(encode_texts(texts, model=model, truncate=True) if texts else [])
+    image_emb = iter(encode_images(images, model=model) if images else [])  # type: ignore[arg-type]
+    embeddings = [next(text_emb) if isinstance(t.term, str) else next(image_emb) for t in terms]
+    return combine([t.weight for t in terms], np.stack(embeddings))
 
 
 def _spec(model: str | os.PathLike) -> str:

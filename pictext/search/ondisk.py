@@ -1,0 +1,333 @@
+"""An index larger than memory, built from embedding shards (pictext.search.shards), and searched from disk.
+
+    pictext index build EMB/ --index BIG/ [--memory 8GB]
+    pictext search "a dog" --index BIG/
+
+The index type follows the data size and the memory budget, as autofaiss chooses: an inverted file of
+~4 sqrt(n) lists (a power of two) whose codes are the vectors in float16 ("flat" codes, near exact) when they
+fit in a quarter of the budget, else product-quantized with the most bytes a vector that fit (`IVF..,PQm`).
+It is trained on a sample, then filled shard by shard: each shard's vectors go to a part index on disk, and the
+parts' inverted lists are merged into one file of on-disk inverted lists (faiss `OnDiskInvertedLists`, the
+merge of faiss.contrib.ondisk), so the build holds one shard's vectors at a time. A collection whose codes fit
+in the budget skips the parts and is written as one file. Either is memory-mapped when searched.
+
+`nprobe` is the smallest whose recall@10 against exact search (streamed over the shards) reaches 0.9 on a
+sample of queries near the collection's own vectors; the recall it reached is recorded beside it.
+
+BIG/ holds index.faiss (+ lists.ivfdata when merged on disk) and index.json: the shards it holds (name, first
+id, rows), the EMB/ folder they came from, the model's name and fingerprint, nprobe and recall. A result's id
+is a row of a shard; its key, location and caption come from that shard's table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from bisect import bisect_right
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from pictext.errors import PictextError, UsageError
+from pictext.files import atomic_write
+from pictext.search.shards import Plan, is_done, read_table, read_vectors
+
+TARGET_RECALL = 0.9
+KIND = "pictext-sharded-index"
+
+
+class OnDiskIndexError(PictextError, ValueError):
+    pass
+
+
+def parse_bytes(text: str) -> int:
+    """'8GB', '512MB', '1.5GiB', '100000000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not match:
+        raise UsageError(f"--memory {text!r}: give a size such as 8GB, 512MB or 1.5GiB")
+    value, unit = float(match.group(1)), match.group(2)
+    return int(value * 1024 ** " kmgt".index(unit or " "))
+
+
+@dataclass
+class Choice:
+    factory: str  # faiss index_factory string
+    nlist: int
+    code_bytes: int  # bytes a vector in the inverted lists (codes only)
+    on_disk: bool  # merged on disk (codes over a sixteenth of the budget) or built in memory
+    # candidates fetched a result, re-scored exactly on the shards' float16 vectors (memory-mapped): PQ codes
+    # alone cap recall@10 far below 0.9, whatever nprobe (0.43 with 16 bytes at 20,000 vectors of 128)
+    refine: int = 1
+
+
+def choose(n: int, dim: int, memory: int) -> Choice:
+    """The index for n vectors of `dim` under a memory budget of `memory` bytes (see the module's doc)."""
+    if n < 1:
+        raise OnDiskIndexError("no vectors to index")
+    nlist = int(2 ** round(np.log2(max(4 * np.sqrt(n), 1))))
+    nlist = max(1, min(nlist, 1 << 16, n // 39 or 1))  # faiss's k-means wants >= 39 points a list
+    flat = n * dim * 2
+    if flat <= memory // 4:
+        return Choice(f"IVF{nlist},SQfp16", nlist, dim * 2, on_disk=flat > memory // 16)
+    for m in (d for d in range(dim // 2, 0, -1) if dim % d == 0 and d <= 64):  # PQ with 8 bits a sub-vector
+        if n * m <= memory // 4 or m == 1:
+            return Choice(f"IVF{nlist},PQ{m}", nlist, m, on_disk=True, refine=10)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class BuildReport:
+    vectors: int
+    factory: str
+    on_disk: bool
+    nprobe: int
+    recall_at_10: float
+    bytes_on_disk: int
+
+    def __str__(self) -> str:
+        where = "inverted lists on disk" if self.on_disk else "one file"
+        return (f"{self.vectors} vectors in {self.factory} ({where}, {self.bytes_on_disk / 1e6:.1f} MB): nprobe "
+                f"{self.nprobe}, recall@10 against exact search {self.recall_at_10:.3f}")  # fmt: skip
+
+
+def _shards_of(emb: Path) -> tuple[Plan, list[tuple[str, int]]]:
+    """The plan and (shard name, rows) of every shard, all of which must be written."""
+    plan = Plan.read(emb / "plan.json") if (emb / "plan.json").is_file() else None
+    if plan is None:
+        raise OnDiskIndexError(f"{emb} holds no embeddings (no plan.json); make them with pictext embed SOURCE "
+                               f"--out {emb}")  # fmt: skip
+    missing = [s.name for s in plan.shards if not is_done(emb, s.name)]
+    if missing:
+        raise OnDiskIndexError(f"{emb}: {len(missing)} of {len(plan.shards)} shards are not embedded yet (first "
+                               f"{missing[0]}); rerun pictext embed {plan.source} --out {emb}")  # fmt: skip
+    return plan, [(s.name, len(read_vectors(emb, s.name))) for s in plan.shards]
+
+
+def _valid(emb: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 vectors, their rows) of a shard, without the rows of items that did not decode."""
+    vectors = read_vectors(emb, name, mmap=False).astype(np.float32)
+    errors = read_table(emb, name)["error"]
+    rows = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
+    return vectors[rows], rows
+
+
+def _sample(emb: Path, shards: list[tuple[str, int]], n: int, rng: np.random.Generator) -> np.ndarray:
+    """About n valid vectors (float32), drawn from every shard in proportion to its rows."""
+    total = max(sum(rows for _, rows in shards), 1)
+    picks = []
+    for name, rows in shards:
+        take = int(round(n * rows / total))
+        if take:
+            vectors, _ = _valid(emb, name)
+            picks.append(vectors[rng.choice(len(vectors), size=min(take, len(vectors)), replace=False)])
+    return np.ascontiguousarray(np.concatenate(picks))
+
+
+def build(emb: str | os.PathLike, out: str | os.PathLike, memory: int = 8 << 30, seed: int = 0,
+          target_recall: float = TARGET_RECALL, n_queries: int = 200) -> BuildReport:  # fmt: skip
+    """Build BIG/ (`out`) from the shards in EMB/ (`emb`) within `memory` bytes."""
+    import faiss
+
+    from pictext.search.index import private_folder
+    from pictext.training import progress
+
+    emb, out = Path(emb).expanduser().resolve(), Path(out).expanduser()
+    plan, shards = _shards_of(emb)
+    starts = np.cumsum([0] + [rows for _, rows in shards])
+    n_rows = int(starts[-1])
+    choice = choose(n_rows, plan.dim, memory)
+    private_folder(out)
+    rng = np.random.default_rng(seed)
+
+    # train on a sample drawn from every shard in proportion (at most a quarter of the budget)
+    n_train = int(min(n_rows, max(64 * choice.nlist, 10_000), 200_000))  # faiss's k-means: 39 to 256 a list
+    index = faiss.index_factory(plan.dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
+    faiss.extract_index_ivf(index).cp.niter = 15
+    index.train(_sample(emb, shards, n_train, rng))
+
+    for old in ("index.faiss", "lists.ivfdata", "index.json"):  # a rebuild starts clean
+        (out / old).unlink(missing_ok=True)
+    parts_dir = out / "parts"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    bar = progress(len(shards), "filling the index")
+    if choice.on_disk:
+        parts_dir.mkdir()
+        parts = []
+        for (name, _), start in zip(shards, starts, strict=False):
+            part = faiss.clone_index(index)
+            vectors, rows = _valid(emb, name)
+            part.add_with_ids(vectors, rows + int(start))
+            parts.append(str(parts_dir / f"{name}.index"))
+            faiss.write_index(part, parts[-1])
+            del part, vectors
+            bar.update(1)
+        from faiss.contrib.ondisk import merge_ondisk
+
+        merge_ondisk(index, parts, str(out / "lists.ivfdata"))
+        faiss.write_index(index, str(out / "index.faiss"))
+        shutil.rmtree(parts_dir)
+    else:
+        for (name, _), start in zip(shards, starts, strict=False):
+            vectors, rows = _valid(emb, name)
+            index.add_with_ids(vectors, rows + int(start))
+            bar.update(1)
+        atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(index, tmp))
+    bar.close()
+
+    stored = Stored(emb, shards)
+    nprobe, recall = _tune(index, stored, choice.refine, rng, target_recall, n_queries)
+    info = {
+        "kind": KIND, "emb": str(emb), "model": plan.model, "fingerprint": plan.fingerprint, "dim": plan.dim,
+        "factory": choice.factory, "on_disk": choice.on_disk, "nprobe": nprobe, "refine": choice.refine,
+        "recall_at_10": recall,
+        "shards": [{"name": name, "start": int(start), "rows": rows} for (name, rows), start in zip(shards, starts)],
+    }  # fmt: skip
+    atomic_write(out / "index.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1), encoding="utf-8"))
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    return BuildReport(int(index.ntotal), choice.factory, choice.on_disk, nprobe, recall, size)
+
+
+class Stored:
+    """The shards' float16 vectors by global id, memory-mapped: exact scores for a few candidates."""
+
+    def __init__(self, emb: Path, shards: list[tuple[str, int]]) -> None:
+        self.emb, self.shards = emb, shards
+        self.starts = np.cumsum([0] + [rows for _, rows in shards])
+        self._maps = [read_vectors(emb, name) for name, _ in shards]
+
+    def scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """query (D,) against the vectors of `ids` (-1: -inf)."""
+        out = np.full(len(ids), -np.inf, np.float32)
+        which = np.searchsorted(self.starts, ids, side="right") - 1
+        for shard in np.unique(which[ids >= 0]):
+            at = np.flatnonzero((which == shard) & (ids >= 0))
+            rows = ids[at] - self.starts[shard]
+            order = np.argsort(rows)  # ascending reads from the memory map
+            out[at[order]] = np.asarray(self._maps[shard][rows[order]], np.float32) @ query
+        return out
+
+    def exact_top(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """(Q, k) ids of exact search over every valid vector, one shard in memory at a time."""
+        best_scores = np.full((len(queries), k), -np.inf, np.float32)
+        best_ids = np.full((len(queries), k), -1, np.int64)
+        for (name, _), start in zip(self.shards, self.starts, strict=False):
+            vectors, rows = _valid(self.emb, name)
+            scores = queries @ vectors.T
+            all_scores = np.concatenate([best_scores, scores], axis=1)
+            all_ids = np.concatenate([best_ids, np.broadcast_to(rows + int(start), scores.shape)], axis=1)
+            top = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+            best_scores, best_ids = np.take_along_axis(all_scores, top, 1), np.take_along_axis(all_ids, top, 1)
+        return best_ids
+
+
+def search_refined(index, stored: Stored, queries: np.ndarray, k: int, refine: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids), (Q, k) each: `k * refine` candidates from the index, re-scored exactly when refine > 1."""
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k * refine)
+    if refine > 1:
+        for q in range(len(queries)):
+            exact = stored.scores(queries[q], ids[q])
+            order = np.argsort(-exact, kind="stable")
+            scores[q], ids[q] = exact[order], ids[q][order]
+    return scores[:, :k], ids[:, :k]
+
+
+def _tune(index, stored: Stored, refine: int, rng: np.random.Generator, target_recall: float,
+          n_queries: int) -> tuple[int, float]:  # fmt: skip
+    """Smallest nprobe (steps of about 1.4x) whose recall@10 against exact search reaches the target, on queries
+    near (not on) the collection's own vectors (|noise| about 0.5); exact search streams over the shards."""
+    import faiss
+
+    base = _sample(stored.emb, stored.shards, n_queries, rng)
+    queries = base + rng.normal(scale=0.5 / np.sqrt(base.shape[1]), size=base.shape).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exact = [set(row[row >= 0].tolist()) for row in stored.exact_top(queries, 10)]
+    ivf = faiss.extract_index_ivf(index)
+    nprobe = 1
+    while True:
+        ivf.nprobe = nprobe
+        _, found = search_refined(index, stored, queries, 10, refine)
+        recall = float(np.mean([len(want & set(got.tolist())) / max(len(want), 1) for want, got in zip(exact, found)]))
+        if recall >= target_recall or nprobe >= ivf.nlist:
+            return nprobe, recall
+        nprobe = min(ivf.nlist, max(nprobe + 1, round(nprobe * 1.42)))
+
+
+def is_sharded_index(path: str | os.PathLike) -> bool:
+    info = Path(path).expanduser() / "index.json"
+    if not info.is_file():
+        return False
+    try:
+        return json.loads(info.read_text(encoding="utf-8")).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Result:
+    id: int
+    path: str  # the location: a file's path, a sample's URL, or TAR#KEY
+    score: float
+    caption: str
+    key: str
+
+
+class ShardedIndex:
+    """A built BIG/ folder, memory-mapped, searched with the model its vectors came from."""
+
+    def __init__(self, path: str | os.PathLike, precision: str = "auto") -> None:
+        import faiss
+
+        self.path = Path(path).expanduser()
+        if not is_sharded_index(self.path):
+            raise OnDiskIndexError(f"{self.path} is not an index built by pictext index build (no index.json)")
+        self.info = json.loads((self.path / "index.json").read_text(encoding="utf-8"))
+        # on disk, the lists.ivfdata beside index.faiss, wherever it moved, is memory-mapped by faiss itself (with
+        # IO_FLAG_MMAP as well, faiss 1.15 crashes searching it); an index in one file is memory-mapped
+        flags = faiss.IO_FLAG_ONDISK_SAME_DIR if self.info["on_disk"] else faiss.IO_FLAG_MMAP
+        self.index = faiss.read_index(str(self.path / "index.faiss"), flags)
+        faiss.extract_index_ivf(self.index).nprobe = int(self.info["nprobe"])
+        self.emb = Path(self.info["emb"])
+        self._starts = [s["start"] for s in self.info["shards"]]
+        self.stored = Stored(self.emb, [(s["name"], s["rows"]) for s in self.info["shards"]])
+        self._precision = precision
+        self._model = None
+        self._table = lru_cache(maxsize=16)(lambda name: read_table(self.emb, name))
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def model(self):
+        if self._model is None:
+            from pictext.clip.embed import load, model_fingerprint
+
+            model = load(self.info["model"], precision=self._precision)
+            if model_fingerprint(model) != self.info["fingerprint"]:
+                raise OnDiskIndexError(f"the model {self.info['model']!r} here is not the one {self.path}'s vectors "
+                                       "came from; search with that model file")  # fmt: skip
+            self._model = model
+        return self._model
+
+    def search(self, query: object, k: int = 20) -> list[Result]:
+        """The k items most like `query` (text, an image, weighted terms, or a vector), best first."""
+        from pictext.search.index import query_vector
+        from pictext.search.query import QueryError
+
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        vector = np.asarray(query, np.float32) if isinstance(query, np.ndarray) else query_vector(self.model, query)
+        scores, ids = search_refined(self.index, self.stored, vector[None], k, int(self.info.get("refine", 1)))
+        return [self.result(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def result(self, id: int, score: float) -> Result:
+        shard = self.info["shards"][bisect_right(self._starts, id) - 1]
+        row = id - shard["start"]
+        table = self._table(shard["name"])
+        return Result(id, table["location"][row], score, table["caption"][row], table["key"][row])
+
+    def close(self) -> None:
+        self.index = None
