@@ -20,7 +20,7 @@ from PIL import Image
 
 from pictext.cli import main
 from pictext.errors import MissingFileError, UsageError
-from pictext.search import Index
+from pictext.search import Index, bulk
 from pictext.search import shards as sh
 from pictext.search.ondisk import OnDiskIndexError, ShardedIndex, build, choose, parse_bytes
 
@@ -118,7 +118,7 @@ def test_embed_here_equals_pictext_index_and_reruns_write_nothing(tmp_path, tiny
     pictures = _pictures(tmp_path / "pics", 23)
     (tmp_path / "pics" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     out = tmp_path / "emb"
-    report = sh.embed(tmp_path / "pics", out, str(tiny_model_path), shard_size=10, workers=0, precision="fp32")
+    report = bulk.embed(tmp_path / "pics", out, str(tiny_model_path), shard_size=10, workers=0, precision="fp32")
     assert (report.shards, report.written, report.images, len(report.errors)) == (3, 3, 23, 1)
     vectors, keys, errors = _all_vectors(out)
     assert len(keys) == len(set(keys)) == 24
@@ -133,7 +133,7 @@ def test_embed_here_equals_pictext_index_and_reruns_write_nothing(tmp_path, tiny
             np.testing.assert_allclose(vector, reference[key], atol=1e-3)
     assert set(reference) == {str(p.resolve()) for p in pictures}
     stamps = {f.name: f.stat().st_mtime_ns for f in out.iterdir() if f.is_file()}
-    again = sh.embed(tmp_path / "pics", out, str(tiny_model_path), shard_size=10, workers=0, precision="fp32")
+    again = bulk.embed(tmp_path / "pics", out, str(tiny_model_path), shard_size=10, workers=0, precision="fp32")
     assert (again.skipped, again.written) == (3, 0)
     assert {f.name: f.stat().st_mtime_ns for f in out.iterdir() if f.is_file()} == stamps
 
@@ -141,7 +141,7 @@ def test_embed_here_equals_pictext_index_and_reruns_write_nothing(tmp_path, tiny
 def test_a_crash_mid_run_redoes_only_unwritten_shards(tmp_path, tiny_model_path, monkeypatch):
     _pictures(tmp_path / "pics", 12)
     out = tmp_path / "emb"
-    real = sh.write_shard
+    real = bulk.write_shard
     calls = []
 
     def crash_on_second(out_, name, *args, **kwargs):
@@ -150,13 +150,13 @@ def test_a_crash_mid_run_redoes_only_unwritten_shards(tmp_path, tiny_model_path,
             raise KeyboardInterrupt  # the process dies here
         return real(out_, name, *args, **kwargs)
 
-    monkeypatch.setattr(sh, "write_shard", crash_on_second)
+    monkeypatch.setattr(bulk, "write_shard", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        sh.embed(tmp_path / "pics", out, str(tiny_model_path), shard_size=5, workers=0, precision="fp32")
-    monkeypatch.setattr(sh, "write_shard", real)
+        bulk.embed(tmp_path / "pics", out, str(tiny_model_path), shard_size=5, workers=0, precision="fp32")
+    monkeypatch.setattr(bulk, "write_shard", real)
     first = (out / "00000.parquet").stat().st_mtime_ns
     assert not (out / "00001.parquet").exists()
-    report = sh.embed(tmp_path / "pics", out, str(tiny_model_path), shard_size=5, workers=0, precision="fp32")
+    report = bulk.embed(tmp_path / "pics", out, str(tiny_model_path), shard_size=5, workers=0, precision="fp32")
     assert (report.skipped, report.written, report.images) == (1, 2, 7)
     assert (out / "00000.parquet").stat().st_mtime_ns == first
     assert len(_all_vectors(out)[1]) == 12
@@ -166,11 +166,11 @@ def test_a_rerun_with_another_source_or_model_is_refused(tmp_path, tiny_model_pa
     _pictures(tmp_path / "pics", 3)
     _pictures(tmp_path / "more", 3)
     out = tmp_path / "emb"
-    sh.embed(tmp_path / "pics", out, str(tiny_model_path), workers=0)
+    bulk.embed(tmp_path / "pics", out, str(tiny_model_path), workers=0)
     with pytest.raises(UsageError, match="holds the embeddings of"):
-        sh.embed(tmp_path / "more", out, str(tiny_model_path), workers=0)
+        bulk.embed(tmp_path / "more", out, str(tiny_model_path), workers=0)
     with pytest.raises(UsageError, match="was embedded with"):
-        sh.embed(tmp_path / "pics", out, str(other_model_path), workers=0)
+        bulk.embed(tmp_path / "pics", out, str(other_model_path), workers=0)
 
 
 def test_embed_command_reads_webdataset_shards(tmp_path, tiny_model_path, capsys):
@@ -418,4 +418,4 @@ def test_a_machine_with_another_model_file_is_refused(tmp_path, tiny_model_path,
     sh.open_plan(str(tmp_path / "pics"), out, str(plan_model), 10, "fp32", True)
     shutil.copy(other_model_path, plan_model)  # the file changed under the plan
     with pytest.raises(sh.ShardError, match="not the one the plan was made with"):
-        sh.embed(tmp_path / "pics", out, str(plan_model), workers=0)
+        bulk.embed(tmp_path / "pics", out, str(plan_model), workers=0)

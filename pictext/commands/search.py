@@ -62,7 +62,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from pictext.search.shards import embed
+    from pictext.search.bulk import embed
 
     report = embed(args.source, args.out, args.model, batch_size=args.batch_size, shard_size=args.shard_size,
                    ray=args.ray, gpus_per_actor=args.gpus_per_actor, actors=args.actors, workers=args.workers,

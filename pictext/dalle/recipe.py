@@ -15,6 +15,7 @@ from pictext.dalle.io import ImageTokenizer, save_dalle
 from pictext.dalle.model import DALLE, DALLEConfig
 from pictext.dalle.pipeline import DALLEPipeline
 from pictext.dalle.train import DALLETrainConfig, PairDataset, encode_images, train_dalle
+from pictext.data.phrasings import TRAIN_PHRASINGS
 from pictext.text import HFTokenizer, train_bpe_tokenizer
 from pictext.vqgan.model import VQGAN, VQGANConfig
 
@@ -48,13 +49,18 @@ class DALLERecipe:
     # captioned by form alone ("a small triangle"): shape taught apart from colour, as the CLIP recipe's
     # `unnamed_colors` does; they raise held-out captions drawn right, 60,000 more than 20,000 (docs/measurements.md)
     forms_length: int = 60_000
+    # the shapes world's captions: English and Russian, in the phrasings a model trains on (pictext.data.phrasings;
+    # the imperative and the count held out to measure on); they fit `text_len` with the 1,024-token BPE
+    language: str = "both"
+    phrasings: tuple[str, ...] = TRAIN_PHRASINGS
 
 
 def recipe_data(recipe: DALLERecipe, home: Path | None = None) -> PairDataset:
     from pictext.data.emoji import beside_emoji
     from pictext.data.shapes import ShapesWorld
 
-    shapes = ShapesWorld(size=32, max_shapes=2, grey_fraction=0.1, length=recipe.shapes_length, seed=recipe.train.seed)
+    shapes = ShapesWorld(size=32, max_shapes=2, grey_fraction=0.1, length=recipe.shapes_length, seed=recipe.train.seed,
+                         language=recipe.language, phrasings=recipe.phrasings)  # fmt: skip
     return beside_emoji(shapes, recipe.emoji_repeats, recipe.train.seed, home)  # type: ignore[return-value]
 
 
@@ -65,7 +71,14 @@ def recipe_forms(recipe: DALLERecipe) -> PairDataset | None:
     if not recipe.forms_length:
         return None
     return ShapesWorld(
-        size=32, max_shapes=1, grey_fraction=0.5, unnamed_colors=True, length=recipe.forms_length, seed=10_000
+        size=32,
+        max_shapes=1,
+        grey_fraction=0.5,
+        unnamed_colors=True,
+        length=recipe.forms_length,
+        seed=10_000,
+        language=recipe.language,
+        phrasings=recipe.phrasings,
     )  # another seed than the recipe's scenes; held-out combinations still absent
 
 
