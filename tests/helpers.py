@@ -7,6 +7,7 @@ import importlib
 import importlib.machinery
 import io
 import json
+import pathlib
 import socket
 import sys
 import tarfile
@@ -206,3 +207,27 @@ def reference_module(name: str) -> types.ModuleType:
             sys.modules[package] = module
         path = sys.modules[package].__path__
     return importlib.import_module(name)
+
+
+def write_synthetic(emb: pathlib.Path, n: int, per_shard: int, dim: int = 128, seed: int = 0, model: str = "default",
+                    fingerprint: str = "synthetic") -> np.ndarray:  # fmt: skip
+    """Shards of n clustered unit vectors, as `pictext embed` writes them; returns the vectors, float32."""
+    from pictext.search import shards as sh
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(max(n // 100, 8), dim))
+    names = [f"{i:05d}" for i in range((n + per_shard - 1) // per_shard)]
+    plan = sh.Plan("synthetic", [sh.InputShard(name, "files", "") for name in names], model, fingerprint, dim,
+                   "fp32", None)  # fmt: skip
+    emb.mkdir(parents=True, exist_ok=True)
+    (emb / "plan.json").write_text(plan.to_json(), encoding="utf-8")
+    out = []
+    for i, name in enumerate(names):
+        m = min(per_shard, n - i * per_shard)
+        v = centers[rng.integers(0, len(centers), m)] + rng.normal(size=(m, dim)) * 0.7
+        v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+        items = [sh.Item(j, f"{name}-{j}", f"https://example.org/{name}/{j}.jpg", f"caption {name} {j}", "")
+                 for j in range(m)]  # fmt: skip
+        sh.write_shard(emb, name, items, v, [""] * m, [None] * m, fingerprint)
+        out.append(v.astype(np.float32))
+    return np.concatenate(out)

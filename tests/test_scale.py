@@ -7,10 +7,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from pictext.errors import MissingFileError, UsageError
 from pictext.search import Index, bulk
 from pictext.search import shards as sh
 from pictext.search.ondisk import OnDiskIndexError, ShardedIndex, build, choose, parse_bytes
+
+from helpers import write_synthetic
 
 HERE = Path(__file__).parent
 
@@ -189,28 +191,6 @@ def test_embed_command_reads_webdataset_shards(tmp_path, tiny_model_path, capsys
 # ---- the on-disk index ------------------------------------------------------------------------------------------
 
 
-def write_synthetic(emb: Path, n: int, per_shard: int, dim: int = 128, seed: int = 0, model: str = "default",
-                    fingerprint: str = "synthetic") -> np.ndarray:  # fmt: skip
-    """Shards of n clustered unit vectors (as pictext embed writes them); returns them, float32."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(max(n // 100, 8), dim))
-    names = [f"{i:05d}" for i in range((n + per_shard - 1) // per_shard)]
-    plan = sh.Plan("synthetic", [sh.InputShard(name, "files", "") for name in names], model, fingerprint, dim,
-                   "fp32", None)  # fmt: skip
-    emb.mkdir(parents=True, exist_ok=True)
-    (emb / "plan.json").write_text(plan.to_json(), encoding="utf-8")
-    out = []
-    for i, name in enumerate(names):
-        m = min(per_shard, n - i * per_shard)
-        v = centers[rng.integers(0, len(centers), m)] + rng.normal(size=(m, dim)) * 0.7
-        v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
-        items = [sh.Item(j, f"{name}-{j}", f"https://example.org/{name}/{j}.jpg", f"caption {name} {j}", "")
-                 for j in range(m)]  # fmt: skip
-        sh.write_shard(emb, name, items, v, [""] * m, [None] * m, fingerprint)
-        out.append(v.astype(np.float32))
-    return np.concatenate(out)
-
-
 def _recall(index: ShardedIndex, vectors: np.ndarray, n_queries: int = 100, seed: int = 1) -> float:
     rng = np.random.default_rng(seed)
     queries = vectors[rng.choice(len(vectors), n_queries, replace=False)]
@@ -281,73 +261,20 @@ def test_on_disk_index_of_200k_vectors_and_the_search_command(tmp_path, capsys):
 # ---- a real Ray cluster: a head and a worker node, separate processes on 127.0.0.1 ------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RayCluster:
-    """`ray start --block` for a head and a worker node, each its own process group, each one CPU."""
-
-    def __init__(self, root: Path) -> None:
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.root = root
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PICTEXT_QUIET": "1"}
-        ray = str(Path(sys.executable).with_name("ray"))
-        common = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=150000000", "--block", "--disable-usage-stats"]
-        self.head = self._start([ray, "start", "--head", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-                                 "--include-dashboard=false", f"--temp-dir={root}", *common])  # fmt: skip
-        self._wait_nodes(1)
-        self.worker = self._start([ray, "start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
-                                   *common])  # fmt: skip
-        self._wait_nodes(2)
-
-    def _start(self, command: list[str]) -> subprocess.Popen:
-        log = open(self.root.parent / f"ray-{len(list(self.root.parent.glob('ray-*.log')))}.log", "wb")
-        return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def _wait_nodes(self, n: int, timeout: float = 90) -> None:
-        script = (f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
-                  "print(sum(1 for node in ray.nodes() if node['Alive']))")  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True)
-            if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(n)]:
-                return
-            time.sleep(1)
-        raise TimeoutError(f"the Ray cluster did not reach {n} nodes")
-
-    def kill_worker(self) -> None:
-        os.killpg(self.worker.pid, signal.SIGKILL)
-        self.worker.wait()
-
-    def stop(self) -> None:
-        for process in (self.worker, self.head):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in (self.worker, self.head):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
-
 @pytest.fixture
-def ray_cluster(tmp_path):
+def ray_cluster():
     pytest.importorskip("ray")
-    root = Path(f"/tmp/pictext-ray-{os.getpid()}-{_free_port()}")  # short: Ray's socket paths have a length limit
-    root.mkdir()
-    cluster = RayCluster(root)
+    from pictext.search.distributed import LocalCluster
+
+    root = Path(tempfile.mkdtemp(prefix="pictext-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
     try:
-        yield cluster
+        with LocalCluster(root, nodes=2, cpus=1) as cluster:
+            yield cluster
     finally:
-        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _embed_process(cluster: RayCluster, source: Path, out: Path, model: Path) -> subprocess.Popen:
+def _embed_process(cluster, source: Path, out: Path, model: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "pictext", "embed", str(source), "--out", str(out), "--model", str(model),
                "--ray", cluster.address, "--shard-size", "100", "--batch-size", "50",
                "--precision", "fp32"]  # fmt: skip
@@ -388,7 +315,7 @@ def test_ray_two_nodes_equal_one_machine_and_survive_a_killed_worker_and_driver(
     out = tmp_path / "emb"
     job = _embed_process(ray_cluster, tmp_path / "pics", out, tiny_model_path)
     _wait_for_shards(out, 1, job)
-    ray_cluster.kill_worker()
+    ray_cluster.kill(1)  # the worker node, with whatever it was running
     said = job.communicate(timeout=600)[0].decode()
     assert job.returncode == 0, said[-3000:]
     check(out)

@@ -166,7 +166,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=10_000, help="files a shard, for folders and lists")
     p.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs each Ray model actor holds")
-    p.add_argument("--actors", type=int, help="Ray model actors (default: one a GPU, or half the cluster's CPUs)")
+    p.add_argument("--actors", type=int, help="Ray model actors (default: one a GPU, or one a CPU of the cluster)")
     p.add_argument("--workers", type=int, help="decoding processes without --ray (default: one a core, at most 4)")
     p.add_argument("--exact-decode", action="store_true", help="decode JPEGs at full size (as pictext index's)")
     precision_arg(p)

@@ -1,16 +1,23 @@
 """`pictext embed --ray ADDRESS`: the embedding shards of pictext.search.shards, computed on a Ray cluster.
 
-Ray Data streams the work: the input shards are listed (a tar's headers) and their items read, decoded and
-preprocessed by CPU tasks; model actors (`--actors`, each loading the model once, `--gpus-per-actor` GPUs each)
-embed the batches; this process, the driver, gathers each shard's rows and writes the shard once it holds all of
-them. Ray reruns a task or restarts an actor that a lost node took with it; the driver keys rows by their place
-in the shard, so work done twice is kept once. A killed driver loses only the shards it had not written: the
-rerun skips the others. No scheduler of pictext's own: placement, retries and back-pressure are Ray's.
+Ray Data streams the work: the input shards are listed (a tar's headers) by light tasks; model actors
+(`--actors`, each loading the model once, `--gpus-per-actor` GPUs each; on CPUs, one a CPU by default) read,
+decode, preprocess (Ray fuses that stage into theirs) and embed the batches; this process, the driver, gathers
+each shard's rows and writes the shard once it holds all of them. Ray reruns a task or restarts an actor that a
+lost node took with it; the driver keys rows by their place in the shard, so work done twice is kept once. A
+killed driver loses only the shards it had not written: the rerun skips the others. No scheduler of pictext's
+own: placement, retries and back-pressure are Ray's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,12 +108,12 @@ def embed_on_ray(plan: Plan, out: Path, pending: list[InputShard], address: str,
     shards = ray.data.from_items([{"name": s.name, "kind": s.kind, "path": s.path} for s in pending])
     # one input shard a block, so listing spreads over the workers
     shards = shards.repartition(len(pending))
-    rows = shards.flat_map(_list)
+    rows = shards.flat_map(_list, num_cpus=0)  # a tar's headers: light, and never waiting behind the actors
     options = {"preprocess": preprocess, "draft": plan.draft}
     prepared = rows.map_batches(_prepare, batch_size=batch_size, fn_kwargs=options)
     n_actors = actors or _default_actors(ray, gpus_per_actor)
     embedded = prepared.map_batches(
-        _Embedder, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=n_actors),
+        _Embedder, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),
         num_gpus=gpus_per_actor or None,
         fn_constructor_kwargs={"plan": _plan_dict(plan), "gpus": gpus_per_actor},
     )  # fmt: skip
@@ -158,4 +165,74 @@ def _default_actors(ray, gpus_per_actor: float) -> int:
     resources = ray.cluster_resources()
     if gpus_per_actor:
         return max(1, int(resources.get("GPU", 0) // gpus_per_actor))
-    return max(1, int(resources.get("CPU", 1)) // 2)  # the other half of the CPUs decode
+    return max(1, int(resources.get("CPU", 1)))  # each actor decodes its own batches (the stages are fused)
+
+
+class LocalCluster:
+    """A Ray cluster on this machine, for trying `--ray` and for the tests and benchmarks: a head and `nodes - 1`
+    worker nodes, each `ray start --block` in its own process group on 127.0.0.1 with `cpus` CPUs, so that
+    one node can be killed alone. `address` is what --ray takes. Use as a context manager, or call `stop`."""
+
+    def __init__(self, root: str | os.PathLike, nodes: int = 2, cpus: int = 1, object_store_bytes: int = 150_000_000,
+                 timeout: float = 120) -> None:  # fmt: skip
+        # short: Ray's socket paths under root have a length limit (about 107 bytes)
+        self.root, self.timeout = Path(root), timeout
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.processes: list[subprocess.Popen] = []
+        ray = str(Path(sys.executable).with_name("ray"))
+        common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--num-gpus=0",
+                  f"--object-store-memory={object_store_bytes}", "--block", "--disable-usage-stats"]  # fmt: skip
+        try:
+            self._start([ray, "start", "--head", f"--port={self.port}", "--include-dashboard=false",
+                         f"--temp-dir={self.root}", *common], 1)  # fmt: skip
+            for n in range(2, nodes + 1):
+                self._start([ray, "start", f"--address={self.address}", *common], n)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, command: list[str], nodes: int) -> None:
+        log = open(self.root / f"node-{len(self.processes)}.log", "wb")
+        self.processes.append(subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True))  # fmt: skip
+        script = (f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
+                  "print(sum(1 for node in ray.nodes() if node['Alive']))")  # fmt: skip
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            done = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True)
+            if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(nodes)]:
+                return
+            if self.processes[-1].poll() is not None:
+                break
+            time.sleep(1)
+        raise RuntimeError(f"the local Ray cluster did not reach {nodes} nodes (logs in {self.root})")
+
+    def kill(self, node: int) -> None:
+        """Kill node `node` (0: the head) and everything it runs, at once."""
+        os.killpg(self.processes[node].pid, signal.SIGKILL)
+        self.processes[node].wait()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
