@@ -28,7 +28,10 @@ def run_demo(n_classify: int = 8, n_gallery: int = 300, out: str | Path = "gener
     return results | generation_demo(Path(out)) | dalle_demo(Path(out)) | unclip_demo(Path(out))
 
 
-DALLE_PROMPTS = ("a green triangle", "a red square", "a small blue cross", "a large yellow circle")  # all held out
+# all held out; "фиолетовый квадрат" is "a purple square" (a Russian caption is reranked by the shapes CLIP alone:
+# the default CLIP reads English)
+DALLE_PROMPTS = ("a green triangle", "a red square", "a small blue cross", "a large yellow circle",
+                 "фиолетовый квадрат")  # fmt: skip
 
 
 def dalle_demo(out: Path, samples: int = 16) -> dict[str, float]:
@@ -42,13 +45,13 @@ def dalle_demo(out: Path, samples: int = 16) -> dict[str, float]:
     from pictext.generate.dalle import DALLESettings
     from pictext.generate.outputs import contact_sheet, slug, write_outputs
 
-    generator = prepare("dalle", DALLE_PROMPTS[0])
-    names = generator.names["clip"]
+    names = prepare("dalle", DALLE_PROMPTS[0]).names["clip"]
     print(f"\nDALL-E: {samples} samples per held-out caption, the best by the {' and '.join(names)} CLIPs kept "
           "(cosines summed; guidance 3 shared by the caption and its shape alone, 2:1; seed 0)")  # fmt: skip
     passed = []
     for prompt in DALLE_PROMPTS:
         began = time.perf_counter()
+        generator = prepare("dalle", prompt)  # the rerankers that read the caption's language
         result = generator(prompt, DALLESettings(samples=samples, keep=samples, seed=0))
         color, shape = prompt_target(prompt)  # type: ignore[misc]
         verdict = judge(result.image, color, shape)

@@ -105,9 +105,10 @@ def embed_on_ray(plan: Plan, out: Path, pending: list[InputShard], address: str,
     context.enable_operator_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     preprocess = load_checked(plan).preprocess  # the driver checks its own model against the plan too
-    shards = ray.data.from_items([{"name": s.name, "kind": s.kind, "path": s.path} for s in pending])
-    # one input shard a block, so listing spreads over the workers
-    shards = shards.repartition(len(pending))
+    # one input shard a block, so listing spreads over the workers (a repartition would need a CPU task, which
+    # on a one-CPU cluster waits forever behind the model actor holding that CPU)
+    shards = ray.data.from_items([{"name": s.name, "kind": s.kind, "path": s.path} for s in pending],
+                                 override_num_blocks=len(pending))  # fmt: skip
     rows = shards.flat_map(_list, num_cpus=0)  # a tar's headers: light, and never waiting behind the actors
     options = {"preprocess": preprocess, "draft": plan.draft}
     prepared = rows.map_batches(_prepare, batch_size=batch_size, fn_kwargs=options)
@@ -221,7 +222,7 @@ class LocalCluster:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
 

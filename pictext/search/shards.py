@@ -9,10 +9,10 @@ KEY.jpg beside KEY.txt, the caption, and KEY.json, with its `url` and `caption`,
 The first run writes EMB/plan.json: the input shards (one a tar; `shard_size` files each for a folder or a list,
 their paths in EMB/inputs/) and the model (its name and fingerprint). Each input shard becomes two files,
 NAME.npy (float16 unit vectors, one row an item) and NAME.parquet (key, location: the path or URL, caption,
-content hash, error; the model's fingerprint in its metadata). Both are written atomically, the table last: a
-shard whose table exists is done, and a rerun skips it. A crash redoes only the shards not finished, and a
-shard is never written twice. An item that does not decode keeps its row (a zero vector, its error in the
-table), so rows and items stay aligned; an index skips it.
+content hash, error, and where its bytes lie; the model's fingerprint in its metadata). Both are written
+atomically, the table last: a shard whose table exists is done, and a rerun skips it. A crash redoes only the
+shards not finished, and a shard is never written twice. An item that does not decode keeps its row (a zero
+vector, its error in the table), so rows and items stay aligned; an index skips it.
 
 Tar members are read where they lie (offset and size from the tar's headers), never extracted: a member's
 name is only a key.
@@ -261,6 +261,9 @@ def write_shard(out: Path, name: str, items: Sequence[Item], vectors: np.ndarray
     table = pa.table({
         "key": [it.key for it in items], "location": [it.location for it in items],
         "caption": [it.caption for it in items], "hash": list(hashes), "error": list(errors),
+        # where the bytes lie (a file, or a tar member at offset and size): what `pictext serve` shows
+        "file": [it.file for it in items], "offset": pa.array([it.offset for it in items], pa.int64()),
+        "size": pa.array([it.size for it in items], pa.int64()),
     }).replace_schema_metadata({"pictext.model": fingerprint})  # fmt: skip
     atomic_write(table_path, lambda tmp: pq.write_table(table, tmp))
 
