@@ -112,6 +112,17 @@ show(result.samples[:8], [f"#{i + 1}: {s:.2f}" for i, s in enumerate(result.scor
 show(result.samples[8:], [f"#{i + 9}: {s:.2f}" for i, s in enumerate(result.scores[8:])])
 
 # %% [markdown]
+# ### In Russian
+#
+# The shipped DALL-E was trained on captions in English and Russian, so a Russian caption draws the same
+# picture. "зелёный треугольник" is a held-out combination in either language; a Russian caption is reranked by
+# the `shapes` CLIP alone (the default CLIP's text tower reads English).
+
+# %%
+result = pictext.generate("зелёный треугольник", method="dalle", samples=16, keep=8, seed=1)
+show(result.samples, [f"#{i + 1}: {s:.2f}" for i, s in enumerate(result.scores)])
+
+# %% [markdown]
 # ## 5. With published weights: OpenAI's dVAE
 #
 # DALL-E's own image tokenizer, a dVAE with 8,192 codes that turns a 256 px picture into 32 x 32 of them.

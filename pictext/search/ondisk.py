@@ -118,7 +118,7 @@ def _valid_blocks(emb: Path, name: str):
     """(float32 vectors, their rows) of a shard in blocks of BLOCK, without the rows of items that did not decode;
     read from the memory-mapped float16 file, so a shard of any size holds one block in memory."""
     vectors = read_vectors(emb, name)
-    errors = read_table(emb, name)["error"]
+    errors = read_table(emb, name, ["error"])["error"]
     rows = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
     for start in range(0, len(rows), BLOCK):
         block = rows[start : start + BLOCK]
@@ -132,7 +132,7 @@ def _sample(emb: Path, shards: list[tuple[str, int]], n: int, rng: np.random.Gen
     for name, rows in shards:
         take = int(round(n * rows / total))
         if take:
-            errors = read_table(emb, name)["error"]
+            errors = read_table(emb, name, ["error"])["error"]
             valid = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
             chosen = np.sort(rng.choice(valid, size=min(take, len(valid)), replace=False))
             picks.append(np.asarray(read_vectors(emb, name)[chosen], np.float32))

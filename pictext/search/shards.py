@@ -268,11 +268,11 @@ def write_shard(out: Path, name: str, items: Sequence[Item], vectors: np.ndarray
     atomic_write(table_path, lambda tmp: pq.write_table(table, tmp))
 
 
-def read_table(out: Path, name: str) -> dict[str, list]:
-    """A shard's table as columns of Python values."""
+def read_table(out: Path, name: str, columns: list[str] | None = None) -> dict[str, list]:
+    """A shard's table (or the `columns` named) as columns of Python values."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(shard_files(out, name)[1]).to_pydict()
+    return pq.read_table(shard_files(out, name)[1], columns=columns).to_pydict()
 
 
 def shard_fingerprint(out: Path, name: str) -> str | None:
