@@ -145,7 +145,6 @@ def build(emb: str | os.PathLike, out: str | os.PathLike, memory: int = 8 << 30,
     import faiss
 
     from pictext.search.index import private_folder
-    from pictext.training import progress
 
     emb, out = Path(emb).expanduser().resolve(), Path(out).expanduser()
     plan, shards = _shards_of(emb)
@@ -163,10 +162,32 @@ def build(emb: str | os.PathLike, out: str | os.PathLike, memory: int = 8 << 30,
 
     for old in ("index.faiss", "lists.ivfdata", "index.json"):  # a rebuild starts clean
         (out / old).unlink(missing_ok=True)
+    _fill(index, choice.on_disk, emb, shards, starts, out)
+
+    stored = Stored(emb, shards)
+    nprobe, refine, recall = _tune(index, stored, choice.refine, rng, target_recall, n_queries)
+    info = {
+        "kind": KIND, "emb": str(emb), "model": plan.model, "fingerprint": plan.fingerprint, "dim": plan.dim,
+        "factory": choice.factory, "on_disk": choice.on_disk, "nprobe": nprobe, "refine": refine,
+        "recall_at_10": recall,
+        "shards": [{"name": name, "start": int(start), "rows": rows} for (name, rows), start in zip(shards, starts)],
+    }  # fmt: skip
+    atomic_write(out / "index.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1), encoding="utf-8"))
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    return BuildReport(int(index.ntotal), choice.factory, choice.on_disk, nprobe, refine, recall, size)
+
+
+def _fill(index, on_disk: bool, emb: Path, shards: list[tuple[str, int]], starts: np.ndarray, out: Path) -> None:
+    """Add every shard's valid vectors to the trained `index` and write it to out/index.faiss: on disk, each
+    shard into a part index, the parts' inverted lists merged into out/lists.ivfdata; else in memory."""
+    import faiss
+
+    from pictext.training import progress
+
     parts_dir = out / "parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
     bar = progress(len(shards), "filling the index")
-    if choice.on_disk:
+    if on_disk:
         parts_dir.mkdir()
         parts = []
         for (name, _), start in zip(shards, starts, strict=False):
@@ -189,18 +210,6 @@ def build(emb: str | os.PathLike, out: str | os.PathLike, memory: int = 8 << 30,
             bar.update(1)
         atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(index, tmp))
     bar.close()
-
-    stored = Stored(emb, shards)
-    nprobe, refine, recall = _tune(index, stored, choice.refine, rng, target_recall, n_queries)
-    info = {
-        "kind": KIND, "emb": str(emb), "model": plan.model, "fingerprint": plan.fingerprint, "dim": plan.dim,
-        "factory": choice.factory, "on_disk": choice.on_disk, "nprobe": nprobe, "refine": refine,
-        "recall_at_10": recall,
-        "shards": [{"name": name, "start": int(start), "rows": rows} for (name, rows), start in zip(shards, starts)],
-    }  # fmt: skip
-    atomic_write(out / "index.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1), encoding="utf-8"))
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    return BuildReport(int(index.ntotal), choice.factory, choice.on_disk, nprobe, refine, recall, size)
 
 
 class Stored:
