@@ -40,18 +40,22 @@ def dalle_demo(out: Path, samples: int = 16) -> dict[str, float]:
     verdict on it."""
     import time
 
-    from pictext.data.shapes import judge, prompt_target
+    from pictext.data.shapes import judge, prompt_language, prompt_target
     from pictext.generate import prepare
     from pictext.generate.dalle import DALLESettings
     from pictext.generate.outputs import contact_sheet, slug, write_outputs
 
-    names = prepare("dalle", DALLE_PROMPTS[0]).names["clip"]
+    generators = {"en": prepare("dalle", DALLE_PROMPTS[0])}  # one a language: the rerankers read the caption's
+    names = generators["en"].names["clip"]
     print(f"\nDALL-E: {samples} samples per held-out caption, the best by the {' and '.join(names)} CLIPs kept "
           "(cosines summed; guidance 3 shared by the caption and its shape alone, 2:1; seed 0)")  # fmt: skip
     passed = []
     for prompt in DALLE_PROMPTS:
         began = time.perf_counter()
-        generator = prepare("dalle", prompt)  # the rerankers that read the caption's language
+        language = prompt_language(prompt)
+        if language not in generators:
+            generators[language] = prepare("dalle", prompt)
+        generator = generators[language]
         result = generator(prompt, DALLESettings(samples=samples, keep=samples, seed=0))
         color, shape = prompt_target(prompt)  # type: ignore[misc]
         verdict = judge(result.image, color, shape)

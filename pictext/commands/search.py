@@ -108,14 +108,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         hits = index.search(terms, args.k)
     finally:
         index.close()
+    captions = [getattr(h, "caption", None) for h in hits]  # a sharded index's results carry their captions
     if args.json:
-        rows = [{"path": h.path, "score": h.score, "id": h.id, **({"caption": h.caption} if hasattr(h, "caption")
-                else {})} for h in hits]  # fmt: skip
+        rows = [{"path": h.path, "score": h.score, "id": h.id} | ({"caption": c} if c is not None else {})
+                for h, c in zip(hits, captions)]  # fmt: skip
         print(json.dumps({"results": rows}, indent=2, ensure_ascii=False))
     else:
-        for h in hits:
-            caption = f"  {h.caption}" if getattr(h, "caption", "") else ""
-            print(f"{h.score:.4f}  {h.path}{caption}")
+        for h, c in zip(hits, captions):
+            print(f"{h.score:.4f}  {h.path}" + (f"  {c}" if c else ""))
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pictext.clip.model import CLIP
 from pictext.errors import UsageError
 from pictext.images.transforms import Preprocess
 from pictext.search.distributed import embed_on_ray
@@ -19,7 +20,6 @@ from pictext.search.shards import (
     Plan,
     encode,
     list_items,
-    load_checked,
     open_plan,
     pending_shards,
     prepare,
@@ -51,14 +51,15 @@ def embed(
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     folder = private_folder(Path(out).expanduser())
     with writer_lock(folder):
-        plan = open_plan(str(source), folder, str(model or hub.DEFAULT_MODEL), shard_size, precision, fast_decode)
+        spec = str(model or hub.DEFAULT_MODEL)
+        plan, clip = open_plan(str(source), folder, spec, shard_size, precision, fast_decode)
         pending = pending_shards(plan, folder)
         report = EmbedReport(shards=len(plan.shards), skipped=len(plan.shards) - len(pending))
         if pending:
             if ray is None:
-                _embed_here(plan, folder, pending, batch_size, workers, report)
+                _embed_here(plan, clip, folder, pending, batch_size, workers, report)
             else:
-                embed_on_ray(plan, folder, pending, ray, batch_size, gpus_per_actor, actors, report)
+                embed_on_ray(plan, clip.preprocess, folder, pending, ray, batch_size, gpus_per_actor, actors, report)
         return report
 
 
@@ -75,14 +76,13 @@ class _Prepared:
         return (i, *prepare(self.items[i], self.preprocess, self.draft))
 
 
-def _embed_here(plan: Plan, out: Path, pending: list[InputShard], batch_size: int, workers: int | None,
-                report: EmbedReport) -> None:  # fmt: skip
+def _embed_here(plan: Plan, model: CLIP, out: Path, pending: list[InputShard], batch_size: int,
+                workers: int | None, report: EmbedReport) -> None:  # fmt: skip
     from torch.utils.data import DataLoader
 
     from pictext.search.index import default_workers
     from pictext.training import progress
 
-    model = load_checked(plan)
     workers = default_workers() if workers is None else workers
     bar = progress(len(pending), "embedding shards")
     for shard in pending:

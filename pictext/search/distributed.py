@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pictext.errors import UsageError
+from pictext.images.transforms import Preprocess
 from pictext.search.shards import (
     EmbedReport,
     InputShard,
@@ -88,8 +89,10 @@ class _Embedder:
         return {**batch, "vector": vectors.astype(np.float16)}
 
 
-def embed_on_ray(plan: Plan, out: Path, pending: list[InputShard], address: str, batch_size: int,
-                 gpus_per_actor: float, actors: int | None, report: EmbedReport) -> None:  # fmt: skip
+def embed_on_ray(plan: Plan, preprocess: Preprocess, out: Path, pending: list[InputShard], address: str,
+                 batch_size: int, gpus_per_actor: float, actors: int | None, report: EmbedReport) -> None:  # fmt: skip
+    """The pending shards embedded on the Ray cluster at `address`; `preprocess` is the plan's model's (checked
+    by the caller), sent to the decoding stage."""
     try:
         import ray
     except ImportError as e:
@@ -104,7 +107,6 @@ def embed_on_ray(plan: Plan, out: Path, pending: list[InputShard], address: str,
     context.enable_progress_bars = False  # pictext's own bar counts shards; Ray's logs per operator
     context.enable_operator_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    preprocess = load_checked(plan).preprocess  # the driver checks its own model against the plan too
     # one input shard a block, so listing spreads over the workers (a repartition would need a CPU task, which
     # on a one-CPU cluster waits forever behind the model actor holding that CPU)
     shards = ray.data.from_items([{"name": s.name, "kind": s.kind, "path": s.path} for s in pending],

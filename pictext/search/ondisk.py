@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -117,12 +116,16 @@ BLOCK = 65_536  # vectors in memory at once (float32) while filling and while se
 def _valid_blocks(emb: Path, name: str):
     """(float32 vectors, their rows) of a shard in blocks of BLOCK, without the rows of items that did not decode;
     read from the memory-mapped float16 file, so a shard of any size holds one block in memory."""
-    vectors = read_vectors(emb, name)
-    errors = read_table(emb, name, ["error"])["error"]
-    rows = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
+    vectors, rows = read_vectors(emb, name), _valid_rows(emb, name)
     for start in range(0, len(rows), BLOCK):
         block = rows[start : start + BLOCK]
         yield np.asarray(vectors[block], np.float32), block
+
+
+def _valid_rows(emb: Path, name: str) -> np.ndarray:
+    """The rows of a shard whose items decoded (its table's error column is empty)."""
+    errors = read_table(emb, name, ["error"])["error"]
+    return np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
 
 
 def _sample(emb: Path, shards: list[tuple[str, int]], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,8 +135,7 @@ def _sample(emb: Path, shards: list[tuple[str, int]], n: int, rng: np.random.Gen
     for name, rows in shards:
         take = int(round(n * rows / total))
         if take:
-            errors = read_table(emb, name, ["error"])["error"]
-            valid = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
+            valid = _valid_rows(emb, name)
             chosen = np.sort(rng.choice(valid, size=min(take, len(valid)), replace=False))
             picks.append(np.asarray(read_vectors(emb, name)[chosen], np.float32))
     return np.ascontiguousarray(np.concatenate(picks))
@@ -148,8 +150,8 @@ def build(emb: str | os.PathLike, out: str | os.PathLike, memory: int = 8 << 30,
 
     emb, out = Path(emb).expanduser().resolve(), Path(out).expanduser()
     plan, shards = _shards_of(emb)
-    starts = np.cumsum([0] + [rows for _, rows in shards])
-    n_rows = int(starts[-1])
+    stored = Stored(emb, shards)
+    n_rows = int(stored.starts[-1])
     choice = choose(n_rows, plan.dim, memory)
     private_folder(out)
     rng = np.random.default_rng(seed)
@@ -162,28 +164,29 @@ def build(emb: str | os.PathLike, out: str | os.PathLike, memory: int = 8 << 30,
 
     for old in ("index.faiss", "lists.ivfdata", "index.json"):  # a rebuild starts clean
         (out / old).unlink(missing_ok=True)
-    _fill(index, choice.on_disk, emb, shards, starts, out)
+    _fill(index, choice.on_disk, stored, out)
 
-    stored = Stored(emb, shards)
     nprobe, refine, recall = _tune(index, stored, choice.refine, rng, target_recall, n_queries)
     info = {
         "kind": KIND, "emb": str(emb), "model": plan.model, "fingerprint": plan.fingerprint, "dim": plan.dim,
         "factory": choice.factory, "on_disk": choice.on_disk, "nprobe": nprobe, "refine": refine,
         "recall_at_10": recall,
-        "shards": [{"name": name, "start": int(start), "rows": rows} for (name, rows), start in zip(shards, starts)],
+        "shards": [{"name": name, "start": int(start), "rows": rows}
+                   for (name, rows), start in zip(shards, stored.starts)],
     }  # fmt: skip
     atomic_write(out / "index.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1), encoding="utf-8"))
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     return BuildReport(int(index.ntotal), choice.factory, choice.on_disk, nprobe, refine, recall, size)
 
 
-def _fill(index, on_disk: bool, emb: Path, shards: list[tuple[str, int]], starts: np.ndarray, out: Path) -> None:
+def _fill(index, on_disk: bool, stored: Stored, out: Path) -> None:
     """Add every shard's valid vectors to the trained `index` and write it to out/index.faiss: on disk, each
     shard into a part index, the parts' inverted lists merged into out/lists.ivfdata; else in memory."""
     import faiss
 
     from pictext.training import progress
 
+    emb, shards, starts = stored.emb, stored.shards, stored.starts
     parts_dir = out / "parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
     bar = progress(len(shards), "filling the index")
@@ -251,11 +254,15 @@ def search_refined(index, stored: Stored, queries: np.ndarray, k: int, refine: i
     """(scores, ids), (Q, k) each: `k * refine` candidates from the index, re-scored exactly when refine > 1."""
     scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k * refine)
     if refine > 1:
-        for q in range(len(queries)):
-            exact = stored.scores(queries[q], ids[q])
-            order = np.argsort(-exact, kind="stable")
-            scores[q], ids[q] = exact[order], ids[q][order]
+        scores, ids = _rescored(stored, queries, ids)
     return scores[:, :k], ids[:, :k]
+
+
+def _rescored(stored: Stored, queries: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of each query's candidates, scored exactly and sorted best first."""
+    scores = np.stack([stored.scores(q, c) for q, c in zip(queries, candidates)])
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
 
 
 MAX_REFINE = 64  # candidates a result at most (64 x k rows re-scored, read from the memory-mapped shards)
@@ -282,7 +289,7 @@ def _tune(index, stored: Stored, refine: int, rng: np.random.Generator, target_r
         ivf.nprobe = nprobe
         _, candidates = index.search(np.ascontiguousarray(queries), 10 * refines[-1])
         for r in refines:
-            found = _rescored(stored, queries, candidates[:, : 10 * r], 10) if r > 1 else candidates[:, :10]
+            found = _rescored(stored, queries, candidates[:, : 10 * r])[1][:, :10] if r > 1 else candidates[:, :10]
             recall = float(np.mean([len(want & set(got.tolist())) / max(len(want), 1)
                                     for want, got in zip(exact, found)]))  # fmt: skip
             if recall > best[2]:
@@ -292,14 +299,6 @@ def _tune(index, stored: Stored, refine: int, rng: np.random.Generator, target_r
         if nprobe >= ivf.nlist:
             return best
         nprobe = min(ivf.nlist, max(nprobe + 1, round(nprobe * 1.42)))
-
-
-def _rescored(stored: Stored, queries: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
-    out = np.empty((len(queries), k), np.int64)
-    for q in range(len(queries)):
-        exact = stored.scores(queries[q], candidates[q])
-        out[q] = candidates[q][np.argsort(-exact, kind="stable")[:k]]
-    return out
 
 
 def is_sharded_index(path: str | os.PathLike) -> bool:
@@ -337,7 +336,6 @@ class ShardedIndex:
         self.index = faiss.read_index(str(self.path / "index.faiss"), flags)
         faiss.extract_index_ivf(self.index).nprobe = int(self.info["nprobe"])
         self.emb = Path(self.info["emb"])
-        self._starts = [s["start"] for s in self.info["shards"]]
         self.stored = Stored(self.emb, [(s["name"], s["rows"]) for s in self.info["shards"]])
         self._precision = precision
         self._model = None
@@ -370,7 +368,7 @@ class ShardedIndex:
         return [self.result(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def result(self, id: int, score: float) -> Result:
-        shard = self.info["shards"][bisect_right(self._starts, id) - 1]
+        shard = self.info["shards"][int(np.searchsorted(self.stored.starts, id, side="right")) - 1]
         row = id - shard["start"]
         table = self._table(shard["name"])
         return Result(id, table["location"][row], score, table["caption"][row], table["key"][row])

@@ -26,6 +26,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from pictext.errors import MissingFileError, PictextError, UsageError
 from pictext.files import atomic_write
 from pictext.images.decode import IMAGE_SUFFIXES, ImageError, decode_bytes
 from pictext.images.transforms import Preprocess
+
+if TYPE_CHECKING:
+    from pictext.clip.model import CLIP
 
 SHARD_SIZE = 10_000  # files a shard, for folders and lists (img2dataset's default shard size)
 MAX_MEMBER_BYTES = 64 << 20  # a tar member larger than this is refused as an image (and not read)
@@ -290,8 +294,10 @@ def read_vectors(out: Path, name: str, mmap: bool = True) -> np.ndarray:
 # ---- embedding --------------------------------------------------------------------------------------------------
 
 
-def open_plan(source: str, out: Path, model_spec: str, shard_size: int, precision: str, fast_decode: bool) -> Plan:
-    """EMB/plan.json, written by the first run; a rerun must name the same source and model."""
+def open_plan(source: str, out: Path, model_spec: str, shard_size: int, precision: str,
+              fast_decode: bool) -> tuple[Plan, CLIP]:  # fmt: skip
+    """(EMB/plan.json, written by the first run, and its model, loaded once and checked against it); a rerun must
+    name the same source and model."""
     from pictext.clip.embed import load, model_fingerprint
 
     path = out / "plan.json"
@@ -301,13 +307,13 @@ def open_plan(source: str, out: Path, model_spec: str, shard_size: int, precisio
             raise UsageError(f"{out} holds the embeddings of {plan.source!r}, not {source!r}; use another --out")
         if plan.model != model_spec:
             raise UsageError(f"{out} was embedded with {plan.model!r}, not {model_spec!r}; use another --out")
-        return plan
+        return plan, load_checked(plan)
     model = load(model_spec, precision=precision)
     shards = source_shards(source, out, shard_size)
     draft = model.preprocess.image_size if fast_decode else None
     plan = Plan(source, shards, model_spec, model_fingerprint(model), model.config.embed_dim, model.precision, draft)
     atomic_write(path, lambda tmp: Path(tmp).write_text(plan.to_json(), encoding="utf-8"))
-    return plan
+    return plan, model
 
 
 def pending_shards(plan: Plan, out: Path) -> list[InputShard]:
@@ -327,7 +333,7 @@ def record(report: EmbedReport, items: Sequence[Item], errors: Sequence[str | No
     report.errors += [(it.location, e) for it, e in zip(items, errors, strict=True) if e is not None]
 
 
-def load_checked(plan: Plan, device: str | None = None):
+def load_checked(plan: Plan, device: str | None = None) -> CLIP:
     """The plan's model, refused if its weights are not the plan's (a worker holding another file)."""
     from pictext.clip.embed import load, model_fingerprint
 
