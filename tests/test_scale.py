@@ -258,6 +258,69 @@ def test_on_disk_index_of_200k_vectors_and_the_search_command(tmp_path, capsys):
     assert all(r["caption"].startswith("caption ") for r in results)
 
 
+# ---- pictext serve over an on-disk index ------------------------------------------------------------------------
+
+
+def _client(index):
+    from fastapi.testclient import TestClient
+
+    from pictext.server.app import create_app
+
+    return TestClient(create_app(index), base_url="http://127.0.0.1")
+
+
+def test_serve_an_index_of_webdataset_shards(tmp_path, tiny_model_path):
+    """The routes answer from an index built from WebDataset shards: results carry captions and URLs; a picture is
+    read from its tar by offset, served only while its bytes are the ones embedded, and named by id alone."""
+    pictures = _pictures(tmp_path / "pics", 60)
+    _tar(tmp_path / "a.tar", pictures[:40])
+    _tar(tmp_path / "b.tar", pictures[40:], broken=True)
+    emb = tmp_path / "emb"
+    bulk.embed(str(tmp_path / "{a,b}.tar"), emb, str(tiny_model_path), workers=0, precision="fp32")
+    build(emb, tmp_path / "big", parse_bytes("1GB"))
+    index = ShardedIndex(tmp_path / "big", precision="fp32")
+    client = _client(index)
+    assert client.get("/api/status").json() | {"busy": 0} == {"images": 60, "errors": 1, "model": str(tiny_model_path),
+                                                               "busy": 0}  # fmt: skip
+    upload = pictures[45].read_bytes()
+    found = client.post("/api/search/image", files={"file": ("q.png", upload)}, data={"k": "3"}).json()["results"]
+    top = found[0]
+    assert (top["id"], top["caption"], top["name"]) == (45, "picture 5", f"5{pictures[45].suffix}")
+    assert top["url"] == f"https://example.org/5{pictures[45].suffix}" and top["score"] > 0.99
+    assert client.get("/api/image/45").content == upload  # the member's bytes, read in place
+    thumb = client.get("/api/thumb/45")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    like = client.get("/api/similar/45", params={"k": 2}).json()
+    assert like["like"] == {"id": 45, "name": top["name"]} and like["results"][0]["id"] == 45
+    text = client.get("/api/search", params={"q": "a red square", "k": 5}).json()["results"]
+    assert len(text) == 5 and all(r["caption"].startswith("picture ") for r in text)
+    for url in ("/api/image/60", "/api/image/61", "/api/thumb/999", "/api/similar/60", "/api/image/-1"):
+        assert client.get(url).status_code == 404, url  # the broken member (row 60), past the end, negative
+    tar = bytearray((tmp_path / "b.tar").read_bytes())
+    at = tar.index(upload) + len(upload) // 2
+    tar[at] ^= 0xFF  # one byte of the member changed in place
+    (tmp_path / "b.tar").write_bytes(bytes(tar))
+    changed = client.get("/api/image/45")
+    assert changed.status_code == 404 and "changed since it was embedded" in changed.json()["error"]
+    assert client.get("/api/image/5").status_code == 200  # the other tar is untouched
+
+
+def test_serve_an_index_of_a_folder_refuses_a_swapped_symlink(tmp_path, tiny_model_path, capsys):
+    pictures = _pictures(tmp_path / "pics", 40)
+    (tmp_path / "outside.png").write_bytes(pictures[3].read_bytes())  # same bytes, same hash, outside the folder
+    emb = tmp_path / "emb"
+    bulk.embed(tmp_path / "pics", emb, str(tiny_model_path), workers=0, precision="fp32")
+    build(emb, tmp_path / "big", parse_bytes("1GB"))
+    client = _client(ShardedIndex(tmp_path / "big", precision="fp32"))
+    assert client.get("/api/image/3").content == pictures[3].read_bytes()
+    pictures[3].unlink()
+    os.symlink(tmp_path / "outside.png", pictures[3])
+    refused = client.get("/api/image/3")
+    assert refused.status_code == 404 and "no longer inside" in refused.json()["error"]
+    assert main(["search", "a dog", "--index", str(tmp_path / "big"), "--model", "default"]) == 2
+    assert "searched with that model; leave --model out" in capsys.readouterr().err
+
+
 # ---- a real Ray cluster: a head and a worker node, separate processes on 127.0.0.1 ------------------------------
 
 

@@ -17,6 +17,20 @@ def _index(args: argparse.Namespace, create: bool = False):
     return Index(args.index, model=args.model, create=create, precision=args.precision)
 
 
+def open_index(args: argparse.Namespace, create: bool = False):
+    """The index --index names, to search: one built by `pictext index build` (searched with the model its vectors
+    came from), else pictext index's folder."""
+    from pictext.search.ondisk import ShardedIndex, is_sharded_index
+
+    if not (args.index and is_sharded_index(args.index)):
+        return _index(args, create)
+    index = ShardedIndex(args.index, args.precision)
+    if args.model and args.model != index.info["model"]:
+        raise UsageError(f"--model {args.model}: the vectors of {args.index} came from {index.info['model']!r}, "
+                         "and it is searched with that model; leave --model out")  # fmt: skip
+    return index
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from pictext.search.index import DEFAULT_EXCLUDE, adding_to, default_index_dir, repair
 
@@ -101,9 +115,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         terms.append(Weighted(1.0, P(image)))
     if not terms:
         raise UsageError('the query is empty; give text (pictext search "a dog") or an image (--image FILE)')
-    from pictext.search.ondisk import ShardedIndex, is_sharded_index
-
-    index = ShardedIndex(args.index, args.precision) if args.index and is_sharded_index(args.index) else _index(args)
+    index = open_index(args)
     try:
         hits = index.search(terms, args.k)
     finally:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pictext.commands.common import Subparsers
-from pictext.commands.search import index_args
+from pictext.commands.search import index_args, open_index
 from pictext.errors import MissingFileError, UsageError
 from pictext.hub import ModelNotFoundError
 
@@ -16,7 +16,6 @@ from pictext.hub import ModelNotFoundError
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pictext.search import Index
     from pictext.server.app import LOCAL_HOSTS, create_app
 
     token = _serve_token(args)
@@ -27,7 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "or --token-file FILE (or --token SECRET, which other local users can see in ps)"
         )
     allowed = None if wildcard else (*LOCAL_HOSTS, args.host.lower(), *(h.lower() for h in args.allow_host))
-    index = Index(args.index, model=args.model, precision=args.precision)
+    index = open_index(args, create=True)  # pictext index's folder, or an index built by pictext index build
     app = create_app(index, token=token, allowed_hosts=allowed, generation=_generation(args))
     # create_app loaded the model now, not at the first request
     print(f"serving {index.path} ({len(index)} images) at http://{args.host}:{args.port}/", file=sys.stderr)

@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,10 @@ KIND = "pictext-sharded-index"
 
 class OnDiskIndexError(PictextError, ValueError):
     pass
+
+
+class NotServedError(PictextError, LookupError):
+    """An item's picture is not handed out (no such item, or its bytes are not the ones embedded)."""
 
 
 def parse_bytes(text: str) -> int:
@@ -164,6 +168,7 @@ def build(emb: str | os.PathLike, out: str | os.PathLike, memory: int = 8 << 30,
 
     for old in ("index.faiss", "lists.ivfdata", "index.json"):  # a rebuild starts clean
         (out / old).unlink(missing_ok=True)
+    shutil.rmtree(out / "thumbs", ignore_errors=True)  # the server's thumbnails, by id: ids change
     _fill(index, choice.on_disk, stored, out)
 
     nprobe, refine, recall = _tune(index, stored, choice.refine, rng, target_recall, n_queries)
@@ -222,6 +227,11 @@ class Stored:
         self.emb, self.shards = emb, shards
         self.starts = np.cumsum([0] + [rows for _, rows in shards])
         self._maps = [read_vectors(emb, name) for name, _ in shards]
+
+    def vector_of(self, id: int) -> np.ndarray:
+        """The stored vector of global id `id` (float32)."""
+        shard = int(np.searchsorted(self.starts, id, side="right")) - 1
+        return np.asarray(self._maps[shard][id - self.starts[shard]], np.float32)
 
     def scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """query (D,) against the vectors of `ids` (-1: -inf)."""
@@ -340,6 +350,7 @@ class ShardedIndex:
         self._precision = precision
         self._model = None
         self._table = lru_cache(maxsize=16)(lambda name: read_table(self.emb, name))
+        self._listing = lru_cache(maxsize=16)(lambda path: Path(path).read_text(encoding="utf-8").splitlines())
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -367,11 +378,80 @@ class ShardedIndex:
         scores, ids = search_refined(self.index, self.stored, vector[None], k, int(self.info.get("refine", 1)))
         return [self.result(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
+    def similar(self, id: int, k: int = 20) -> list[Result]:
+        """'More like this': the items nearest to item `id`'s own vector."""
+        from pictext.search.query import QueryError
+
+        shard, row = self._row(id)
+        if shard is None or self._table(shard["name"])["error"][row] is not None:
+            raise QueryError(f"no indexed image has id {id}")
+        return self.search(self.stored.vector_of(id), k)
+
     def result(self, id: int, score: float) -> Result:
-        shard = self.info["shards"][int(np.searchsorted(self.stored.starts, id, side="right")) - 1]
-        row = id - shard["start"]
+        shard, row = self._row(id)
+        assert shard is not None, id
         table = self._table(shard["name"])
         return Result(id, table["location"][row], score, table["caption"][row], table["key"][row])
+
+    def _row(self, id: int) -> tuple[dict | None, int]:
+        """(the shard's entry in index.json, the row in it) of a global id; (None, -1) when out of range."""
+        if not 0 <= id < int(self.stored.starts[-1]):
+            return None, -1
+        shard = self.info["shards"][int(np.searchsorted(self.stored.starts, id, side="right")) - 1]
+        return shard, id - shard["start"]
+
+    def picture(self, id: int) -> bytes:
+        """The bytes of item `id`'s picture, read where the embedding read them (a file, or a tar member by offset
+        and size), only if they are still the bytes that were embedded (their content hash) and the place is the
+        one the embedding plan names for that row (for a folder, still inside it); else NotServedError."""
+        import hashlib
+
+        from pictext.search.scan import inside
+        from pictext.search.shards import MAX_MEMBER_BYTES, Item, read_bytes
+
+        shard, row = self._row(id)
+        table = self._table(shard["name"]) if shard is not None else None
+        if table is None or table["error"][row] is not None:
+            raise NotServedError(f"no indexed image has id {id}")
+        file, offset, size = table["file"][row], table["offset"][row], table["size"][row]
+        if file != self._planned_file(shard["name"], row):
+            raise NotServedError(f"image {id}'s table names a file its embedding plan does not")
+        if self._folder is not None and not inside(os.path.realpath(file), [self._folder]):
+            raise NotServedError(f"image {id} is no longer inside {self.plan.source}")
+        try:
+            data = read_bytes(Item(row, table["key"][row], "", "", file, offset, size))
+        except OSError as e:
+            raise NotServedError(f"image {id} cannot be read now ({e.strerror or e})") from e
+        if len(data) > MAX_MEMBER_BYTES or hashlib.blake2b(data, digest_size=16).hexdigest() != table["hash"][row]:
+            raise NotServedError(f"image {id} has changed since it was embedded")
+        return data
+
+    @cached_property
+    def plan(self) -> Plan:
+        return Plan.read(self.emb / "plan.json")
+
+    @cached_property
+    def _folder(self) -> str | None:
+        """The real path of the folder the collection was embedded from, if it was one."""
+        source = Path(self.plan.source).expanduser()
+        return os.path.realpath(source) if source.is_dir() else None
+
+    @cached_property
+    def _inputs(self) -> dict:
+        return {s.name: s for s in self.plan.shards}
+
+    def _planned_file(self, name: str, row: int) -> str | None:
+        """The file the plan says row `row` of shard `name` was read from: the tar, or the row's line of the list."""
+        shard = self._inputs.get(name)
+        if shard is None:
+            return None
+        if shard.kind == "tar":
+            return shard.path
+        lines = self._listing(shard.path)
+        return lines[row] if row < len(lines) else None
+
+    def status(self) -> dict:
+        return {"images": len(self), "errors": int(self.stored.starts[-1]) - len(self), "model": self.info["model"]}
 
     def close(self) -> None:
         self.index = None

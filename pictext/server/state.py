@@ -1,10 +1,9 @@
-"""What the server's routes share: the index and its lock, the one model worker behind a bounded queue, and
-reading uploads within their limits."""
+"""What the server's routes share: the library (pictext.server.library), the one model worker behind a bounded
+queue, and reading uploads within their limits."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ from PIL import Image
 
 from pictext.errors import PictextError
 from pictext.images.decode import ImageTooLargeError, decode_bytes
-from pictext.search.index import MAX_UPLOAD_PIXELS, Index
+from pictext.search.index import MAX_UPLOAD_PIXELS
+from pictext.server.library import Library
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PENDING = 256  # model requests running or waiting; more get 503
@@ -25,9 +25,8 @@ T = TypeVar("T")
 
 @dataclass
 class ServerState:
-    index: Index
+    library: Library  # what is searched and shown (its own lock guards it)
     max_upload_bytes: int = MAX_UPLOAD_BYTES
-    db_lock: threading.Lock = field(default_factory=threading.Lock)  # the catalog's SQLite connection, the vectors
     worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pictext-model")
     )  # one model request at a time

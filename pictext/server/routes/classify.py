@@ -14,7 +14,7 @@ MAX_LABELS = 64
 
 def router(state: ServerState) -> APIRouter:
     api = APIRouter()
-    model = state.index.model  # loaded now, so that no request loads it under the locks
+    model = state.library.model  # loaded now, so that no request loads it under the locks
 
     @api.post("/api/classify")
     async def classify(file: Annotated[UploadFile, File()], labels: Annotated[str, Form()]):

@@ -4,8 +4,6 @@ their thumbnails by catalog id only, never by a path a client sends."""
 from __future__ import annotations
 
 import io
-import os
-import threading
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
@@ -13,9 +11,9 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from PIL import Image
 
 from pictext.files import atomic_write
-from pictext.images.decode import ImageError, decode_image
-from pictext.search.index import Index, private_folder
-from pictext.search.scan import inside
+from pictext.images.decode import ImageError, decode_bytes, decode_image
+from pictext.search.index import MAX_UPLOAD_PIXELS, private_folder
+from pictext.server.library import NotServed, Picture
 from pictext.server.routes.search import check_id
 from pictext.server.state import ServerState
 
@@ -26,7 +24,6 @@ THUMB_SIZE = 256
 
 def router(state: ServerState) -> APIRouter:
     api = APIRouter()
-    index = state.index
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -39,22 +36,28 @@ def router(state: ServerState) -> APIRouter:
         return Response((STATIC / name).read_bytes(), media_type=STATIC_TYPES[name])
 
     @api.get("/api/image/{file_id}")
-    def image(file_id: int) -> FileResponse:
-        path = _file_for(index, check_id(file_id), state.db_lock)
-        return FileResponse(path, media_type=_image_type(path, file_id))
+    def image(file_id: int) -> Response:
+        picture = _picture(state, check_id(file_id))
+        if picture.path is not None:
+            return FileResponse(picture.path, media_type=_image_type(picture.path, file_id))
+        assert picture.data is not None
+        return Response(picture.data, media_type=_image_type(io.BytesIO(picture.data), file_id))
 
     @api.get("/api/thumb/{file_id}")
     def thumb(file_id: int) -> Response:
-        path = _file_for(index, check_id(file_id), state.db_lock)
-        cached = index.path / "thumbs" / f"{file_id}.jpg"
+        picture = _picture(state, check_id(file_id))
+        cached = state.library.thumbs / f"{file_id}.jpg"
         if not cached.exists():
             try:
-                picture = decode_image(path)
+                if picture.path is not None:
+                    decoded = decode_image(picture.path)
+                else:
+                    decoded = decode_bytes(picture.data, f"image {file_id}", max_pixels=MAX_UPLOAD_PIXELS)
             except ImageError as e:
                 raise HTTPException(404, f"image {file_id} cannot be read now: {e.reason}") from e
-            picture.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            decoded.thumbnail((THUMB_SIZE, THUMB_SIZE))
             buffer = io.BytesIO()
-            picture.save(buffer, "JPEG", quality=85)
+            decoded.save(buffer, "JPEG", quality=85)
             private_folder(cached.parent)
             atomic_write(cached, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
         return FileResponse(cached, media_type="image/jpeg")
@@ -62,10 +65,10 @@ def router(state: ServerState) -> APIRouter:
     return api
 
 
-def _image_type(path: Path, file_id: int) -> str:
-    """The MIME type of the image the file decodes as; 404 when it is not one (whatever its name says)."""
+def _image_type(source: Path | io.BytesIO, file_id: int) -> str:
+    """The MIME type of the image the file or bytes decode as; 404 when it is not one (whatever its name says)."""
     try:
-        with Image.open(path) as picture:
+        with Image.open(source) as picture:
             mime = Image.MIME.get(picture.format or "")
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise HTTPException(404, f"image {file_id} cannot be read now") from e
@@ -74,15 +77,8 @@ def _image_type(path: Path, file_id: int) -> str:
     return mime
 
 
-def _file_for(index: Index, file_id: int, lock: threading.Lock) -> Path:
-    """The file of catalog row `file_id`, if it indexed as an image and its real path is still inside what was
-    indexed; else 404."""
-    with lock:
-        record = index.catalog.by_id(file_id)
-        roots = index.real_roots()
-    if record is None or record.status != "ok":
-        raise HTTPException(404, f"no indexed image has id {file_id}")
-    real = os.path.realpath(record.path)
-    if not inside(real, roots) or not os.path.isfile(real):
-        raise HTTPException(404, f"image {file_id} is no longer inside the indexed folders")
-    return Path(real)
+def _picture(state: ServerState, file_id: int) -> Picture:
+    try:
+        return state.library.picture(file_id)
+    except NotServed as e:
+        raise HTTPException(404, str(e)) from e

@@ -26,11 +26,22 @@ function show(body) {
     const meta = document.createElement("div");
     meta.className = "meta";
     const name = document.createElement("span");
-    name.textContent = r.name;
+    name.textContent = r.caption || r.name;  // a collection embedded by pictext embed has captions
+    name.title = r.name;
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = r.score.toFixed(3);
     meta.append(name, score);
+    if (r.url) {  // the server sends http(s) URLs only
+      const source = document.createElement("a");
+      source.className = "source";
+      source.href = r.url;
+      source.textContent = "source";
+      source.target = "_blank";
+      source.rel = "noopener noreferrer";
+      source.addEventListener("click", (e) => e.stopPropagation());
+      meta.append(source);
+    }
     card.append(img, meta);
     card.addEventListener("click", () => navigate({ like: String(r.id), k: $("k").value }));
     return card;
