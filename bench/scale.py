@@ -9,7 +9,8 @@ at millions of vectors, and the on-paper figures at 100 M and 1 B. Writes bench/
    shard written to the last. `two_node_speedup` is one node's wall time over two nodes'.
 2. The index: `--vectors` synthetic clustered unit vectors (the default model's 128 dimensions) in shards of
    500,000, built by `pictext index build` in a subprocess under a `--memory` budget that forces PQ codes and
-   inverted lists merged on disk; its build time, peak memory (the subprocess's max RSS), size on disk, query
+   inverted lists merged on disk; its build time, peak memory (the subprocess's max RSS, and its peak anonymous
+   and file-backed resident memory, sampled), size on disk, query
    p50/p99 (one query at a time, with the exact re-scoring) and recall@10 against exact search.
 3. On paper: faiss's memory formulas and the measurements above, at 100 M and 1 B vectors.
 """
@@ -121,17 +122,39 @@ def write_vectors(emb: Path, n: int, dim: int, per_shard: int, seed: int = 0) ->
     write_synthetic(emb, n, per_shard, dim=dim, seed=seed)
 
 
+def sample_memory(every: float = 0.02) -> dict:
+    """A dict that a thread keeps updated with this process's peak anonymous and file-backed resident memory
+    (/proc/self/status, Linux): file-backed pages (the libraries, memory-mapped shards) are the page cache's,
+    which the kernel drops under pressure; anonymous ones are what the process holds."""
+    import re
+    import threading
+
+    peak = {"peak_anon_bytes": 0, "peak_file_bytes": 0}
+
+    def watch() -> None:
+        while True:
+            status = Path("/proc/self/status").read_text()
+            for key, field in (("peak_anon_bytes", "RssAnon"), ("peak_file_bytes", "RssFile")):
+                found = re.search(field + r":\s+(\d+) kB", status)
+                peak[key] = max(peak[key], int(found.group(1)) * 1024 if found else 0)
+            time.sleep(every)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return peak
+
+
 def index_row(n: int, dim: int, memory: str, work: Path) -> dict:
     emb, big = work / "emb", work / "big"
     start = time.perf_counter()
     write_vectors(emb, n, dim, 500_000)
     written = time.perf_counter() - start
-    script = ("import json, resource, time; from pictext.search.ondisk import build, parse_bytes; "
+    script = ("import json, resource, sys, time; from pictext.search.ondisk import build, parse_bytes; "
+              f"sys.path.insert(0, {str(HERE)!r}); from scale import sample_memory; peak = sample_memory(); "
               "t = time.perf_counter(); "
               f"r = build({str(emb)!r}, {str(big)!r}, parse_bytes({memory!r})); "
               "print(json.dumps({'seconds': time.perf_counter() - t, 'factory': r.factory, 'on_disk': r.on_disk, "
               "'nprobe': r.nprobe, 'recall_at_10': r.recall_at_10, "
-              "'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))")  # fmt: skip
+              "'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **peak}))")  # fmt: skip
     _, out = timed([PY, "-c", script], {**os.environ, "PICTEXT_QUIET": "1"})
     built = json.loads(out.strip().splitlines()[-1])
     from pictext.search.ondisk import ShardedIndex
@@ -154,7 +177,9 @@ def index_row(n: int, dim: int, memory: str, work: Path) -> dict:
     recall = float(np.mean([len(set(e.tolist()) & set(h)) / 10 for e, h in zip(exact, hits[:100])]))
     size = sum(f.stat().st_size for f in big.iterdir() if f.is_file())
     row = {"vectors": n, "dim": dim, "memory_budget": memory, "write_shards_seconds": written,
-           "build_seconds": built["seconds"], "peak_rss_bytes": built["peak_rss_bytes"], "factory": built["factory"],
+           "build_seconds": built["seconds"], "peak_rss_bytes": built["peak_rss_bytes"],
+           "peak_anon_bytes": built["peak_anon_bytes"], "peak_file_bytes": built["peak_file_bytes"],
+           "factory": built["factory"],
            "on_disk": built["on_disk"], "nprobe": built["nprobe"], "recall_at_10_at_build": built["recall_at_10"],
            "recall_at_10": recall, "index_bytes_on_disk": size,
            "shard_bytes_on_disk": sum(f.stat().st_size for f in emb.iterdir()),
@@ -211,8 +236,14 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary: dict = {"index_vectors": index["vectors"], "recall_at_10": index["recall_at_10"]}
+    out = HERE / "results" / "scale.json"
+    kept = {}
+    if args.skip_embedding and out.exists():  # the index measured again; the embedding rows of the last full run
+        kept = json.loads(out.read_text())
+        rows = [r for r in kept["rows"] if "images" in r]
+        summary |= {k: v for k, v in kept["summary"].items() if k not in summary}
     for suffix, group in (("", rows), ("_vit_b32", heavy)):
-        if not group:
+        if not group or kept:
             continue
         by = {r["system"]: r for r in group}
         one, two = by["pictext embed --ray, 1 node x 1 CPU"], by["pictext embed --ray, 2 nodes x 1 CPU"]
@@ -239,7 +270,10 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024},
     }  # fmt: skip
-    out = HERE / "results" / "scale.json"
+    if kept:
+        result["notes"].append(f"embedding rows kept from the run of {kept.get('date', 'an earlier day')} "
+                               "(this run: --skip-embedding)")
+    result["date"] = time.strftime("%Y-%m-%d")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 

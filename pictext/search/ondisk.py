@@ -35,7 +35,7 @@ import numpy as np
 
 from pictext.errors import PictextError, UsageError
 from pictext.files import atomic_write
-from pictext.search.shards import Plan, is_done, read_table, read_vectors
+from pictext.search.shards import Plan, is_done, read_table, read_vectors, shard_files
 
 TARGET_RECALL = 0.9
 KIND = "pictext-sharded-index"
@@ -118,12 +118,24 @@ BLOCK = 65_536  # vectors in memory at once (float32) while filling and while se
 
 
 def _valid_blocks(emb: Path, name: str):
-    """(float32 vectors, their rows) of a shard in blocks of BLOCK, without the rows of items that did not decode;
-    read from the memory-mapped float16 file, so a shard of any size holds one block in memory."""
-    vectors, rows = read_vectors(emb, name), _valid_rows(emb, name)
-    for start in range(0, len(rows), BLOCK):
-        block = rows[start : start + BLOCK]
-        yield np.asarray(vectors[block], np.float32), block
+    """(float32 vectors, their rows) of a shard in blocks of BLOCK rows, without the rows of items that did not
+    decode. Read block by block from the file, not through a memory map: a map's pages stay in the process's
+    resident memory while it lives, and streaming over every shard would hold them all."""
+    rows = _valid_rows(emb, name)
+    with open(shard_files(emb, name)[0], "rb") as f:
+        version = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(f)
+        if fortran or len(shape) != 2:
+            raise OnDiskIndexError(f"{shard_files(emb, name)[0]} is not a shard's (rows, dim) array")
+        dim, start_of_data = shape[1], f.tell()
+        for start in range(0, shape[0], BLOCK):
+            stop = min(start + BLOCK, shape[0])
+            f.seek(start_of_data + start * dim * dtype.itemsize)
+            block = np.fromfile(f, dtype, count=(stop - start) * dim).reshape(-1, dim)
+            kept = rows[(rows >= start) & (rows < stop)]
+            if len(kept):
+                yield block[kept - start].astype(np.float32), kept
 
 
 def _valid_rows(emb: Path, name: str) -> np.ndarray:
@@ -226,7 +238,12 @@ class Stored:
     def __init__(self, emb: Path, shards: list[tuple[str, int]]) -> None:
         self.emb, self.shards = emb, shards
         self.starts = np.cumsum([0] + [rows for _, rows in shards])
-        self._maps = [read_vectors(emb, name) for name, _ in shards]
+        self.release()
+
+    def release(self) -> None:
+        """Map the shards afresh: the pages the old maps read leave this process's resident memory (a search
+        keeps them, as the page cache does; the build's tuning, which reads ever more candidates, lets go)."""
+        self._maps = [read_vectors(self.emb, name) for name, _ in self.shards]
 
     def vector_of(self, id: int) -> np.ndarray:
         """The stored vector of global id `id` (float32)."""
@@ -297,6 +314,7 @@ def _tune(index, stored: Stored, refine: int, rng: np.random.Generator, target_r
     nprobe = 1
     while True:
         ivf.nprobe = nprobe
+        stored.release()
         _, candidates = index.search(np.ascontiguousarray(queries), 10 * refines[-1])
         for r in refines:
             found = _rescored(stored, queries, candidates[:, : 10 * r])[1][:, :10] if r > 1 else candidates[:, :10]
