@@ -271,8 +271,9 @@ def main() -> None:
                     "python_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024},
     }  # fmt: skip
     if kept:
-        result["notes"].append(f"embedding rows kept from the run of {kept.get('date', 'an earlier day')} "
-                               "(this run: --skip-embedding)")
+        result["notes"].append(
+            f"embedding rows kept from the run of {kept.get('date', 'an earlier day')} (this run: --skip-embedding)"
+        )
     result["date"] = time.strftime("%Y-%m-%d")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(summary, indent=1))

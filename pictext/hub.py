@@ -85,6 +85,7 @@ def resolve(name: str | os.PathLike, fetch: bool | None = None) -> Path:
         )
     available = ", ".join(p.stem for p in list_models()) or "none yet"
     builds = {"vqgan": "the default VQGAN", "dalle": "the default DALL-E", "unclip": "the default unCLIP",
-              "default": "the default CLIP", "shapes": "the shapes CLIP"}  # fmt: skip
+              "unclip-ru": "the unCLIP that reads Russian", "default": "the default CLIP",
+              "shapes": "the shapes CLIP"}  # fmt: skip
     hint = f"; build {builds[str(name)]} with `pictext models build {name}`" if str(name) in builds else ""
     raise ModelNotFoundError(f"{name!r} is neither a file nor a model in {models_dir()} (available: {available}){hint}")

@@ -76,18 +76,18 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
     """Run a model's recipe from nothing (resuming a stopped run) and save it where name lookup finds it."""
     from pictext import hub
 
-    if name not in ("vqgan", "dalle", "unclip", *hub.RECIPE_MODELS):
+    if name not in ("vqgan", "dalle", "unclip", "unclip-ru", *hub.RECIPE_MODELS):
         raise UsageError(
-            f"pictext models build takes vqgan, dalle, unclip, {', '.join(hub.RECIPE_MODELS)}; got {name!r}"
+            f"pictext models build takes vqgan, dalle, unclip, unclip-ru, {', '.join(hub.RECIPE_MODELS)}; got {name!r}"
         )
     target = Path(out) if out else hub.models_dir() / f"{name}.safetensors"
     run_dir = target.with_suffix(".run")
-    if name == "unclip":
+    if name in ("unclip", "unclip-ru"):
         from pictext.clip.embed import load
         from pictext.unclip import recipe
         from pictext.unclip.io import save_unclip
 
-        r = recipe.UnclipRecipe()
+        r = recipe.RECIPES[name]
         clip = load(r.clip, precision="fp32")
         prior, decoder = recipe.build(r, recipe.recipe_data(r), clip, run_dir=run_dir)
         save_unclip(prior, decoder, r.clip, clip, target, half=True)  # no upsampler: see UnclipRecipe
@@ -113,8 +113,8 @@ def _build_model(name: str | None, out: str | None, half: bool = False) -> int:
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("models", help="list the models here, build one from its recipe, or fetch a published one")
     p.add_argument("action", nargs="?", choices=["list", "build", "fetch"], default="list")
-    p.add_argument("name", nargs="?", help="with build: vqgan, dalle, unclip, default or shapes; with fetch: a "
-                   "published model (openai/ViT-B-32, ...)")  # fmt: skip
+    p.add_argument("name", nargs="?", help="with build: vqgan, dalle, unclip, unclip-ru, default or shapes; with "
+                   "fetch: a published model (openai/ViT-B-32, ...)")  # fmt: skip
     p.add_argument("--published", action="store_true", help="with list: the published models pictext can fetch")
     p.add_argument("--out", help="with build: where to save (default: $PICTEXT_HOME/models/NAME.safetensors)")
     p.add_argument("--half", action="store_true", help="with build of a CLIP: store float16 weights, as shipped")

@@ -143,7 +143,12 @@ class UnclipGenerator(Generator):
 
     @classmethod
     def defaults(cls, prompt: str | None) -> dict:
-        return {"unclip": "unclip"}
+        """The default unCLIP (the default CLIP's space: English, shapes and emoji); for a Russian prompt
+        `unclip-ru`, in the `shapes` CLIP's space, whose text tower reads Russian (the default CLIP's does not)."""
+        from pictext.data.shapes import prompt_language
+
+        russian = prompt is not None and prompt_language(prompt) == "ru"
+        return {"unclip": "unclip-ru" if russian else "unclip"}
 
     @classmethod
     def preset_for(cls, models: dict[str, Any]) -> str | None:

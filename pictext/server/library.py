@@ -1,8 +1,8 @@
 """What the server searches and shows: a `Library` over either kind of index, so that the routes are the same.
 
-- `Catalog`: a folder indexed by `pictext index` (SQLite catalog, vectors, faiss); a picture is served when its
+- `IndexLibrary`: a folder indexed by `pictext index` (SQLite catalog, vectors, faiss); a picture is served when its
   real path is still inside the indexed folders.
-- `Sharded`: an index built by `pictext index build` from `pictext embed`'s shards (memory-mapped, on disk); a
+- `ShardedLibrary`: an index built by `pictext index build` from `pictext embed`'s shards (memory-mapped, on disk); a
   picture is read where it was embedded from (a file, or a WebDataset tar member by offset and size) and served
   only while its bytes hash to what was embedded. Results carry the item's caption and, for web collections,
   its URL.
@@ -37,7 +37,7 @@ class NotServed(LookupError):
     """404: the id names no servable picture; the message says why."""
 
 
-class Catalog:
+class IndexLibrary:
     def __init__(self, index: Index) -> None:
         self.index = index
         self.lock = threading.Lock()  # the catalog's SQLite connection and the vectors: one thread at a time
@@ -81,7 +81,7 @@ class Catalog:
         return Picture(path=Path(real))
 
 
-class Sharded:
+class ShardedLibrary:
     def __init__(self, index: ShardedIndex) -> None:
         self.index = index
         self.lock = threading.Lock()  # the shards' tables, cached as they are read
@@ -117,11 +117,11 @@ class Sharded:
             raise NotServed(str(e)) from e
 
 
-Library = Catalog | Sharded
+Library = IndexLibrary | ShardedLibrary
 
 
 def library(index: Index | ShardedIndex) -> Library:
-    return Sharded(index) if isinstance(index, ShardedIndex) else Catalog(index)
+    return ShardedLibrary(index) if isinstance(index, ShardedIndex) else IndexLibrary(index)
 
 
 def _hit(h: Hit) -> dict:

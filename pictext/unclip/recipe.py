@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pictext import training
 from pictext.clip.model import CLIP
+from pictext.data.phrasings import TRAIN_PHRASINGS
 from pictext.unclip.decoder import DiffusionDecoder
 from pictext.unclip.diffusion import DiffusionConfig
 from pictext.unclip.prior import DiffusionPrior
@@ -41,11 +42,23 @@ class UnclipRecipe:
     decoder_train: UnclipTrainConfig = UnclipTrainConfig(steps=8000, batch_size=32, lr=3e-4)
     shapes_length: int = 20_000
     emoji_repeats: int = 1  # Google's 3,083 training emoji, once, beside the 20,000 shapes scenes; 0: shapes alone
+    # the shapes world's captions: their language(s) and phrasings (pictext.data.phrasings)
+    language: str = "en"
+    phrasings: tuple[str, ...] = ("caption",)
     # The optional upsampler (`pictext train unclip-upsampler`), 32 -> 64 px, on the same scenes drawn at 64 px;
     # not part of `pictext models build unclip` nor of the shipped file
     upsampler_resolution: int = 64
     upsampler_channels: tuple[int, ...] = (32, 64, 64)
     upsampler_train: UnclipTrainConfig = UnclipTrainConfig(steps=2000, batch_size=16, lr=3e-4, condition_dropout=0.0)
+
+
+# `unclip-ru`: the unCLIP that reads Russian. The default one lives in the default CLIP's space, whose locked text
+# tower (all-MiniLM-L6-v2) reads English only; this one lives in the `shapes` CLIP's, which was trained on captions
+# in both languages, and learns from the shapes world captioned in both, in the phrasings the other models train
+# on. The shapes CLIP knows no emoji, so it trains on shapes alone. `pictext generate --method unclip` draws a
+# Russian caption with it (pictext.generate.unclip).
+RUSSIAN = replace(UnclipRecipe(), clip="shapes", emoji_repeats=0, language="both", phrasings=TRAIN_PHRASINGS)
+RECIPES = {"unclip": UnclipRecipe(), "unclip-ru": RUSSIAN}
 
 
 def recipe_data(recipe: UnclipRecipe, size: int | None = None, home: Path | None = None) -> PairDataset:
@@ -55,7 +68,8 @@ def recipe_data(recipe: UnclipRecipe, size: int | None = None, home: Path | None
     from pictext.data.shapes import ShapesWorld
 
     shapes = ShapesWorld(size=size or recipe.resolution, max_shapes=2, grey_fraction=0.1,
-                         length=recipe.shapes_length, seed=recipe.prior_train.seed)  # fmt: skip
+                         length=recipe.shapes_length, seed=recipe.prior_train.seed, language=recipe.language,
+                         phrasings=recipe.phrasings)  # fmt: skip
     return beside_emoji(shapes, recipe.emoji_repeats, recipe.prior_train.seed, home)  # type: ignore[return-value]
 
 
