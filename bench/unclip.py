@@ -13,7 +13,8 @@ and `vary`: the headline), without guidance (1), and with deterministic DDIM (et
 measured, with the default sampler, on 24 other pictures (`variation_oracle_accuracy_fresh`): the guidance
 default was chosen with them, not with the 12 above. (Guidance 3 was measured on an earlier decoder:
 bench/README.md.)
-Mean and worst over 3 sampling seeds; one trained model (the recipe's seed). Writes bench/results/unclip.json.
+Mean and worst over 3 sampling seeds; one trained model (the recipe's seed). Writes bench/results/unclip.json;
+with UNCLIP_MODEL=NAME (another unCLIP, e.g. unclip-ru: the same English captions), bench/results/NAME.json.
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ def main() -> None:
             "prior_steps": 64,
             "prior_candidates": 2,
         },  # fmt: skip
-        "notes": "one trained model (recipe seed 0); mean and worst over 3 sampling seeds; the prior and decoder "
-        "live in the default CLIP's space, trained on the shapes world and Google's emoji (bench/emoji_frechet.py)",
+        "model": os.environ.get("UNCLIP_MODEL", "unclip"),
+        "notes": "one trained model (recipe seed 0); mean and worst over 3 sampling seeds; the default unclip's "
+        "prior and decoder live in the default CLIP's space, trained on the shapes world and Google's emoji "
+        "(bench/emoji_frechet.py); unclip-ru's in the shapes CLIP's, on the shapes world in both languages",
         "seconds": time.perf_counter() - began,
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -158,7 +161,8 @@ def main() -> None:
             "torch": torch.__version__,
         },  # fmt: skip
     }
-    path = Path(__file__).parent / "results" / "unclip.json"
+    model = os.environ.get("UNCLIP_MODEL", "unclip")
+    path = Path(__file__).parent / "results" / f"{Path(model).stem}.json"  # unclip.json, unclip-ru.json
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
