@@ -6,9 +6,10 @@
 # embedding into pixels. Because the decoder only needs an image embedding, it also makes variations of a
 # picture (its own embedding, new noise) and pictures between two (along the arc between their embeddings).
 #
-# This notebook runs offline on a laptop CPU with pictext's shipped unCLIP (the shapes world, 32 px). Its last
-# section uses Kakao Brain's Karlo (DALL-E 2's architecture at full size) when it has been fetched, and skips
-# otherwise.
+# This notebook runs offline on a laptop CPU with pictext's shipped unCLIP for the shapes world (`unclip-ru`,
+# 32 px, in the space of the `shapes` CLIP, which reads English and Russian): `prepare` picks it for a caption
+# naming a colour and a shape. Its last section uses Kakao Brain's Karlo (DALL-E 2's architecture at full size)
+# when it has been fetched, and skips otherwise.
 
 # %%
 import warnings
@@ -73,6 +74,16 @@ plt.show()
 drawn = pipeline.draw(predicted, generator=torch.Generator().manual_seed(0))
 show(pictures, ["real"] * len(captions), size=2.6)
 show(drawn, captions, size=2.6)
+
+# %% [markdown]
+# ### In Russian
+#
+# The same model reads Russian: "зелёный треугольник" (green triangle) is a combination it never saw in
+# training, in either language.
+
+# %%
+result = pictext.generate("зелёный треугольник", method="unclip", samples=6, seed=0)
+show(result.samples, [result.records[0]["unclip"]] * 6, size=2.6)
 
 # %% [markdown]
 # ## 3. Variations of a picture, and the pictures between two

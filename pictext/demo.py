@@ -72,8 +72,8 @@ def dalle_demo(out: Path, samples: int = 16) -> dict[str, float]:
 
 
 def unclip_demo(out: Path) -> dict[str, float]:
-    """The default unCLIP: a held-out caption drawn, a variation of the real picture of it, and an interpolation
-    between two real pictures; the oracle judges each picture."""
+    """unCLIP as `pictext generate` picks it for a shapes-world caption (`unclip-ru`): a held-out caption drawn,
+    variations of a real picture, and an interpolation between two real pictures; the oracle judges each."""
     import time
 
     from pictext.data.shapes import Scene, Shape, judge, render

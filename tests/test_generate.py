@@ -88,12 +88,13 @@ def test_the_optimization_moves_the_picture_towards_the_prompt(tiny_model_path):
     assert result.image.size == (32, 32) and len(result.frames) == 4  # frames at 0, 10, 20 and the last step
 
 
-def test_a_russian_caption_is_drawn_by_the_unclip_that_reads_russian():
+def test_russian_and_shapes_captions_are_drawn_by_the_unclip_that_reads_russian():
     from pictext.generate.unclip import UnclipGenerator
 
     defaults = UnclipGenerator.defaults
-    assert defaults("красный круг") == {"unclip": "unclip-ru"} and defaults("a red circle") == {"unclip": "unclip"}
-    assert defaults(None) == {"unclip": "unclip"}  # variations and interpolations: the default one
+    assert defaults("красный круг") == defaults("a small red circle") == {"unclip": "unclip-ru"}
+    assert defaults("грустный кот") == {"unclip": "unclip-ru"}  # Russian: the default CLIP cannot read it at all
+    assert defaults("a smiling cat") == defaults(None) == {"unclip": "unclip"}  # emoji; variations
 
 
 def test_shapes_prompts_default_to_the_shapes_vqgan_and_the_size_to_the_vqgans_own(tiny_model_path, tiny_vqgan_path):

@@ -143,12 +143,15 @@ class UnclipGenerator(Generator):
 
     @classmethod
     def defaults(cls, prompt: str | None) -> dict:
-        """The default unCLIP (the default CLIP's space: English, shapes and emoji); for a Russian prompt
-        `unclip-ru`, in the `shapes` CLIP's space, whose text tower reads Russian (the default CLIP's does not)."""
-        from pictext.data.shapes import prompt_language
+        """`unclip-ru` (the `shapes` CLIP's space, trained on the shapes world in English and Russian) for a
+        Russian prompt, whose words the default CLIP's English text tower cannot read, and for an English one
+        naming a shapes-world colour and shape, which it draws right more often (docs/measurements.md); else
+        (emoji, anything else, and variations, which have no prompt) the default unCLIP, in the default CLIP's
+        space, which knows emoji."""
+        from pictext.data.shapes import prompt_language, prompt_target
 
-        russian = prompt is not None and prompt_language(prompt) == "ru"
-        return {"unclip": "unclip-ru" if russian else "unclip"}
+        shapes = prompt is not None and (prompt_language(prompt) == "ru" or prompt_target(prompt) is not None)
+        return {"unclip": "unclip-ru" if shapes else "unclip"}
 
     @classmethod
     def preset_for(cls, models: dict[str, Any]) -> str | None:
