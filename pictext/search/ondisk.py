@@ -238,12 +238,7 @@ class Stored:
     def __init__(self, emb: Path, shards: list[tuple[str, int]]) -> None:
         self.emb, self.shards = emb, shards
         self.starts = np.cumsum([0] + [rows for _, rows in shards])
-        self.release()
-
-    def release(self) -> None:
-        """Map the shards afresh: the pages the old maps read leave this process's resident memory (a search
-        keeps them, as the page cache does; the build's tuning, which reads ever more candidates, lets go)."""
-        self._maps = [read_vectors(self.emb, name) for name, _ in self.shards]
+        self._maps = [read_vectors(emb, name) for name, _ in shards]
 
     def vector_of(self, id: int) -> np.ndarray:
         """The stored vector of global id `id` (float32)."""
@@ -314,7 +309,6 @@ def _tune(index, stored: Stored, refine: int, rng: np.random.Generator, target_r
     nprobe = 1
     while True:
         ivf.nprobe = nprobe
-        stored.release()
         _, candidates = index.search(np.ascontiguousarray(queries), 10 * refines[-1])
         for r in refines:
             found = _rescored(stored, queries, candidates[:, : 10 * r])[1][:, :10] if r > 1 else candidates[:, :10]

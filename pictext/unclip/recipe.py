@@ -56,7 +56,7 @@ class UnclipRecipe:
 # tower (all-MiniLM-L6-v2) reads English only; this one lives in the `shapes` CLIP's, which was trained on captions
 # in both languages, and learns from the shapes world captioned in both, in the phrasings the other models train
 # on. The shapes CLIP knows no emoji, so it trains on shapes alone. `pictext generate --method unclip` draws a
-# Russian caption with it (pictext.generate.unclip).
+# Russian caption with it, and an English one naming a shapes-world colour and shape (pictext.generate.unclip).
 RUSSIAN = replace(UnclipRecipe(), clip="shapes", emoji_repeats=0, language="both", phrasings=TRAIN_PHRASINGS)
 RECIPES = {"unclip": UnclipRecipe(), "unclip-ru": RUSSIAN}
 
