@@ -270,11 +270,10 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024},
     }  # fmt: skip
-    if kept:
-        result["notes"].append(
-            f"embedding rows kept from the run of {kept.get('date', 'an earlier day')} (this run: --skip-embedding)"
-        )
     result["date"] = time.strftime("%Y-%m-%d")
+    result["embedding_date"] = (kept.get("embedding_date") or kept.get("date", "unknown")) if kept else result["date"]
+    if kept:
+        result["notes"].append(f"embedding rows kept from the run of {result['embedding_date']} (--skip-embedding)")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
