@@ -35,7 +35,7 @@ import numpy as np
 
 from pictext.errors import PictextError, UsageError
 from pictext.files import atomic_write
-from pictext.search.shards import Plan, is_done, read_table, read_vectors, shard_files
+from pictext.search.shards import Plan, is_done, read_table, read_vectors
 
 TARGET_RECALL = 0.9
 KIND = "pictext-sharded-index"
@@ -118,24 +118,13 @@ BLOCK = 65_536  # vectors in memory at once (float32) while filling and while se
 
 
 def _valid_blocks(emb: Path, name: str):
-    """(float32 vectors, their rows) of a shard in blocks of BLOCK rows, without the rows of items that did not
-    decode. Read block by block from the file, not through a memory map: a map's pages stay in the process's
-    resident memory while it lives, and streaming over every shard would hold them all."""
-    rows = _valid_rows(emb, name)
-    with open(shard_files(emb, name)[0], "rb") as f:
-        version = np.lib.format.read_magic(f)
-        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = header(f)
-        if fortran or len(shape) != 2:
-            raise OnDiskIndexError(f"{shard_files(emb, name)[0]} is not a shard's (rows, dim) array")
-        dim, start_of_data = shape[1], f.tell()
-        for start in range(0, shape[0], BLOCK):
-            stop = min(start + BLOCK, shape[0])
-            f.seek(start_of_data + start * dim * dtype.itemsize)
-            block = np.fromfile(f, dtype, count=(stop - start) * dim).reshape(-1, dim)
-            kept = rows[(rows >= start) & (rows < stop)]
-            if len(kept):
-                yield block[kept - start].astype(np.float32), kept
+    """(float32 vectors, their rows) of a shard in blocks of BLOCK, without the rows of items that did not decode;
+    read from the memory-mapped float16 file (mapped for this shard only), so a shard of any size holds one
+    block in memory."""
+    vectors, rows = read_vectors(emb, name), _valid_rows(emb, name)
+    for start in range(0, len(rows), BLOCK):
+        block = rows[start : start + BLOCK]
+        yield np.asarray(vectors[block], np.float32), block
 
 
 def _valid_rows(emb: Path, name: str) -> np.ndarray:
@@ -416,10 +405,8 @@ class ShardedIndex:
         """The bytes of item `id`'s picture, read where the embedding read them (a file, or a tar member by offset
         and size), only if they are still the bytes that were embedded (their content hash) and the place is the
         one the embedding plan names for that row (for a folder, still inside it); else NotServedError."""
-        import hashlib
-
         from pictext.search.scan import inside
-        from pictext.search.shards import MAX_MEMBER_BYTES, Item, read_bytes
+        from pictext.search.shards import MAX_MEMBER_BYTES, Item, content_hash, read_bytes
 
         shard, row = self._row(id)
         table = self._table(shard["name"]) if shard is not None else None
@@ -434,7 +421,7 @@ class ShardedIndex:
             data = read_bytes(Item(row, table["key"][row], "", "", file, offset, size))
         except OSError as e:
             raise NotServedError(f"image {id} cannot be read now ({e.strerror or e})") from e
-        if len(data) > MAX_MEMBER_BYTES or hashlib.blake2b(data, digest_size=16).hexdigest() != table["hash"][row]:
+        if len(data) > MAX_MEMBER_BYTES or content_hash(data) != table["hash"][row]:
             raise NotServedError(f"image {id} has changed since it was embedded")
         return data
 

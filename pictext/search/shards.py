@@ -217,13 +217,18 @@ def read_bytes(item: Item) -> bytes:
         return f.read(min(item.size, MAX_MEMBER_BYTES + 1))
 
 
+def content_hash(data: bytes) -> str:
+    """The hash a shard's table records for an item's bytes (blake2b-128, as pictext index's file hash)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def prepare(item: Item, preprocess: Preprocess, draft: int | None) -> tuple[np.ndarray | None, str, str | None]:
     """(pixels (3, S, S) float32 or None, content hash, error or None) of one item."""
     try:
         data = read_bytes(item)
     except OSError as e:
         return None, "", f"cannot read ({e.strerror or e})"
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()  # pictext index's file hash
+    digest = content_hash(data)
     if len(data) > MAX_MEMBER_BYTES:
         return None, digest, f"over {MAX_MEMBER_BYTES >> 20} MB"
     try:
