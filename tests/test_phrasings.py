@@ -94,3 +94,27 @@ def test_unknown_languages_and_phrasings_are_refused():
         ShapesWorld(language="de")
     with pytest.raises(ValueError, match="phrasings"):
         ShapesWorld(phrasings=("sonnet",))
+
+
+def test_made_up_words_go_in_between_and_in_the_captions_script():
+    import numpy as np
+
+    from pictext.dalle.recipe import caption_tokenizer, noised
+
+    rng = np.random.default_rng(0)
+    for caption in ("a small red circle on the left", "маленькая синяя полоса справа от красного круга"):
+        for _ in range(50):
+            words, noisy = caption.split(), P.with_unknown_words(caption, rng).split()
+            added = list(noisy)
+            for w in words:  # every word of the caption is there, in its order
+                added = added[added.index(w) + 1 :] if w in added else ["missing"]
+            assert added != ["missing"] and len(noisy) - len(words) in (1, 2)
+            script = set("абвгдеёжзийклмнопрстуфхцчшщъыьэюя" if caption[0] == "м" else "abcdefghijklmnopqrstuvwxyz")
+            assert all(set(w) <= script for w in noisy)
+    captions = [ShapesWorld(length=400, language="both")[i][1] for i in range(400)]
+    tokenizer = caption_tokenizer(captions, 512, 12)  # a short context: some noisy captions do not fit
+    out = noised(captions, tokenizer, 0.5, seed=3)
+    assert out == noised(captions, tokenizer, 0.5, seed=3) and len(out) == len(captions)
+    changed = [(a, b) for a, b in zip(captions, out) if a != b]
+    assert 0.2 * len(captions) < len(changed) < 0.5 * len(captions)
+    assert all(len(tokenizer.encode(b)) + 2 <= 12 for _, b in changed)

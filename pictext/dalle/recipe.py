@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pictext import training
@@ -15,7 +16,7 @@ from pictext.dalle.io import ImageTokenizer, save_dalle
 from pictext.dalle.model import DALLE, DALLEConfig
 from pictext.dalle.pipeline import DALLEPipeline
 from pictext.dalle.train import DALLETrainConfig, PairDataset, encode_images, train_dalle
-from pictext.data.phrasings import TRAIN_PHRASINGS
+from pictext.data.phrasings import TRAIN_PHRASINGS, with_unknown_words
 from pictext.text import HFTokenizer, train_bpe_tokenizer
 from pictext.vqgan.model import VQGAN, VQGANConfig
 
@@ -53,6 +54,10 @@ class DALLERecipe:
     # the imperative and the count held out to measure on); they fit `text_len` with the 1,024-token BPE
     language: str = "both"
     phrasings: tuple[str, ...] = TRAIN_PHRASINGS
+    # the share of captions the transformer reads with one or two made-up words put in (`with_unknown_words`;
+    # its BPE learns the clean captions): a word it never saw, "draw" or "big", should not turn a caption it
+    # knows into noise
+    unknown_words: float = 0.25
 
 
 def recipe_data(recipe: DALLERecipe, home: Path | None = None) -> PairDataset:
@@ -118,7 +123,7 @@ def build(
         more, more_captions = encode_images(vqgan, extra, cache=run)
         tokens, captions = torch.cat([tokens, more]), captions + more_captions
     text_tokenizer = caption_tokenizer(captions, recipe.text_vocab, recipe.text_len)
-    texts = text_tokenizer(captions, truncate=True)
+    texts = text_tokenizer(noised(captions, text_tokenizer, recipe.unknown_words, recipe.train.seed), truncate=True)
     config = DALLEConfig(
         text_vocab=text_tokenizer.vocab_size, image_vocab=vqgan.config.n_embed, text_len=recipe.text_len,
         image_grid=tokens.shape[-1], width=recipe.width, layers=recipe.layers, heads=recipe.heads,
@@ -130,6 +135,19 @@ def build(
     if out is not None and int(os.environ.get("RANK", 0)) == 0:
         save_dalle(pipeline, out, half=True)
     return pipeline
+
+
+def noised(captions: Sequence[str], tokenizer: HFTokenizer, share: float, seed: int) -> list[str]:
+    """`captions` with `share` of them given made-up words (`with_unknown_words`), each only where it still fits
+    the tokenizer's context; the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.random(len(captions)) < share
+    out = list(captions)
+    for i in np.flatnonzero(chosen):
+        caption = with_unknown_words(captions[i], rng)
+        if len(tokenizer.encode(caption)) + 2 <= tokenizer.context_length:  # with its start and end tokens
+            out[i] = caption
+    return out
 
 
 def caption_tokenizer(captions: Sequence[str], vocab_size: int, text_len: int) -> HFTokenizer:

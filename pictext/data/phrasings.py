@@ -152,6 +152,23 @@ def relation(first: str, second_genitive: str, left: bool, language: str) -> str
     return f"{first} {'слева от' if left else 'справа от'} {second_genitive}"
 
 
+# the letters a made-up word is spelt with, by the script of the caption it goes into
+_LETTERS = {"en": "abcdefghijklmnopqrstuvwxyz", "ru": "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"}
+
+
+def with_unknown_words(caption: str, rng: np.random.Generator) -> str:
+    """`caption` with one or two made-up words (random letters of its script, 2 to 7 of them) put before, between
+    or after its words. A model trained on some captions like these learns to draw what the words it knows say
+    and to pass over a word it never saw, as a user's "draw ..." or "one big ..." is to it (no held-out word is
+    ever drawn: the words are letters at random)."""
+    letters = _LETTERS["ru" if any("а" <= ch <= "я" or ch == "ё" for ch in caption.lower()) else "en"]
+    words = caption.split()
+    for _ in range(1 + int(rng.random() < 0.3)):
+        made_up = "".join(letters[int(i)] for i in rng.integers(len(letters), size=int(rng.integers(2, 8))))
+        words.insert(int(rng.integers(len(words) + 1)), made_up)
+    return " ".join(words)
+
+
 def choose(rng: np.random.Generator, language: str, phrasings: tuple[str, ...]) -> tuple[str, str]:
     """(language, phrasing) for one caption: "both" picks a language evenly; the caption form half the time."""
     lang = language if language != "both" else ("en", "ru")[int(rng.integers(2))]
@@ -162,4 +179,4 @@ def choose(rng: np.random.Generator, language: str, phrasings: tuple[str, ...]) 
 
 
 __all__ = ["HELD_OUT_PHRASINGS", "LANGUAGES", "PHRASINGS", "TRAIN_PHRASINGS", "Described", "choose", "noun_phrase",
-           "phrase", "relation", "usable"]  # fmt: skip
+           "phrase", "relation", "usable", "with_unknown_words"]  # fmt: skip
