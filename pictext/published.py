@@ -51,8 +51,9 @@ class FileSpec:
 @dataclass(frozen=True)
 class Published:
     name: str
-    family: str  # "clip", "vqgan", "dvae", "unclip"
-    format: str  # "openai", "open_clip", "huggingface", "taming", "openai-dvae", "diffusers-unclip", "rudalle"
+    family: str  # "clip", "vqgan", "dvae", "unclip", "dalle"
+    # "openai", "open_clip", "huggingface", "taming", "openai-dvae", "diffusers-unclip", "rudalle", "ruclip"
+    format: str
     about: str
     licence: str
     approx_mb: int  # the download's size, approximately (the SHA-256 and max_bytes are what is checked)
@@ -84,7 +85,7 @@ class Published:
         first = paths[self.files[0].name]
         if self.format == "rudalle":  # files of two hub repos: the folder whose record says where each is
             return self.folder
-        return first.parent if self.format in ("huggingface", "openai-dvae", "diffusers-unclip") else first
+        return first.parent if self.format in ("huggingface", "openai-dvae", "diffusers-unclip", "ruclip") else first
 
     @property
     def path(self) -> Path:

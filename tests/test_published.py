@@ -189,7 +189,13 @@ def pictext_state(item: published.Published, ref: dict[str, torch.Tensor]) -> tu
     raise AssertionError(item.family)
 
 
-@pytest.mark.parametrize("name", sorted(ENTRIES))
+# ruCLIP's sizes are in the config.json that comes with its weights, which nothing offline can read: its entries
+# are checked against the ruclip package's list of models and loaded from a stand-in in the hub's cache
+# (tests/test_rudalle.py), its loader against the package on random weights
+AT_SIZE = sorted(name for name, item in ENTRIES.items() if item.format != "ruclip")
+
+
+@pytest.mark.parametrize("name", AT_SIZE)
 def test_the_reference_at_its_published_size_maps_exactly_onto_pictexts_model(name):
     item = ENTRIES[name]
     ours, mapped = pictext_state(item, reference_state(item))

@@ -312,19 +312,12 @@ def test_a_rudalle_folder_draws_through_the_cli(bpe_model, tmp_path, capsys):
 # ---- ruCLIP --------------------------------------------------------------------------------------------------------
 
 
-def test_ruclip_equals_the_ruclip_package_and_classifies_in_russian(bpe_model, tmp_path):
-    """A ruCLIP folder (config.json, pytorch_model.bin, bpe.model) at a small random config: pictext's CLIP gives
-    the ruclip package's text and image embeddings (its processor's tokens and pictures) within 1e-5, and
-    zero-shot classification with Russian labels runs on it."""
+def ruclip_folder(folder: Path, bpe_model: Path) -> torch.nn.Module:
+    """A ruCLIP folder as the Hub's repos hold one (config.json, pytorch_model.bin, bpe.model) at a small random
+    config, written from the ruclip package's own CLIP; returns that model."""
     import json
 
-    import numpy as np
-    from PIL import Image
-
-    from pictext.clip.io import load_clip
-
     ruclip_model = reference_module("ruclip.model")
-    processor = reference_module("ruclip.processor").RuCLIPProcessor(str(bpe_model), image_size=64, text_seq_length=20)
     config = {
         "embed_dim": 32,
         "image_resolution": 64,
@@ -343,9 +336,24 @@ def test_ruclip_equals_the_ruclip_package_and_classifies_in_russian(bpe_model, t
         for name, p in reference.named_parameters():  # layer norms off their initial 1 and 0
             if "ln" in name:
                 p.add_(torch.randn_like(p) * 0.3)
-    torch.save(reference.state_dict(), tmp_path / "pytorch_model.bin")
-    (tmp_path / "config.json").write_text(json.dumps(config | {"mean": None, "std": None}))
-    (tmp_path / "bpe.model").write_bytes(bpe_model.read_bytes())
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(reference.state_dict(), folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps(config | {"mean": None, "std": None}))
+    (folder / "bpe.model").write_bytes(bpe_model.read_bytes())
+    return reference
+
+
+def test_ruclip_equals_the_ruclip_package_and_classifies_in_russian(bpe_model, tmp_path):
+    """A ruCLIP folder (config.json, pytorch_model.bin, bpe.model) at a small random config: pictext's CLIP gives
+    the ruclip package's text and image embeddings (its processor's tokens and pictures) within 1e-5, and
+    zero-shot classification with Russian labels runs on it."""
+    import numpy as np
+    from PIL import Image
+
+    from pictext.clip.io import load_clip
+
+    processor = reference_module("ruclip.processor").RuCLIPProcessor(str(bpe_model), image_size=64, text_seq_length=20)
+    reference = ruclip_folder(tmp_path, bpe_model)
     ours = load_clip(tmp_path)
 
     texts = ["Фото, на котором изображено кот", "собака на фоне моря", "a photo of a dog", "радуга"]
@@ -373,3 +381,80 @@ def test_ruclip_equals_the_ruclip_package_and_classifies_in_russian(bpe_model, t
         images = unit(reference.encode_image(inputs["pixel_values"]), dim=-1)
         want = (reference.logit_scale.exp() * images @ classes.T).softmax(-1)
     np.testing.assert_allclose(probs, want.numpy(), atol=1e-5)
+
+
+def ruclip_package_models() -> dict[str, dict]:
+    """ruclip.MODELS (name -> repo_id, filenames), read from the package's source: importing its __init__ needs
+    huggingface_hub's `cached_download`, gone since 0.26."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("ruclip")
+    assert spec is not None and spec.origin, "ruclip is not installed"
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    table = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                 and any(getattr(t, "id", None) == "MODELS" for t in node.targets))  # fmt: skip
+    assert isinstance(table, ast.Dict)
+    return {ast.literal_eval(k): {kw.arg: ast.literal_eval(kw.value) for kw in v.keywords}
+            for k, v in zip(table.keys, table.values)}  # fmt: skip
+
+
+def test_the_registrys_ruclips_are_the_ruclip_packages_models():
+    from pictext import published
+
+    entries = {name: e for name, e in published.registry().items() if e.format == "ruclip"}
+    models = ruclip_package_models()
+    assert len(models) == 6 and sorted(e.reference["ruclip"] for e in entries.values()) == sorted(models)
+    for name, item in entries.items():
+        want = models[item.reference["ruclip"]]
+        assert name == "ruclip/" + item.reference["ruclip"].removeprefix("ruclip-")
+        assert {f.name for f in item.files} == set(want["filenames"])
+        assert {f.hub for f in item.files} == {want["repo_id"]} and item.family == "clip"
+
+
+RUCLIP_CHILD = """
+import json, sys
+import pictext
+from pictext import published
+path = published.fetch(sys.argv[1], progress=False)
+model = pictext.load(sys.argv[1], precision="fp32")
+print(json.dumps({"path": str(path), "row": pictext.encode_texts(["красный круг"], model=model)[0].tolist()}))
+"""
+
+
+def test_a_fetched_ruclip_loads_by_its_name_and_reranks_rudalle_by_default(bpe_model, tmp_path):
+    """ruDALL-E's reranker, `ruclip/vit-base-patch32-384`, as `pictext models fetch` gets it: a stand-in ruCLIP
+    folder in huggingface_hub's cache layout under that repo's name, fetched with HF_HUB_OFFLINE=1 (a child
+    process: huggingface_hub reads its settings at import), loads by the registry name as the folder itself; a
+    ruDALL-E model given no --clip is reranked by it, and where it is not fetched the error says how to fetch it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pictext
+    from pictext.generate import prepare
+    from pictext.generate.dalle import RUDALLE_RERANKER, DALLEGenerator
+    from pictext.hub import ModelNotFoundError
+
+    item = pictext.published.entry(RUDALLE_RERANKER)
+    assert item is not None and item.format == "ruclip"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / f"models--{item.files[0].hub.replace('/', '--')}"
+    ruclip_folder(repo / "snapshots" / commit, bpe_model)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PICTEXT_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", RUCLIP_CHILD, RUDALLE_RERANKER], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["path"] == str(repo / "snapshots" / commit)  # read where huggingface_hub keeps it
+    expected = pictext.encode_texts(["красный круг"], model=pictext.load(out["path"], precision="fp32"))[0]
+    assert out["row"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+    assert DALLEGenerator.models_for("радуга", {"dalle": "rudalle/malevich"})["clip"] == [RUDALLE_RERANKER]
+    assert DALLEGenerator.models_for("радуга", {"dalle": "rudalle/malevich", "clip": "default"})["clip"] == "default"
+    assert DALLEGenerator.models_for("радуга", {})["clip"] == ["shapes"]  # pictext's own DALL-E: as before
+    with pytest.raises(ModelNotFoundError, match=f"pictext models fetch {RUDALLE_RERANKER}"):
+        prepare("dalle", "радуга", dalle="rudalle/malevich")  # this test's PICTEXT_HOME has fetched nothing

@@ -40,7 +40,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cls.check_prompt(args.prompt)  # bad prompts and settings are named before any model loads
     models = {m.name: getattr(args, m.name) for m in cls.MODELS}
     given = {k: v for k, v in models.items() if v is not None}
-    preset = args.preset or cls.preset_for(cls.defaults(args.prompt) | given)
+    preset = args.preset or cls.preset_for(cls.models_for(args.prompt, given))
     settings = settings_from(args, owners[args.method], owners, f"--method {args.method}", preset)
     if args.init == "noise":
         settings = dataclasses.replace(settings, init="noise")

@@ -45,7 +45,7 @@ def _generation(args: argparse.Namespace):
     for name in METHODS:
         cls = method(name)
         given = {m.name: getattr(args, m.name) for m in cls.MODELS if getattr(args, m.name, None)}
-        specs = cls.defaults(None) | given
+        specs = cls.models_for(None, given)
         try:
             for spec in specs.values():
                 for one in spec if isinstance(spec, list) else [spec]:

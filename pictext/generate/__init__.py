@@ -34,7 +34,7 @@ def prepare(name: str, prompt: str | None = None, cache: ModelCache | None = Non
         raise GenerationError(
             f"{', '.join(unknown)}: not models of method {name} (it takes {', '.join(sorted(known))})"
         )
-    return cls.load(cache, **(cls.defaults(prompt) | given))
+    return cls.load(cache, **cls.models_for(prompt, given))
 
 
 def generate(
@@ -58,7 +58,7 @@ def generate(
     cls.check_prompt(prompt)
     models = {m.name: kwargs.pop(m.name) for m in cls.MODELS if m.name in kwargs}
     inputs = {k: kwargs.pop(k) for k in cls.INPUTS if k in kwargs}
-    preset = kwargs.pop("preset", None) or cls.preset_for(cls.defaults(prompt) | models)
+    preset = kwargs.pop("preset", None) or cls.preset_for(cls.models_for(prompt, models))
     settings = cls.Settings.build(kwargs, preset)  # names what is neither a model, an input nor a setting
     return prepare(method, prompt, cache, **models)(prompt, settings, callback, **inputs)
 

@@ -266,6 +266,11 @@ class Generator(ABC):
         """The model names used where none is given (some methods choose by the prompt; see each)."""
 
     @classmethod
+    def models_for(cls, prompt: str | None, given: dict[str, Any]) -> dict[str, Any]:
+        """Every model this method draws `prompt` with: those `given`, the defaults for the rest."""
+        return cls.defaults(prompt) | given
+
+    @classmethod
     def preset_for(cls, models: dict[str, Any]) -> str | None:
         """The settings preset these models call for when the caller names none (None: the plain defaults)."""
         return None

@@ -72,6 +72,10 @@ class DALLESettings(Settings):
         return SamplingConfig(self.temperature, self.top_k, self.top_p, self.guidance_scale)
 
 
+# the published ruCLIP a ruDALL-E model is reranked by unless another CLIP is given (`pictext models fetch` it)
+RUDALLE_RERANKER = "ruclip/vit-base-patch32-384"
+
+
 def is_rudalle(spec: object) -> bool:
     """True for a ruDALL-E model: a registry name of that format, or a folder of its files."""
     from pictext import published
@@ -164,6 +168,15 @@ class DALLEGenerator(Generator):
             return {"dalle": "dalle", "clip": ["shapes"]}
         shapes = caption is not None and prompt_target(caption) is not None
         return {"dalle": "dalle", "clip": ["shapes", "default"] if shapes else ["default"]}
+
+    @classmethod
+    def models_for(cls, prompt: str | None, given: dict[str, Any]) -> dict[str, Any]:
+        """As the defaults say, except that a ruDALL-E model is reranked by ruCLIP (`RUDALLE_RERANKER`, as
+        ruDALL-E's own notebooks rerank) where no CLIP is given: the default CLIPs read no Russian."""
+        models = super().models_for(prompt, given)
+        if "clip" not in given and is_rudalle(given.get("dalle")):
+            models["clip"] = [RUDALLE_RERANKER]
+        return models
 
     @classmethod
     def preset_for(cls, models: dict[str, Any]) -> str | None:

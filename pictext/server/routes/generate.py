@@ -56,7 +56,7 @@ class Generation:
     def preset(self, name: str, prompt: str | None = None) -> str | None:
         """The settings preset method `name`'s models call for (a published VQGAN: "classic"), as the CLI picks it."""
         cls = method(name)
-        return cls.preset_for(cls.defaults(prompt) | {k: v for k, v in self.models[name].items() if v is not None})
+        return cls.preset_for(cls.models_for(prompt, {k: v for k, v in self.models[name].items() if v is not None}))
 
 
 def page_settings(cls: type, preset: str | None = None) -> dict[str, dict[str, Any]]:
