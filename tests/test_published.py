@@ -56,7 +56,7 @@ def reference_state(item: published.Published) -> dict[str, torch.Tensor]:
     if "diffusers" in ref:
         return _karlo_state(ref)
     if "rudalle" in ref:
-        return _rudalle_state(item.config)
+        return _rudalle_state(item.config, ref.get("dwt", False))
     if "dall_e" in ref:
         import dall_e
 
@@ -65,8 +65,15 @@ def reference_state(item: published.Published) -> dict[str, torch.Tensor]:
     raise AssertionError(f"{item.name}: no reference")
 
 
-def _rudalle_state(config: dict) -> dict[str, torch.Tensor]:
-    """ruDALL-E's DalleModel and its Sber VQGAN (rudalle's GumbelVQ), as its two files name their tensors."""
+class Attrs(dict):
+    """What OmegaConf gives rudalle's VQGAN: keys read and written as attributes, and ** for taming's Decoder."""
+
+    __getattr__, __setattr__ = dict.__getitem__, dict.__setitem__
+
+
+def _rudalle_state(config: dict, dwt: bool = False) -> dict[str, torch.Tensor]:
+    """ruDALL-E's DalleModel and its Sber VQGAN (rudalle's GumbelVQ; with `dwt`, its DWT variant, saved whole as
+    `get_vae(dwt=True)` loads it), as its two files name their tensors."""
     from helpers import reference_module
 
     with warnings.catch_warnings():
@@ -76,8 +83,9 @@ def _rudalle_state(config: dict) -> dict[str, torch.Tensor]:
     params = config["vqgan"]["params"]
     transformer = meta_state(lambda: DalleModel(device="meta", embedding_dropout_prob=0.1, attention_dropout_prob=0.1,
                                                 output_dropout_prob=0.1, **config["rudalle"]))  # fmt: skip
-    vqgan = meta_state(lambda: GumbelVQ(params["ddconfig"], params["n_embed"], params["embed_dim"]))
-    return {f"transformer.{k}": v for k, v in transformer.items()} | {f"vqgan.{k}": v for k, v in vqgan.items()}
+    vqgan = meta_state(lambda: GumbelVQ(Attrs(params["ddconfig"]), params["n_embed"], params["embed_dim"], dwt=dwt))
+    prefix = "vqgan.model." if dwt else "vqgan."
+    return {f"transformer.{k}": v for k, v in transformer.items()} | {f"{prefix}{k}": v for k, v in vqgan.items()}
 
 
 def _karlo_state(ref: dict) -> dict[str, torch.Tensor]:
@@ -171,16 +179,18 @@ def pictext_state(item: published.Published, ref: dict[str, torch.Tensor]) -> tu
     if item.family == "dalle":
         from pictext.dalle.convert import config_from_rudalle, rudalle_to_pictext
         from pictext.dalle.model import DALLE
-        from pictext.vqgan.convert import config_from_taming
+        from pictext.vqgan.convert import config_from_taming, dwt_layout
         from pictext.vqgan.model import VQGAN
 
         config = config_from_rudalle(**item.config["rudalle"])
         transformer = {k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith("transformer.")}
         mapped = {f"transformer.{k}": v for k, v in rudalle_to_pictext(transformer, config).items()}
         vqgan_config = config_from_taming(item.config["vqgan"]["params"], item.config["vqgan"]["target"])
+        vqgan, vqgan_config = dwt_layout({k[6:]: v for k, v in ref.items() if k.startswith("vqgan.")}, vqgan_config)
+        assert vqgan_config.wavelet == item.reference.get("dwt", False)
         ours = {f"transformer.{k}": v for k, v in meta_state(lambda: DALLE(config)).items()}
         ours |= {f"vqgan.{k}": v for k, v in meta_state(lambda: VQGAN(vqgan_config)).items()}
-        return ours, mapped | {k: v for k, v in ref.items() if k.startswith("vqgan.")}
+        return ours, mapped | {f"vqgan.{k}": v for k, v in vqgan.items()}
     if item.family == "dvae":
         from pictext.dalle.dvae import DVAE, DVAEConfig
 

@@ -260,6 +260,62 @@ def test_the_sber_vqgan_decodes_and_encodes_as_rudalles(tmp_path):
     assert torch.equal(got, want)
 
 
+class Attrs(dict):
+    """What OmegaConf gives ruDALL-E's VQGAN: keys as attributes, read and written (its DWT decoder sets
+    out_ch = 12), and ** for taming's Decoder."""
+
+    __getattr__, __setattr__ = dict.__getitem__, dict.__setitem__
+
+
+def omegaconf_like(d: dict) -> Attrs:
+    return Attrs({k: omegaconf_like(v) if isinstance(v, dict) else v for k, v in d.items()})
+
+
+def test_the_sber_dwt_vqgan_draws_as_rudalles_at_twice_the_side(tmp_path, tiny_model_path):
+    """The DWT variant (`get_vae(dwt=True)`: taming's decoder drawing 12 channels of Haar coefficients, inverted
+    to a picture of twice the side), saved whole as ruDALL-E loads it: pictext's VQGAN with `wavelet` decodes
+    random codes as ruDALL-E's within 1e-5 and encodes as it does; filters other than Haar's are refused."""
+    import yaml
+
+    from pictext.vqgan.convert import load_taming
+
+    vae = reference_module("rudalle.vae.model")
+    published = yaml.safe_load((Path(vae.__file__).parent / "vqgan.gumbelf8-sber.config.yml").read_text())
+    published["model"]["params"].update(n_embed=64, embed_dim=16)
+    published["model"]["params"]["ddconfig"].update(ch=32, z_channels=16, resolution=64)
+    (tmp_path / "sber.yaml").write_text(yaml.safe_dump(published))
+
+    torch.manual_seed(0)
+    reference = vae.VQGanGumbelVAE(omegaconf_like(published), dwt=True).eval()
+    torch.save({"state_dict": reference.state_dict()}, tmp_path / "dwt.ckpt")
+    ours = load_taming(tmp_path / "dwt.ckpt", tmp_path / "sber.yaml")
+    assert ours.config.wavelet and ours.config.factor == 8
+
+    codes = torch.randint(0, 64, (2, 8, 8))
+    with torch.no_grad():
+        want = reference.decode(codes.flatten(1))  # (B, 3, 128, 128): twice the 64 px it encodes
+        got = (ours.decode_indices(codes).clamp(-1, 1) + 1) / 2
+    assert want.shape == (2, 3, 128, 128)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert ((want > 0) & (want < 1)).float().mean() > 0.5 and want.std() > 1e-3
+    pictures = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = reference.get_codebook_indices(pictures, disable_gumbel_softmax=True)
+        got = ours.encode(pictures * 2 - 1).indices.flatten(1)
+    assert torch.equal(got, want)
+
+    state = reference.state_dict()
+    state["model.decoder.idwt.g1_row"] = state["model.decoder.idwt.g1_row"].flip(-1)  # another wavelet
+    torch.save({"state_dict": state}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="g1_row is not the Haar wavelet's filter"):
+        load_taming(tmp_path / "other.ckpt", tmp_path / "sber.yaml")
+
+    from pictext.generate import GenerationError, generate
+
+    with pytest.raises(GenerationError, match="twice the side"):  # VQGAN+CLIP's picture is the size it optimizes
+        generate("радуга", "vqgan-clip", vqgan=ours, clip=str(tiny_model_path), steps=1)
+
+
 # ---- a whole ruDALL-E, from a folder ---------------------------------------------------------------------------------
 
 
@@ -271,6 +327,7 @@ def test_a_rudalle_folder_draws_through_the_cli(bpe_model, tmp_path, capsys):
     import shutil
 
     import yaml
+    from PIL import Image
 
     from pictext.cli import main
     from pictext.dalle import convert
@@ -304,6 +361,20 @@ def test_a_rudalle_folder_draws_through_the_cli(bpe_model, tmp_path, capsys):
     assert len(pictures) == 2, capsys.readouterr()
     record = json.loads(pictures[0].with_suffix(".json").read_text(encoding="utf-8"))
     assert (record["top_k"], record["top_p"], record["guidance_scale"]) == (2048, 0.995, 1.0)  # ruDALL-E's own
+    (drawn,) = [p for p in pictures if not p.stem.endswith("-sheet")]  # the kept one, beside the contact sheet
+    with Image.open(drawn) as picture:
+        assert picture.size == (64, 64)
+
+    (folder / "vqgan.gumbelf8-sber.model.ckpt").unlink()  # the DWT variant alone, as rudalle/malevich-dwt has it
+    torch.manual_seed(0)
+    dwt = vae.VQGanGumbelVAE(omegaconf_like({"model": vqgan}), dwt=True)
+    torch.save({"state_dict": dwt.state_dict()}, folder / "vqgan.gumbelf8-sber-dwt.model.ckpt")
+    main(["generate", "радуга", "--method", "dalle", "--dalle", str(folder), "--samples", "1", "--out",
+          str(tmp_path / "dwt"), "--seed", "1", "--clip", "default"])  # fmt: skip
+    (drawn,) = [p for p in (tmp_path / "dwt").glob("*.png") if not p.stem.endswith("-sheet")]
+    with Image.open(drawn) as picture:
+        assert picture.size == (128, 128)  # its codes drawn at twice the side they encode
+
     assert convert.rudalle_files(tmp_path) is None
     with pytest.raises(CheckpointError, match="not a ruDALL-E folder.*bpe.model"):
         convert.load_rudalle(tmp_path)

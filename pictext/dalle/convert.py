@@ -153,7 +153,10 @@ def from_rudalle(state_dict_or_path: dict[str, torch.Tensor] | str | os.PathLike
 
 MALEVICH = "rudalle/malevich"  # the registry entry whose configs a folder of ruDALL-E files is read with
 CONFIG = "rudalle.json"  # in a folder: {"rudalle": DalleModel's parameters, "vqgan": the VQGAN YAML's model section}
-_FILES = {"transformer": ("pytorch_model_v3.bin", "pytorch_model.bin"), "vqgan": ("vqgan.gumbelf8-sber.model.ckpt",),
+# the first of each part's names a folder holds is read: the plain Sber VQGAN before its DWT variant, as ruDALL-E
+# advises ("for stable generations you should use dwt=False"); `rudalle/malevich-dwt` fetches only the second
+_FILES = {"transformer": ("pytorch_model_v3.bin", "pytorch_model.bin"),
+          "vqgan": ("vqgan.gumbelf8-sber.model.ckpt", "vqgan.gumbelf8-sber-dwt.model.ckpt"),
           "tokenizer": ("bpe.model",)}  # fmt: skip
 
 

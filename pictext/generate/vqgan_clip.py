@@ -375,6 +375,9 @@ def _check(
     if config.drawer == "vqgan":
         if vqgan is None:
             raise GenerationError("the vqgan drawer needs a VQGAN model")
+        if vqgan.config.wavelet:
+            raise GenerationError("this VQGAN draws its pictures at twice the side it encodes (a DWT decoder); "
+                                  "VQGAN+CLIP takes one that draws at its own side, as taming's do")  # fmt: skip
         f = vqgan.config.factor
         if config.size[0] % f or config.size[1] % f or min(config.size) <= 0:
             raise GenerationError(f"size {config.size} must be positive multiples of the VQGAN's factor {f}")

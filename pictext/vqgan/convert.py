@@ -10,6 +10,7 @@ loss's weights (`loss.*`: discriminator, LPIPS) are left out, since pictext's tr
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,34 @@ def load_taming(ckpt: str | os.PathLike, config: str | os.PathLike | dict | None
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{ckpt} holds no state dict of tensors")
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and not k.startswith("loss.")}
-    return build_loaded(lambda: VQGAN(vq_config), check_tensors(tensors, ckpt), f"{ckpt} (with {config})")
+    tensors, vq_config = dwt_layout(check_tensors(tensors, ckpt), vq_config, ckpt)
+    return build_loaded(lambda: VQGAN(vq_config), tensors, f"{ckpt} (with {config})")
+
+
+def dwt_layout(tensors: dict[str, torch.Tensor], config: VQGANConfig, source: object = "the checkpoint"
+               ) -> tuple[dict[str, torch.Tensor], VQGANConfig]:  # fmt: skip
+    """A checkpoint of the Sber VQGAN's DWT variant (ruDALL-E's `get_vae(dwt=True)`: its VQGanGumbelVAE saved
+    whole, "model." before each name; taming's decoder wrapped as decoder.decoder, drawing 12 channels of Haar
+    coefficients, beside the wrapper's own post_quant_conv and its inverse transform's filters) in taming's
+    names, with `wavelet` set in its config; any other checkpoint as it is. The GumbelVQ's own post_quant_conv,
+    which the DWT decoder never uses, is dropped; filters other than Haar's are refused."""
+    names = {k.removeprefix("model.") if all(n.startswith("model.") for n in tensors) else k: v
+             for k, v in tensors.items()}  # fmt: skip
+    if "decoder.decoder.conv_in.weight" not in names:
+        return tensors, config
+    haar = {"g0_col": (1, 1), "g1_col": (1, -1), "g0_row": (1, 1), "g1_row": (1, -1)}
+    out = {}
+    for key, value in names.items():
+        if key.startswith("decoder.idwt."):
+            want = torch.tensor(haar.get(key.rsplit(".", 1)[1], (0, 0)), dtype=torch.float64) / 2**0.5
+            haar_filter = value.is_meta or torch.allclose(value.double().flatten(), want, atol=1e-6)  # meta: tests
+            if value.numel() != 2 or not haar_filter:
+                raise CheckpointError(f"{source}: {key} is not the Haar wavelet's filter; pictext draws with Haar only")
+        elif key.startswith(("decoder.decoder.", "decoder.post_quant_conv.")):
+            out[key.removeprefix("decoder.")] = value
+        elif not key.startswith("post_quant_conv."):
+            out[key] = value
+    return out, replace(config, wavelet=True)
 
 
 MAX_YAML = 1 << 20  # bytes

@@ -54,6 +54,9 @@ class VQGANConfig:
     ema_decay: float = 0.0  # > 0: EMA codebook instead of a learned one
     restart_after: int = 0  # > 0: restart codes unused for this many training steps
     kl_weight: float = 5e-4  # Gumbel only: weight of the KL to the uniform prior
+    # the decoder draws 4 * out_ch channels, one level of Haar wavelet coefficients, and its picture is their
+    # inverse transform at twice its side (the Sber VQGAN's DWT decoder: 256 px codes drawn at 512 px)
+    wavelet: bool = False
 
     def __post_init__(self) -> None:
         if self.quantizer not in ("vq", "gumbel"):
@@ -198,13 +201,28 @@ class Decoder(nn.Module):
             res = res * 2 if i else res
         self.up = nn.ModuleList(levels)  # up[0] is the full resolution, as in taming
         self.norm_out = _norm(widths[0])
-        self.conv_out = nn.Conv2d(widths[0], cfg.out_ch, 3, padding=1)
+        self.conv_out = nn.Conv2d(widths[0], cfg.out_ch * (4 if cfg.wavelet else 1), 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, z_channels, h, w) -> (B, 3, h*f, w*f)
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             h = level(h)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def inverse_haar(x: torch.Tensor) -> torch.Tensor:
+    """(B, 4C, h, w) -> (B, C, 2h, 2w): one level of the inverse 2-D Haar transform, the channels laid out as the
+    Sber VQGAN's DWT decoder gives them to pytorch_wavelets' DWTInverse (wave "db1"): the C low-pass ones, then
+    for each of the C its LH, HL and HH. Written out (four sums) rather than through pytorch_wavelets or
+    PyWavelets: a whole dependency for one fixed 2x2 filter."""
+    b, c4, h, w = x.shape
+    c = c4 // 4
+    ll = x[:, :c]
+    lh, hl, hh = x[:, c:].reshape(b, c, 3, h, w).unbind(2)
+    rows = (ll + lh, ll - lh)  # the column (height) synthesis: even and odd rows, before the 1/2
+    cols = (hl + hh, hl - hh)
+    quad = torch.stack([torch.stack([rows[r] + cols[r], rows[r] - cols[r]], -1) for r in (0, 1)], 3)  # (b,c,h,2,w,2)
+    return quad.reshape(b, c, 2 * h, 2 * w) / 2
 
 
 @dataclass
@@ -250,8 +268,9 @@ class VQGAN(nn.Module):
         self._check_size(x)
         return self.quantize(self.quant_conv(self.encoder(x)))
 
-    def decode(self, z_q: torch.Tensor) -> torch.Tensor:  # (B, embed_dim, h, w) -> (B, 3, h*f, w*f)
-        return self.decoder(self.post_quant_conv(z_q))
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:  # (B, embed_dim, h, w) -> (B, 3, h*f, w*f), 2x if wavelet
+        out = self.decoder(self.post_quant_conv(z_q))
+        return inverse_haar(out) if self.config.wavelet else out
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:  # (B, h, w) codes -> (B, 3, h*f, w*f)
         return self.decode(self.quantize.lookup(indices))
