@@ -298,3 +298,13 @@ def test_image_tokenizer_specs_are_checked():
         load_image_tokenizer("taming:x")
     with pytest.raises(FileNotFoundError, match="neither a file nor a model"):
         load_image_tokenizer("vqgan:no-such-model")
+
+
+def test_unknown_words_is_a_share_of_dalles_captions(capsys):
+    from pictext.cli import main
+
+    for family in ("vqgan", "clip", "unclip-prior"):
+        assert main(["train", family, "--unknown-words", "0.2"]) == 2
+        assert "--unknown-words" in capsys.readouterr().err
+    assert main(["train", "dalle", "--unknown-words", "1.5"]) == 2
+    assert "from 0 to 1; got 1.5" in capsys.readouterr().err

@@ -21,8 +21,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_vqgan(args)
     if args.family == "dalle":
         return _train_dalle(args)
-    if args.image_tokenizer is not None:
-        raise UsageError("--image-tokenizer is an option of pictext train dalle")
+    if args.image_tokenizer is not None or args.unknown_words is not None:
+        raise UsageError("--image-tokenizer and --unknown-words are options of pictext train dalle")
     from pictext.clip.recipe import RECIPES, build, recipe_data
     from pictext.data.pairs import load_pairs
 
@@ -78,7 +78,8 @@ def _train_vqgan(args: argparse.Namespace) -> int:
     from pictext.vqgan.recipe import VQGANRecipe, build, recipe_data
 
     recipe = VQGANRecipe()
-    train = _train_overrides(args, recipe.train, {"--image-tokenizer": args.image_tokenizer})
+    train = _train_overrides(args, recipe.train, {"--image-tokenizer": args.image_tokenizer,
+                                                  "--unknown-words": args.unknown_words})  # fmt: skip
     recipe = dataclasses.replace(recipe, train=train)
     if args.data is None:
         data, name = recipe_data(recipe), "vqgan"
@@ -103,6 +104,10 @@ def _train_dalle(args: argparse.Namespace) -> int:
     recipe = DALLERecipe()
     train = _train_overrides(args, recipe.train, {})
     recipe = dataclasses.replace(recipe, train=train)
+    if args.unknown_words is not None:
+        if not 0 <= args.unknown_words <= 1:
+            raise UsageError(f"--unknown-words is a share of the captions, from 0 to 1; got {args.unknown_words}")
+        recipe = dataclasses.replace(recipe, unknown_words=args.unknown_words)
     vqgan = None
     if args.image_tokenizer is not None:
         try:
@@ -117,7 +122,7 @@ def _train_dalle(args: argparse.Namespace) -> int:
     else:
         data = load_pairs(args.data, train.seed, args.image_column, args.caption_column)
         name = f"dalle-{Path(args.data).stem}"
-    custom = args.data is None and (vqgan is not None or train != DALLERecipe().train)
+    custom = args.data is None and (vqgan is not None or recipe != DALLERecipe())
     out, run_dir = train_paths(args, f"{name}{'-custom' if custom else ''}")
     build(recipe, data, vqgan=vqgan, out=out, run_dir=run_dir, extra=extra)
     if int(os.environ.get("RANK", 0)) == 0:
@@ -145,7 +150,8 @@ def _train_unclip(args: argparse.Namespace) -> int:
         print(f"the prior and the decoder come from {source}")
     recipe = UnclipRecipe(clip=args.clip or clip_name or UnclipRecipe.clip)
     field = f"{stage}_train"
-    train = _train_overrides(args, getattr(recipe, field), {"--image-tokenizer": args.image_tokenizer})
+    train = _train_overrides(args, getattr(recipe, field), {"--image-tokenizer": args.image_tokenizer,
+                                                            "--unknown-words": args.unknown_words})  # fmt: skip
     recipe = dataclasses.replace(recipe, **{field: train})
     size = recipe.upsampler_resolution if stage == "upsampler" else None
     if args.data is None:  # the recipe's: the shapes world and Google's emoji
@@ -177,6 +183,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--clip", help="unclip-*: the CLIP whose space the prior and decoder live in (default: default)")
     p.add_argument("--image-tokenizer", help="dalle: vqgan:MODEL or dvae:MODEL, a file or local name; a dvae may be a "
                    "folder with OpenAI's encoder.pkl and decoder.pkl (default: the recipe trains a VQGAN)")  # fmt: skip
+    p.add_argument("--unknown-words", type=float, metavar="SHARE", help="dalle: the share of captions read with one or "
+                   "two made-up words put in (default: the recipe's, 0)")  # fmt: skip
     p.add_argument("--recipe", choices=["default", "shapes"], help="CLIP's model size, data and schedule (shapes)")
     data_args(p, default=None)
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
