@@ -209,6 +209,17 @@ def reference_module(name: str) -> types.ModuleType:
     return importlib.import_module(name)
 
 
+class Attrs(dict):
+    """What OmegaConf gives ruDALL-E's VQGAN: keys read and written as attributes (its DWT decoder sets
+    out_ch = 12), and ** for taming's Decoder."""
+
+    __getattr__, __setattr__ = dict.__getitem__, dict.__setitem__
+
+
+def omegaconf_like(d: dict) -> Attrs:
+    return Attrs({k: omegaconf_like(v) if isinstance(v, dict) else v for k, v in d.items()})
+
+
 def write_synthetic(emb: pathlib.Path, n: int, per_shard: int, dim: int = 128, seed: int = 0, model: str = "default",
                     fingerprint: str = "synthetic") -> np.ndarray:  # fmt: skip
     """Shards of n clustered unit vectors, as `pictext embed` writes them; returns the vectors, float32."""

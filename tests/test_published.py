@@ -65,16 +65,10 @@ def reference_state(item: published.Published) -> dict[str, torch.Tensor]:
     raise AssertionError(f"{item.name}: no reference")
 
 
-class Attrs(dict):
-    """What OmegaConf gives rudalle's VQGAN: keys read and written as attributes, and ** for taming's Decoder."""
-
-    __getattr__, __setattr__ = dict.__getitem__, dict.__setitem__
-
-
 def _rudalle_state(config: dict, dwt: bool = False) -> dict[str, torch.Tensor]:
     """ruDALL-E's DalleModel and its Sber VQGAN (rudalle's GumbelVQ; with `dwt`, its DWT variant, saved whole as
     `get_vae(dwt=True)` loads it), as its two files name their tensors."""
-    from helpers import reference_module
+    from helpers import omegaconf_like, reference_module
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.script's deprecation, in ruDALL-E's gelu_jit
@@ -83,7 +77,8 @@ def _rudalle_state(config: dict, dwt: bool = False) -> dict[str, torch.Tensor]:
     params = config["vqgan"]["params"]
     transformer = meta_state(lambda: DalleModel(device="meta", embedding_dropout_prob=0.1, attention_dropout_prob=0.1,
                                                 output_dropout_prob=0.1, **config["rudalle"]))  # fmt: skip
-    vqgan = meta_state(lambda: GumbelVQ(Attrs(params["ddconfig"]), params["n_embed"], params["embed_dim"], dwt=dwt))
+    ddconfig = omegaconf_like(params["ddconfig"])
+    vqgan = meta_state(lambda: GumbelVQ(ddconfig, params["n_embed"], params["embed_dim"], dwt=dwt))
     prefix = "vqgan.model." if dwt else "vqgan."
     return {f"transformer.{k}": v for k, v in transformer.items()} | {f"{prefix}{k}": v for k, v in vqgan.items()}
 

@@ -14,7 +14,7 @@ from pictext.checkpoint import CheckpointError
 from pictext.dalle.convert import config_from_rudalle, from_rudalle, rudalle_to_pictext
 from pictext.dalle.model import DALLE
 
-from helpers import reference_module
+from helpers import omegaconf_like, reference_module
 
 # an 8x8 image grid: wider than the reach of ruDALL-E's 11x11 conv mask, so a wrong kernel shows
 SMALL = dict(num_layers=4, hidden_size=64, num_attention_heads=4, text_seq_length=10, image_tokens_per_dim=8,
@@ -235,14 +235,8 @@ def test_the_sber_vqgan_decodes_and_encodes_as_rudalles(tmp_path):
     params["ddconfig"].update(ch=32, z_channels=16, resolution=64)  # attention stays at 32 px: one level down
     (tmp_path / "sber.yaml").write_text(yaml.safe_dump(published))
 
-    class Config(dict):  # what OmegaConf gives VQGanGumbelVAE: keys as attributes, and ** for GumbelVQ
-        __getattr__ = dict.__getitem__
-
-    def config(d):
-        return Config({k: config(v) if isinstance(v, dict) else v for k, v in d.items()})
-
     torch.manual_seed(0)
-    reference = vae.VQGanGumbelVAE(config(published)).eval()
+    reference = vae.VQGanGumbelVAE(omegaconf_like(published)).eval()
     torch.save({"state_dict": reference.model.state_dict()}, tmp_path / "sber.ckpt")
     ours = load_taming(tmp_path / "sber.ckpt", tmp_path / "sber.yaml")
     assert ours.config.quantizer == "gumbel" and ours.config.factor == 8
@@ -258,17 +252,6 @@ def test_the_sber_vqgan_decodes_and_encodes_as_rudalles(tmp_path):
         want = reference.get_codebook_indices(pictures, disable_gumbel_softmax=True)
         got = ours.encode(pictures * 2 - 1).indices.flatten(1)
     assert torch.equal(got, want)
-
-
-class Attrs(dict):
-    """What OmegaConf gives ruDALL-E's VQGAN: keys as attributes, read and written (its DWT decoder sets
-    out_ch = 12), and ** for taming's Decoder."""
-
-    __getattr__, __setattr__ = dict.__getitem__, dict.__setitem__
-
-
-def omegaconf_like(d: dict) -> Attrs:
-    return Attrs({k: omegaconf_like(v) if isinstance(v, dict) else v for k, v in d.items()})
 
 
 def test_the_sber_dwt_vqgan_draws_as_rudalles_at_twice_the_side(tmp_path, tiny_model_path):

@@ -21,8 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_vqgan(args)
     if args.family == "dalle":
         return _train_dalle(args)
-    if args.image_tokenizer is not None or args.unknown_words is not None:
-        raise UsageError("--image-tokenizer and --unknown-words are options of pictext train dalle")
+    _refuse_foreign(args)
     from pictext.clip.recipe import RECIPES, build, recipe_data
     from pictext.data.pairs import load_pairs
 
@@ -57,16 +56,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_overrides(args: argparse.Namespace, train, refused: dict[str, object]):
-    """`train` (a recipe's training config) with the common options the user gave; options of other families
-    (`refused`, flag -> value, besides CLIP's) are an error naming them."""
-    refused = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock,
-               "--grad-checkpointing": args.grad_checkpointing or None, "--recipe": args.recipe,
-               "--augment": args.augment} | refused  # fmt: skip
+def _refuse_foreign(args: argparse.Namespace) -> None:
+    """UsageError naming the options given that belong to another family than `args.family` (CLIP's, DALL-E's)."""
+    clip = {"--loss": args.loss, "--micro-batch": args.micro_batch, "--lock": args.lock, "--recipe": args.recipe,
+            "--grad-checkpointing": args.grad_checkpointing or None, "--augment": args.augment}  # fmt: skip
+    dalle = {"--image-tokenizer": args.image_tokenizer, "--unknown-words": args.unknown_words}
+    refused = (clip if args.family != "clip" else {}) | (dalle if args.family != "dalle" else {})
     given_flags = [flag for flag, value in refused.items() if value is not None]
     if given_flags:
         raise UsageError(f"{', '.join(given_flags)}: CLIP training options or another family's; "
                          f"pictext train {args.family} does not take them")  # fmt: skip
+
+
+def _train_overrides(args: argparse.Namespace, train):
+    """`train` (a recipe's training config) with the common options the user gave (another family's refused)."""
+    _refuse_foreign(args)
     given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "precision": args.precision, "checkpoint_every": args.checkpoint_every}  # fmt: skip
     return dataclasses.replace(train, **{k: v for k, v in given.items() if v is not None})
@@ -78,8 +82,7 @@ def _train_vqgan(args: argparse.Namespace) -> int:
     from pictext.vqgan.recipe import VQGANRecipe, build, recipe_data
 
     recipe = VQGANRecipe()
-    train = _train_overrides(args, recipe.train, {"--image-tokenizer": args.image_tokenizer,
-                                                  "--unknown-words": args.unknown_words})  # fmt: skip
+    train = _train_overrides(args, recipe.train)
     recipe = dataclasses.replace(recipe, train=train)
     if args.data is None:
         data, name = recipe_data(recipe), "vqgan"
@@ -102,7 +105,7 @@ def _train_dalle(args: argparse.Namespace) -> int:
     from pictext.data.pairs import load_pairs
 
     recipe = DALLERecipe()
-    train = _train_overrides(args, recipe.train, {})
+    train = _train_overrides(args, recipe.train)
     recipe = dataclasses.replace(recipe, train=train)
     if args.unknown_words is not None:
         if not 0 <= args.unknown_words <= 1:
@@ -150,8 +153,7 @@ def _train_unclip(args: argparse.Namespace) -> int:
         print(f"the prior and the decoder come from {source}")
     recipe = UnclipRecipe(clip=args.clip or clip_name or UnclipRecipe.clip)
     field = f"{stage}_train"
-    train = _train_overrides(args, getattr(recipe, field), {"--image-tokenizer": args.image_tokenizer,
-                                                            "--unknown-words": args.unknown_words})  # fmt: skip
+    train = _train_overrides(args, getattr(recipe, field))
     recipe = dataclasses.replace(recipe, **{field: train})
     size = recipe.upsampler_resolution if stage == "upsampler" else None
     if args.data is None:  # the recipe's: the shapes world and Google's emoji

@@ -152,6 +152,11 @@ def relation(first: str, second_genitive: str, left: bool, language: str) -> str
     return f"{first} {'слева от' if left else 'справа от'} {second_genitive}"
 
 
+def prompt_language(prompt: str) -> str:
+    """ "ru" when the prompt is written in Cyrillic, else "en"."""
+    return "ru" if any("\u0400" <= ch <= "\u04ff" for ch in prompt) else "en"
+
+
 # the letters a made-up word is spelt with, by the script of the caption it goes into
 _LETTERS = {"en": "abcdefghijklmnopqrstuvwxyz", "ru": "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"}
 
@@ -161,7 +166,7 @@ def with_unknown_words(caption: str, rng: np.random.Generator) -> str:
     or after its words. A model trained on some captions like these learns to draw what the words it knows say
     and to pass over a word it never saw, as a user's "draw ..." or "one big ..." is to it (no held-out word is
     ever drawn: the words are letters at random)."""
-    letters = _LETTERS["ru" if any("а" <= ch <= "я" or ch == "ё" for ch in caption.lower()) else "en"]
+    letters = _LETTERS[prompt_language(caption)]
     words = caption.split()
     for _ in range(1 + int(rng.random() < 0.3)):
         made_up = "".join(letters[int(i)] for i in rng.integers(len(letters), size=int(rng.integers(2, 8))))
@@ -179,4 +184,4 @@ def choose(rng: np.random.Generator, language: str, phrasings: tuple[str, ...]) 
 
 
 __all__ = ["HELD_OUT_PHRASINGS", "LANGUAGES", "PHRASINGS", "TRAIN_PHRASINGS", "Described", "choose", "noun_phrase",
-           "phrase", "relation", "usable", "with_unknown_words"]  # fmt: skip
+           "phrase", "prompt_language", "relation", "usable", "with_unknown_words"]  # fmt: skip

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from pictext.data import phrasings
+from pictext.data.phrasings import prompt_language as prompt_language  # where the prompt helpers are looked for
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -365,11 +366,6 @@ def _russian_forms() -> tuple[dict[str, str], dict[str, str]]:
 _RU_COLORS, _RU_SHAPES = _russian_forms()
 COLORS_BY_WORD = {name: name for name in COLORS} | _RU_COLORS
 SHAPES_BY_WORD = {name: name for name in SHAPES} | _RU_SHAPES
-
-
-def prompt_language(prompt: str) -> str:
-    """ "ru" when the prompt is written in Cyrillic, else "en"."""
-    return "ru" if any("\u0400" <= ch <= "\u04ff" for ch in prompt) else "en"
 
 
 def _rgb(image: Image.Image | np.ndarray) -> np.ndarray:
